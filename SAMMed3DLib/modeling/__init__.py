@@ -1,0 +1,16 @@
+"""SAM-Med3D network parts, one file each; names match the official checkpoint keys."""
+
+from .image_encoder import ImageEncoderViT3D
+from .mask_decoder import MaskDecoder3D
+from .prompt_encoder import PromptEncoder3D
+from .sam3d import IMAGE_SIZE, LOW_RES_SIZE, SAMMed3D, build_sam_med3d
+
+__all__ = [
+    "IMAGE_SIZE",
+    "LOW_RES_SIZE",
+    "ImageEncoderViT3D",
+    "MaskDecoder3D",
+    "PromptEncoder3D",
+    "SAMMed3D",
+    "build_sam_med3d",
+]
