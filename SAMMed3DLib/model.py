@@ -7,7 +7,8 @@ import torch
 
 from .checkpoint import extract_state_dict, load_weights_strict, read_checkpoint
 from .device import resolve_device, resolve_precision
-from .modeling import SAMMed3D, build_sam_med3d
+from .errors import CheckpointError
+from .modeling import SAMMed3D, SAMMed3DConfig, build_sam_med3d
 
 ProgressCallback = Callable[[int, Optional[int], float], Optional[bool]]
 
@@ -38,7 +39,11 @@ def load_model(
     """
     path = resolve_weights(checkpoint, **download_options)
     state = extract_state_dict(read_checkpoint(path), source=path)
-    model = build_sam_med3d()
+    try:
+        config = SAMMed3DConfig.from_state_dict(state)
+    except (KeyError, IndexError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"{path} is not a SAM-Med3D checkpoint: it has no tensor {exc}") from exc
+    model = build_sam_med3d(config)
     load_weights_strict(model, state, source=path)
     target = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(target).eval()

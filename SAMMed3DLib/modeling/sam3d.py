@@ -1,6 +1,7 @@
 """The assembled SAM-Med3D network (the official ``vit_b_ori`` build for 128³ crops)."""
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -69,11 +70,58 @@ class SAMMed3D(nn.Module):
         return F.interpolate(low_res, size=(size, size, size), mode="trilinear", align_corners=False)
 
 
-def build_sam_med3d() -> SAMMed3D:
-    """The official architecture with freshly initialised weights (parameters ≈ 100.5 M)."""
+@dataclass(frozen=True)
+class SAMMed3DConfig:
+    """Architecture hyper-parameters; the defaults are the official ``vit_b_ori`` (ViT-B, 100.5 M parameters)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    window_size: int = 14
+    global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11)
+    prompt_embed_dim: int = 384
+    decoder_mlp_dim: int = 2048
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "SAMMed3DConfig":
+        """Read the hyper-parameters off the weight shapes (official files give the defaults).
+
+        Raises KeyError when a tensor the architecture needs is absent; the caller reports it.
+        """
+        grid = IMAGE_SIZE // 16
+        embed_dim = state["image_encoder.pos_embed"].shape[-1]
+        depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+        rows = [state[f"image_encoder.blocks.{i}.attn.rel_pos_d"].shape for i in range(depth)]
+        global_idx = tuple(i for i, r in enumerate(rows) if r[0] == 2 * grid - 1)
+        windowed = [r[0] for i, r in enumerate(rows) if i not in global_idx]
+        return cls(
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=embed_dim // rows[0][1],
+            mlp_ratio=state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / embed_dim,
+            window_size=(windowed[0] + 1) // 2 if windowed else 0,
+            global_attn_indexes=global_idx,
+            prompt_embed_dim=state["image_encoder.neck.0.weight"].shape[0],
+            decoder_mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+        )
+
+
+def build_sam_med3d(config: SAMMed3DConfig = SAMMed3DConfig()) -> SAMMed3D:
+    """The network with freshly initialised weights; default config = the official architecture."""
     grid = IMAGE_SIZE // 16
+    dim = config.prompt_embed_dim
     return SAMMed3D(
-        image_encoder=ImageEncoderViT3D(img_size=IMAGE_SIZE, out_chans=384),
-        prompt_encoder=PromptEncoder3D(384, (grid, grid, grid), (IMAGE_SIZE,) * 3, mask_in_chans=16),
-        mask_decoder=MaskDecoder3D(transformer_dim=384),
+        image_encoder=ImageEncoderViT3D(
+            img_size=IMAGE_SIZE,
+            embed_dim=config.embed_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=dim,
+            window_size=config.window_size,
+            global_attn_indexes=config.global_attn_indexes,
+        ),
+        prompt_encoder=PromptEncoder3D(dim, (grid, grid, grid), (IMAGE_SIZE,) * 3, mask_in_chans=16),
+        mask_decoder=MaskDecoder3D(transformer_dim=dim, mlp_dim=config.decoder_mlp_dim),
     )
