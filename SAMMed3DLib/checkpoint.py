@@ -10,7 +10,7 @@ import collections
 import importlib
 import os
 import pickle
-import zipfile
+import warnings
 from typing import Dict, List, Mapping
 
 import numpy as np
@@ -50,13 +50,16 @@ def read_checkpoint(path: "os.PathLike[str] | str") -> Mapping[str, object]:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notices for foreign pickles; we report our own error
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds objects a safe checkpoint may not contain; refusing to load it ({_first_line(exc)})"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        if "global" in str(exc).lower():
+            raise CheckpointError(
+                f"{path} holds objects a safe checkpoint may not contain; refusing to load it ({_first_line(exc)})"
+            ) from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in any unpickler step
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated or another format): {_first_line(exc)}"
         ) from exc
@@ -66,8 +69,11 @@ def read_checkpoint(path: "os.PathLike[str] | str") -> Mapping[str, object]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The informative line of an unpickling error (torch prefixes generic advice we must not echo)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "global" in line.lower() and "weights_only" not in line]
+    detail = (named or lines or [""])[0]
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def extract_state_dict(checkpoint: Mapping[str, object], source: str = "checkpoint") -> Dict[str, torch.Tensor]:
@@ -102,4 +108,7 @@ def load_weights_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sou
                 shown = ", ".join(items[:10]) + (f", … ({len(items) - 10} more)" if len(items) > 10 else "")
                 parts.append(f"{len(items)} {title}: {shown}")
         raise CheckpointError(" ".join(parts))
-    model.load_state_dict(state, strict=True)
+    # assign=True adopts the file's tensors (the model may live on the meta device); fp32 is the
+    # reference precision whatever the file was saved in.
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)

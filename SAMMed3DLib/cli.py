@@ -1,7 +1,7 @@
 """``python -m SAMMed3DLib COMMAND``: the command-line entry point.
 
-Each command lives in ``SAMMed3DLib/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
-and ``run(args) -> int``; it is imported only when chosen, so ``models`` never imports torch.
+Each command lives in ``SAMMed3DLib/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when chosen, so ``models`` never imports torch.
 """
 
 import argparse
@@ -11,11 +11,19 @@ from typing import List, Optional
 
 from .errors import SAMMed3DError
 
-COMMANDS = ("segment", "evaluate", "download", "models", "bench")
+COMMANDS = {
+    "segment": "segment a volume from clicks given in RAS millimetres or Slicer markups files",
+    "evaluate": "simulate clicks against a label map and report Dice after each click",
+    "download": "download a checkpoint from the registry or a URL into the cache",
+    "models": "list the registry's checkpoints and what is cached",
+    "bench": "benchmark the network against the official implementation",
+    "bench-session": "benchmark interactive clicks against the official-style pipeline",
+}
+"""Command name → one-line help; the module is ``commands/<name with _ for ->.py``."""
 
 
 def _command_module(name: str):
-    return importlib.import_module(f"{__package__}.commands.{name}")
+    return importlib.import_module(f"{__package__}.commands.{name.replace('-', '_')}")
 
 
 def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
@@ -24,12 +32,10 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        if selected is None or name == selected:
-            module = _command_module(name)
-            module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
-        else:
-            sub.add_parser(name, help=_command_module(name).HELP, add_help=False)
+    for name, text in COMMANDS.items():
+        command = sub.add_parser(name, help=text, description=text, add_help=name == selected)
+        if name == selected:
+            _command_module(name).add_arguments(command)
     return parser
 
 

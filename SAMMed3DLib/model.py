@@ -1,16 +1,13 @@
 """``load_model``: a checkpoint (path or registry id) → the SAM-Med3D network ready for inference."""
 
 import os
-from typing import Callable, Optional, Union
+from typing import Mapping, Union
 
 import torch
 
 from .checkpoint import extract_state_dict, load_weights_strict, read_checkpoint
 from .device import resolve_device, resolve_precision
-from .errors import CheckpointError
 from .modeling import SAMMed3D, SAMMed3DConfig, build_sam_med3d
-
-ProgressCallback = Callable[[int, Optional[int], float], Optional[bool]]
 
 
 def resolve_weights(spec: "os.PathLike[str] | str", **download_options) -> str:
@@ -21,6 +18,17 @@ def resolve_weights(spec: "os.PathLike[str] | str", **download_options) -> str:
     from .weights import resolve_checkpoint  # downloads only when the spec is not a local file
 
     return os.fspath(resolve_checkpoint(spec, **download_options))
+
+
+def _network_for(state: Mapping[str, torch.Tensor]) -> SAMMed3D:
+    """A network of the architecture the weights describe. For a foreign file that describes none,
+    the official one, so that the strict load lists exactly which keys and shapes differ."""
+    # Built on the meta device: no time is spent initialising weights the file replaces.
+    with torch.device("meta"):
+        try:
+            return build_sam_med3d(SAMMed3DConfig.from_state_dict(state))
+        except (KeyError, IndexError, ZeroDivisionError, AttributeError, ValueError, RuntimeError):
+            return build_sam_med3d()
 
 
 def load_model(
@@ -39,11 +47,7 @@ def load_model(
     """
     path = resolve_weights(checkpoint, **download_options)
     state = extract_state_dict(read_checkpoint(path), source=path)
-    try:
-        config = SAMMed3DConfig.from_state_dict(state)
-    except (KeyError, IndexError, ZeroDivisionError) as exc:
-        raise CheckpointError(f"{path} is not a SAM-Med3D checkpoint: it has no tensor {exc}") from exc
-    model = build_sam_med3d(config)
+    model = _network_for(state)
     load_weights_strict(model, state, source=path)
     target = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(target).eval()

@@ -22,8 +22,10 @@ import torch
 @lru_cache(maxsize=16)
 def _relative_index(size: int, device: torch.device) -> torch.Tensor:
     """``[size, size]`` long tensor whose ``[p, r]`` entry is ``p - r + size - 1``."""
-    pos = torch.arange(size, device=device)
-    return pos[:, None] - pos[None, :] + (size - 1)
+    # Cached across calls, so it must not be an inference tensor (those cannot enter autograd later).
+    with torch.inference_mode(False):
+        pos = torch.arange(size, device=device)
+        return pos[:, None] - pos[None, :] + (size - 1)
 
 
 def relative_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
