@@ -1,0 +1,120 @@
+"""The checkpoint cache: where files live, the lock that serialises writers, and integrity checks.
+
+Layout: ``<cache dir>/checkpoints/<file name>`` with ``<file name>.sha256`` beside it (the hash of the
+first complete download, in ``sha256sum`` format); locks sit in ``checkpoints/.locks/``. Files appear
+only by ``os.replace`` of a verified ``.part`` file, so a reader never sees a half-written checkpoint.
+"""
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from filelock import FileLock
+from platformdirs import user_cache_dir
+
+from ..errors import DownloadError
+from .registry import ModelEntry
+
+APP_NAME = "SAMMed3D"
+SUBDIR = "checkpoints"
+PART_SUFFIX = ".part"
+HASH_SUFFIX = ".sha256"
+LOCK_SUFFIX = ".lock"
+LOCKS_DIR = ".locks"
+HASH_CHUNK = 4 << 20  # bytes read per step while hashing
+
+PathLike = Union["os.PathLike[str]", str]
+
+
+def default_cache_dir() -> Path:
+    """``$SAMMED3D_CACHE_DIR``, else the per-user cache folder (e.g. ``~/.cache/SAMMed3D``)."""
+    env = os.environ.get("SAMMED3D_CACHE_DIR")
+    return Path(env) if env else Path(user_cache_dir(APP_NAME, appauthor=False))
+
+
+def checkpoints_dir(cache_dir: Optional[PathLike] = None) -> Path:
+    """The folder holding checkpoints inside ``cache_dir`` (default :func:`default_cache_dir`)."""
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / SUBDIR
+
+
+def cached_path(entry: ModelEntry, cache_dir: Optional[PathLike] = None) -> Path:
+    """Where ``entry``'s checkpoint is (or will be) cached; the file may not exist yet."""
+    return checkpoints_dir(cache_dir) / entry.filename
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    """``path`` with ``suffix`` appended to its full name (``a.pth`` → ``a.pth.part``)."""
+    return path.with_name(path.name + suffix)
+
+
+def file_lock(path: Path) -> FileLock:
+    """A lock serialising every process and thread that reads or writes ``path`` in the cache.
+
+    Lock files live in a hidden ``.locks`` folder beside ``path`` so that listings show only checkpoints.
+    """
+    folder = path.parent / LOCKS_DIR
+    folder.mkdir(exist_ok=True)
+    return FileLock(str(folder / (path.name + LOCK_SUFFIX)))
+
+
+def ensure_dir(folder: Path) -> None:
+    """Create ``folder`` (and parents), or one DownloadError saying why the cache cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create cache directory {folder}: {exc.strerror or exc}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DownloadError(f"cache directory {folder} is not writable; set SAMMED3D_CACHE_DIR or --cache-dir")
+
+
+def sha256_file(path: Path) -> str:
+    """Lower-case hex SHA-256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_recorded_hash(path: Path) -> Optional[str]:
+    """The hash recorded beside ``path`` at its first download, or None if there is none (or unreadable)."""
+    try:
+        text = sibling(path, HASH_SUFFIX).read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[0].lower() if text and len(text[0]) == 64 else None
+
+
+def record_hash(path: Path, digest: str) -> None:
+    """Write ``<path>.sha256`` atomically (write-then-rename)."""
+    target = sibling(path, HASH_SUFFIX)
+    tmp = sibling(path, HASH_SUFFIX + ".tmp")
+    tmp.write_text(f"{digest}  {path.name}\n", encoding="ascii")
+    os.replace(tmp, target)
+
+
+def remove_quietly(*paths: Path) -> None:
+    """Delete files that may not exist; failures to delete are ignored (nothing better to do)."""
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def verify_cached(path: Path, sha256: Optional[str] = None, size: Optional[int] = None) -> Optional[str]:
+    """Check a cached file: None when it is good, else why it is not (the caller deletes it).
+
+    The expected hash is ``sha256`` when known, else the one recorded at the first download. A file
+    with neither (copied in by hand) is accepted and its hash recorded from now on.
+    """
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        return f"it has {actual_size} bytes, expected {size}"
+    expected = (sha256 or "").lower() or read_recorded_hash(path)
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        return f"its SHA-256 is {actual}, expected {expected}"
+    if read_recorded_hash(path) != actual:
+        record_hash(path, actual)
+    return None
