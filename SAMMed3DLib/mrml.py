@@ -1,0 +1,415 @@
+"""Adapter between MRML nodes (volume, segmentation, markups) and the engine's SimpleITK images.
+
+Only MRML / VTK classes are used here (no Qt, no ``slicer.util`` GUI helpers, no ``slicer.app``), so the
+module runs in real Slicer and on the ``slicer-core`` wheel alike. Call it from the main thread only.
+
+Coordinate systems: MRML and markups are RAS (mm); SimpleITK physical space is LPS (mm). The engine image
+built here has voxel index (x, y, z) == the volume's IJK, so a *region* ``(index_start, size)`` in SimpleITK
+index order is also an IJK box of the volume and of the segmentation's reference geometry.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .errors import InputError
+
+Region = Tuple[Tuple[int, int, int], Tuple[int, int, int]]
+"""(index_start, size), both in SimpleITK / IJK order (x, y, z)."""
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+_MATRIX_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """A voxel grid in world RAS: ``ijk_to_ras`` (4×4, mm) and ``dims`` (nx, ny, nz)."""
+
+    ijk_to_ras: np.ndarray
+    dims: Tuple[int, int, int]
+
+    def vtk_matrix(self) -> vtk.vtkMatrix4x4:
+        m = vtk.vtkMatrix4x4()
+        for r in range(4):
+            for c in range(4):
+                m.SetElement(r, c, float(self.ijk_to_ras[r, c]))
+        return m
+
+    def full_region(self) -> Region:
+        return (0, 0, 0), tuple(self.dims)
+
+    def oriented_image(self, region: Region, values: Optional[np.ndarray] = None) -> "slicer.vtkOrientedImageData":
+        """A uint8 ``vtkOrientedImageData`` on this grid covering ``region``, filled with ``values`` (z, y, x)."""
+        image = slicer.vtkOrientedImageData()
+        image.SetImageToWorldMatrix(self.vtk_matrix())
+        image.SetExtent(*region_to_extent(region))
+        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        array = _voxels(image)
+        array[:] = 0 if values is None else values
+        return image
+
+
+def _vtk_to_numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _voxels(image: vtk.vtkImageData) -> np.ndarray:
+    """Writable (z, y, x) view of a single-component image's scalars."""
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    return flat.reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+
+
+def region_to_extent(region: Region) -> Tuple[int, int, int, int, int, int]:
+    (x, y, z), (sx, sy, sz) = region
+    return x, x + sx - 1, y, y + sy - 1, z, z + sz - 1
+
+
+def union_region(a: Optional[Region], b: Optional[Region]) -> Optional[Region]:
+    """Smallest region holding both (``None`` is empty)."""
+    if a is None or b is None:
+        return a or b
+    start = np.minimum(a[0], b[0])
+    end = np.maximum(np.add(a[0], a[1]), np.add(b[0], b[1]))
+    return tuple(int(v) for v in start), tuple(int(v) for v in end - start)
+
+
+def clip_region(region: Region, dims: Sequence[int]) -> Optional[Region]:
+    start = np.clip(region[0], 0, dims)
+    end = np.clip(np.add(region[0], region[1]), 0, dims)
+    if np.any(end <= start):
+        return None
+    return tuple(int(v) for v in start), tuple(int(v) for v in end - start)
+
+
+# --- volumes ----------------------------------------------------------------------------------------------
+
+
+def volume_geometry(volume_node, *, harden: bool = False) -> VolumeGeometry:
+    """The volume's voxel grid in world RAS. A parent transform is an error unless ``harden`` is set; then a
+    linear one is folded into the matrix (the scene is not changed) and a non-linear one is still an error."""
+    if volume_node is None:
+        raise InputError("Select an input volume first.")
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = _vtk_to_numpy_matrix(matrix)
+    transform = volume_node.GetParentTransformNode()
+    if transform is not None:
+        name = volume_node.GetName()
+        if not transform.IsTransformToWorldLinear():
+            raise InputError(
+                f"Volume '{name}' is under the non-linear transform '{transform.GetName()}'. "
+                "Harden it (Transforms module) before segmenting."
+            )
+        if not harden:
+            raise InputError(
+                f"Volume '{name}' is under the transform '{transform.GetName()}'. "
+                "Harden the transform, or enable hardening, before segmenting."
+            )
+        to_world = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformToWorld(to_world)
+        ijk_to_ras = _vtk_to_numpy_matrix(to_world) @ ijk_to_ras
+    image = volume_node.GetImageData()
+    if image is None:
+        raise InputError(f"Volume '{volume_node.GetName()}' holds no image data.")
+    return VolumeGeometry(ijk_to_ras, tuple(int(d) for d in image.GetDimensions()))
+
+
+def check_scalar_volume(volume_node) -> None:
+    """Raise ``InputError`` for anything but a 3-D single-component scalar volume."""
+    if volume_node is None:
+        raise InputError("Select an input volume first.")
+    name = volume_node.GetName()
+    image = volume_node.GetImageData()
+    if image is None:
+        raise InputError(f"Volume '{name}' holds no image data.")
+    if volume_node.IsA("vtkMRMLVectorVolumeNode") or image.GetNumberOfScalarComponents() != 1:
+        raise InputError(
+            f"Volume '{name}' is a colour (RGB) or vector volume; SAM-Med3D needs a single-channel scalar volume "
+            "(convert it with the Vector to Scalar Volume module)."
+        )
+    dims = image.GetDimensions()
+    if min(dims) < 2:
+        raise InputError(
+            f"Volume '{name}' is 2-D ({dims[0]}×{dims[1]}×{dims[2]} voxels); SAM-Med3D needs a 3-D volume."
+        )
+
+
+def volume_to_sitk(volume_node, *, harden: bool = False) -> sitk.Image:
+    """The volume as a SimpleITK image (LPS physical space, index (x, y, z) == IJK), voxel values copied."""
+    check_scalar_volume(volume_node)
+    geometry = volume_geometry(volume_node, harden=harden)
+    voxels = np.array(_voxels(volume_node.GetImageData()), copy=True)
+    image = sitk.GetImageFromArray(voxels)
+    axes = geometry.ijk_to_ras[:3, :3]
+    # Spacing is the node's own; only a hardened transform (which may scale) makes us measure the matrix.
+    spacing = np.linalg.norm(axes, axis=0) if volume_node.GetParentTransformNode() else volume_node.GetSpacing()
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection((RAS_TO_LPS @ (axes / np.asarray(spacing))).flatten().tolist())
+    image.SetOrigin((RAS_TO_LPS @ geometry.ijk_to_ras[:3, 3]).tolist())
+    return image
+
+
+def ras_inside(geometry: VolumeGeometry, point_ras: Sequence[float]) -> bool:
+    """Whether an RAS point (mm) falls within the volume's voxels (half a voxel margin)."""
+    ijk = np.linalg.solve(geometry.ijk_to_ras, [*point_ras, 1.0])[:3]
+    return bool(np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(geometry.dims) - 0.5))
+
+
+# --- markups ----------------------------------------------------------------------------------------------
+
+
+def control_points_ras(markups_node) -> List[Tuple[float, float, float]]:
+    """Positions of the node's defined control points in world RAS (mm), in placement order."""
+    if markups_node is None:
+        return []
+    points = []
+    position = [0.0, 0.0, 0.0]
+    for i in range(markups_node.GetNumberOfControlPoints()):
+        if markups_node.GetNthControlPointPositionStatus(i) != markups_node.PositionDefined:
+            continue  # the point under the mouse during placement is not a prompt yet
+        markups_node.GetNthControlPointPositionWorld(i, position)
+        points.append(tuple(float(v) for v in position))
+    return points
+
+
+def node_id(node) -> Optional[str]:
+    return node.GetID() if node is not None else None
+
+
+def point_count(markups_node) -> int:
+    return markups_node.GetNumberOfControlPoints() if markups_node is not None else 0
+
+
+def add_point(markups_node, point_ras: Sequence[float]) -> None:
+    """Append a control point at world RAS (mm); fires the point events the panel listens to."""
+    markups_node.AddControlPointWorld(*point_ras)
+
+
+def keep_points(markups_node, count: int) -> None:
+    """Remove control points from the end until ``count`` remain."""
+    while markups_node.GetNumberOfControlPoints() > max(count, 0):
+        markups_node.RemoveNthControlPoint(markups_node.GetNumberOfControlPoints() - 1)
+
+
+def set_points(markups_node, points_ras: Sequence[Sequence[float]]) -> None:
+    """Replace all control points (world RAS, mm), firing one batch of events."""
+    was_modifying = markups_node.StartModify()
+    markups_node.RemoveAllControlPoints()
+    for point in points_ras:
+        markups_node.AddControlPointWorld(*point)
+    markups_node.EndModify(was_modifying)
+
+
+def volume_cache_key(volume_node, harden: bool) -> Tuple:
+    """Changes whenever the voxels, the geometry or (with ``harden``) the parent transform change."""
+    transform = volume_node.GetParentTransformNode()
+    transform_time = transform.GetTransformToWorldMTime() if transform is not None else 0
+    return volume_node.GetID(), volume_node.GetImageData().GetMTime(), volume_node.GetMTime(), harden, transform_time
+
+
+def node_name(node) -> str:
+    return node.GetName() if node is not None else ""
+
+
+def has_segment(segmentation_node, segment_id: str) -> bool:
+    return bool(segment_id) and segmentation_node.GetSegmentation().GetSegment(segment_id) is not None
+
+
+# --- segmentations ----------------------------------------------------------------------------------------
+
+_BINARY = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+_GEOMETRY_PARAMETER = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+
+
+def _segment(segmentation_node, segment_id: str):
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id) if segment_id else None
+    if segment is None:
+        raise InputError(f"Segmentation '{segmentation_node.GetName()}' has no segment '{segment_id}'.")
+    return segment
+
+
+def _geometry_of(image: "slicer.vtkOrientedImageData") -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    return _vtk_to_numpy_matrix(matrix)
+
+
+def _is_empty(image) -> bool:
+    if image is None or image.GetPointData().GetScalars() is None:
+        return True
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    return x1 < x0 or y1 < y0 or z1 < z0
+
+
+def read_segment(segmentation_node, segment_id: str, geometry: VolumeGeometry, region: Region) -> np.ndarray:
+    """The segment's voxels over ``region`` of ``geometry`` as a bool array (z, y, x)."""
+    segment = _segment(segmentation_node, segment_id)
+    out = np.zeros(region[1][::-1], dtype=bool)
+    layer = segment.GetRepresentation(_BINARY)
+    if _is_empty(layer):
+        return out
+    if not np.allclose(_geometry_of(layer), geometry.ijk_to_ras, atol=_MATRIX_TOLERANCE):
+        # A labelmap imported on another grid: nearest-neighbour resample onto ours, as Slicer does.
+        resampled = slicer.vtkOrientedImageData()
+        reference = geometry.oriented_image(region)
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(layer, reference, resampled)
+        layer = resampled
+    x0, x1, y0, y1, z0, z1 = layer.GetExtent()
+    lo = np.maximum(region[0], (x0, y0, z0))
+    hi = np.minimum(np.add(region[0], region[1]), (x1 + 1, y1 + 1, z1 + 1))
+    if np.any(hi <= lo):
+        return out
+    src = _voxels(layer)[lo[2] - z0 : hi[2] - z0, lo[1] - y0 : hi[1] - y0, lo[0] - x0 : hi[0] - x0]
+    r = region[0]
+    dst = out[lo[2] - r[2] : hi[2] - r[2], lo[1] - r[1] : hi[1] - r[1], lo[0] - r[0] : hi[0] - r[0]]
+    dst[:] = src == segment.GetLabelValue()
+    return out
+
+
+def other_segments_mask(segmentation_node, segment_id: str, geometry: VolumeGeometry, region: Region) -> np.ndarray:
+    """Union (bool, z, y, x) over ``region`` of every segment except ``segment_id``."""
+    union = np.zeros(region[1][::-1], dtype=bool)
+    for other in segmentation_node.GetSegmentation().GetSegmentIDs():
+        if other != segment_id:
+            union |= read_segment(segmentation_node, other, geometry, region)
+    return union
+
+
+def write_segment(segmentation_node, segment_id: str, geometry: VolumeGeometry, region: Region, mask) -> None:
+    """Set the segment to ``mask`` (z, y, x) inside ``region``; voxels outside it and other segments stay as
+    they are. The segment gets a labelmap layer of its own first: writes into a shared layer would move or
+    relabel the neighbours' voxels, which we must never touch."""
+    segmentation = segmentation_node.GetSegmentation()
+    _segment(segmentation_node, segment_id)
+    layer = segmentation.GetLayerIndex(segment_id)
+    if len(segmentation.GetSegmentIDsForLayer(layer)) > 1:
+        segmentation.SeparateSegmentLabelmap(segment_id)
+    # The merge writes the modifier's values as they are, so they must be the segment's label value.
+    label = _segment(segmentation_node, segment_id).GetLabelValue()
+    modifier = geometry.oriented_image(region, np.asarray(mask, dtype=np.uint8) * np.uint8(label))
+    extent = region_to_extent(region)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    # MODE_REPLACE would clear the segment outside the extent; min then max changes exactly the region.
+    was_modifying = segmentation_node.StartModify()
+    try:
+        logic.SetBinaryLabelmapToSegment(modifier, segmentation_node, segment_id, logic.MODE_MERGE_MIN, extent)
+        logic.SetBinaryLabelmapToSegment(modifier, segmentation_node, segment_id, logic.MODE_MERGE_MAX, extent)
+    finally:
+        segmentation_node.EndModify(was_modifying)
+
+
+def segment_region(segmentation_node, segment_id: str, geometry: VolumeGeometry) -> Optional[Region]:
+    """Bounding region of the segment's voxels on ``geometry`` (``None`` when empty)."""
+    voxels = read_segment(segmentation_node, segment_id, geometry, geometry.full_region())
+    if not voxels.any():
+        return None
+    nz = np.nonzero(voxels)
+    start = [int(nz[axis].min()) for axis in (2, 1, 0)]
+    size = [int(nz[axis].max()) - s + 1 for axis, s in zip((2, 1, 0), start)]
+    return tuple(start), tuple(size)
+
+
+def segment_to_sitk(segmentation_node, segment_id: str, geometry: VolumeGeometry, reference: sitk.Image):
+    """The segment as a uint8 0/1 SimpleITK mask on ``reference``'s grid (the volume image)."""
+    voxels = read_segment(segmentation_node, segment_id, geometry, geometry.full_region())
+    mask = sitk.GetImageFromArray(voxels.astype(np.uint8))
+    mask.CopyInformation(reference)
+    return mask
+
+
+def _has_content(segmentation_node) -> bool:
+    segmentation = segmentation_node.GetSegmentation()
+    for segment_id in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segment_id)
+        layer = segment.GetRepresentation(_BINARY)
+        if not _is_empty(layer) and np.any(_voxels(layer) == segment.GetLabelValue()):
+            return True
+    return False
+
+
+def prepare_segmentation(segmentation_node, geometry: VolumeGeometry, volume_name: str = "the volume") -> None:
+    """Make the segmentation usable on ``geometry``: binary labelmap source, not transformed, and reference
+    geometry set from the volume when it has none (or only empty segments). A segmentation with content on
+    another grid is an error rather than a silent resample of the user's work."""
+    if segmentation_node is None:
+        raise InputError("Select or create a segmentation first.")
+    name = segmentation_node.GetName()
+    if segmentation_node.GetParentTransformNode() is not None:
+        raise InputError(f"Segmentation '{name}' is under a transform; harden it before segmenting.")
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() and segmentation.GetSourceRepresentationName() != _BINARY:
+        raise InputError(f"Segmentation '{name}' is stored as surfaces; convert it to a binary labelmap first.")
+    wanted = slicer.vtkSegmentationConverter.SerializeImageGeometry(
+        geometry.vtk_matrix(), region_to_extent(geometry.full_region())
+    )
+    current = segmentation.GetConversionParameter(_GEOMETRY_PARAMETER)
+    if current and _same_geometry(current, geometry):
+        return
+    if current and _has_content(segmentation_node):
+        raise InputError(
+            f"Segmentation '{name}' was made on a different image grid than '{volume_name}'. "
+            "Choose or create a segmentation for this volume."
+        )
+    segmentation.SetSourceRepresentationName(_BINARY)
+    segmentation.SetConversionParameter(_GEOMETRY_PARAMETER, wanted)
+
+
+def _same_geometry(serialized: str, geometry: VolumeGeometry) -> bool:
+    matrix = vtk.vtkMatrix4x4()
+    extent = [0, -1, 0, -1, 0, -1]
+    if not slicer.vtkSegmentationConverter.DeserializeImageGeometry(serialized, matrix, extent):
+        return False
+    same_matrix = np.allclose(_vtk_to_numpy_matrix(matrix), geometry.ijk_to_ras, atol=_MATRIX_TOLERANCE)
+    return same_matrix and tuple(extent) == region_to_extent(geometry.full_region())
+
+
+# --- one interactive step ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SegmentEdit:
+    """What one step did to one segment inside ``region``: voxels ``before`` and ``after`` (bool, z, y, x)."""
+
+    region: Region
+    before: np.ndarray
+    after: np.ndarray
+
+
+def mask_region(mask: sitk.Image, region: Region) -> np.ndarray:
+    """``mask`` (engine output on the volume grid) cropped to ``region`` as a bool array (z, y, x)."""
+    (x, y, z), (sx, sy, sz) = region
+    return sitk.GetArrayViewFromImage(mask)[z : z + sz, y : y + sy, x : x + sx] != 0
+
+
+def apply_mask(
+    segmentation_node,
+    segment_id: str,
+    geometry: VolumeGeometry,
+    mask: sitk.Image,
+    region: Optional[Region],
+    *,
+    protect_others: bool = True,
+) -> Optional[SegmentEdit]:
+    """Write ``mask`` into the segment within ``region`` only. With ``protect_others`` the voxels that belong
+    to any other segment are left out of the new mask, so every other segment is unchanged either way."""
+    region = clip_region(region, geometry.dims) if region else None
+    if region is None:
+        return None
+    after = mask_region(mask, region)
+    if protect_others:
+        after &= ~other_segments_mask(segmentation_node, segment_id, geometry, region)
+    before = read_segment(segmentation_node, segment_id, geometry, region)
+    if not np.array_equal(before, after):
+        write_segment(segmentation_node, segment_id, geometry, region, after)
+    return SegmentEdit(region, before, after)
+
+
+def revert_edit(segmentation_node, segment_id: str, geometry: VolumeGeometry, edit: SegmentEdit, *, undo=True):
+    """Undo (restore ``before``) or redo (restore ``after``) an edit exactly."""
+    write_segment(segmentation_node, segment_id, geometry, edit.region, edit.before if undo else edit.after)
