@@ -61,5 +61,3 @@ def reference_decode(reference: torch.nn.Module, embedding, coords, labels, mask
         dense_prompt_embeddings=dense,
         multimask_output=False,
     )
-
-

@@ -1,0 +1,25 @@
+"""``bench-session``: click-to-mask timings of InteractiveSession against the official-style pipeline."""
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "benchmark interactive clicks (first click, refinement, peak RSS) against the official-style pipeline"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--no-reference", action="store_true", help="time SAMMed3DLib alone (no torchio/medim)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..device import resolve_device
+    from ..session_benchmark import run_session_benchmark
+
+    device = resolve_device(args.device)
+    report = run_session_benchmark(str(device), args.threads, reference=not args.no_reference)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0

@@ -1,0 +1,325 @@
+"""The model's region of interest (ROI): a 128³ grid at 1.5 mm, and the normalised crop on it.
+
+Geometry reproduces the official preprocessing (torchio ``Resample(1.5)`` → ``ToCanonical()`` →
+``CropOrPad(128³)`` around the target → ``ZNormalization(masking x > 0)``) without resampling the
+whole volume: the ROI grid is computed from the image header alone, then only those 128³ voxels are
+interpolated from the original image by SimpleITK.
+
+Conventions used throughout:
+
+* physical points are LPS millimetres (SimpleITK); callers with RAS points use :func:`ras_to_lps`;
+* a direction matrix is 3x3 with one column per image axis (SimpleITK stores it row-major);
+* "index order" is SimpleITK's (x, y, z) = (i, j, k); numpy arrays from ``GetArrayFromImage`` are z-y-x;
+* the ROI array handed to the network is in the ROI's own index order ``[i, j, k]``, where the ROI axes
+  are the image's axes permuted/flipped to the closest R, A, S order (as ``ToCanonical`` does), so the
+  click coordinates the prompt encoder gets are ROI indices (i, j, k), as ``torch.argwhere`` gives them.
+"""
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+ROI_SIZE = 128
+"""Voxels per side of the model input."""
+ROI_SPACING = 1.5
+"""Isotropic spacing of the model input, mm (the training resolution)."""
+
+Index3 = Tuple[int, int, int]
+Region = Tuple[Index3, Index3]
+"""(index_start, size) in SimpleITK index order (x, y, z)."""
+
+_RAS_FLIP = np.array([-1.0, -1.0, 1.0])
+
+
+def ras_to_lps(point: Sequence[float]) -> np.ndarray:
+    """RAS mm → LPS mm (negate the first two coordinates); the same map turns LPS into RAS."""
+    return np.asarray(point, dtype=float).reshape(3) * _RAS_FLIP
+
+
+lps_to_ras = ras_to_lps
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A 3-D voxel grid: size/spacing in index order (x, y, z), origin in LPS mm, direction columns per axis."""
+
+    size: Index3
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float]
+    direction: Tuple[float, ...]  # row-major 3x3, as SimpleITK
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Grid":
+        return cls(
+            tuple(int(v) for v in image.GetSize()),
+            tuple(float(v) for v in image.GetSpacing()),
+            tuple(float(v) for v in image.GetOrigin()),
+            tuple(float(v) for v in image.GetDirection()),
+        )
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """3x3 map from index offsets (x, y, z) to LPS mm: direction · diag(spacing)."""
+        return np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)
+
+    def to_physical(self, index: np.ndarray) -> np.ndarray:
+        """Continuous indices ``[..., 3]`` (x, y, z) → LPS points ``[..., 3]``."""
+        return np.asarray(index, dtype=float) @ self.matrix.T + np.asarray(self.origin)
+
+    def to_index(self, points: np.ndarray) -> np.ndarray:
+        """LPS points ``[..., 3]`` → continuous indices ``[..., 3]`` (x, y, z)."""
+        inverse = np.linalg.inv(self.matrix)
+        return (np.asarray(points, dtype=float) - np.asarray(self.origin)) @ inverse.T
+
+    def reference(self, pixel_type: int = sitk.sitkUInt8) -> sitk.Image:
+        """An image with this geometry (its pixels are only allocated, never meant to be read)."""
+        image = sitk.Image(list(self.size), pixel_type)
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A 128³ ROI: its grid (1.5 mm, axes in closest-RAS order) and the part that lies inside the image.
+
+    ``valid_lo``/``valid_hi`` bound, per ROI axis, the ROI indices covered by the resampled image;
+    outside them the model input is zero (the padding of ``CropOrPad``).
+    """
+
+    grid: Grid
+    valid_lo: Index3
+    valid_hi: Index3
+    signs: Index3 = (1, 1, 1)
+    """Per ROI axis: +1 when it runs along its image axis, -1 when against it (a flip)."""
+
+    def index_of(self, point_lps: Sequence[float]) -> np.ndarray:
+        """Continuous ROI index (i, j, k) of an LPS point."""
+        return self.grid.to_index(np.asarray(point_lps, dtype=float))
+
+    def voxel_of(self, point_lps: Sequence[float]) -> np.ndarray:
+        """Nearest ROI voxel (i, j, k) of an LPS point, as integers (may lie outside the ROI).
+
+        Ties round up along the image's axes (as :func:`lattice_index`), hence down on flipped ROI axes:
+        a point centred on its target voxel then always gets index 64.
+        """
+        index = self.index_of(point_lps)
+        signs = np.asarray(self.signs)
+        return np.where(signs > 0, np.floor(index + 0.5), np.ceil(index - 0.5)).astype(int)
+
+    def contains(self, point_lps: Sequence[float]) -> bool:
+        """True when the point's nearest voxel is a ROI voxel.
+
+        Clicks are inside the image; one in the image's outer half-voxel rim may map just past the
+        resampled part (``valid_hi``) yet still belongs to this ROI.
+        """
+        voxel = self.voxel_of(point_lps)
+        return bool(np.all(voxel >= 0) and np.all(voxel < ROI_SIZE))
+
+
+def direction_matrix(image_or_grid) -> np.ndarray:
+    """3x3 direction (LPS), one column per image axis."""
+    direction = image_or_grid.GetDirection() if isinstance(image_or_grid, sitk.Image) else image_or_grid.direction
+    return np.asarray(direction, dtype=float).reshape(3, 3)
+
+
+def canonical_axes(direction_lps: np.ndarray) -> Tuple[Index3, Index3]:
+    """For each RAS axis (R, A, S): the image axis closest to it and its sign (+1 same way, -1 opposite).
+
+    The rule of nibabel's ``io_orientation`` used by torchio's ``ToCanonical``: take the closest
+    rotation (polar decomposition), visit image axes from the most to the least clearly aligned, and
+    give each the still-free world axis with the largest component.
+    """
+    ras = direction_lps * _RAS_FLIP[:, None]
+    u, _, vt = np.linalg.svd(ras)
+    rotation = u @ vt
+    axis_of = [0, 0, 0]
+    sign_of = [1, 1, 1]
+    for image_axis in np.argsort(np.min(-(rotation**2), axis=0), kind="stable"):
+        column = rotation[:, image_axis]
+        world_axis = int(np.argmax(np.abs(column)))
+        axis_of[world_axis] = int(image_axis)
+        sign_of[world_axis] = 1 if column[world_axis] > 0 else -1
+        rotation[world_axis, :] = 0
+    return tuple(axis_of), tuple(sign_of)
+
+
+def resampled_lattice(grid: Grid) -> Tuple[np.ndarray, np.ndarray]:
+    """Size and origin (LPS) of the image resampled to 1.5 mm the way torchio ``Resample(1.5)`` places it.
+
+    torchio keeps the image's axes, takes ``floor(size * spacing / 1.5)`` voxels and centres the new
+    grid on the old one (centre = midpoint of the first and last voxel centres).
+    """
+    size = np.asarray(grid.size, dtype=float)
+    spacing = np.asarray(grid.spacing, dtype=float)
+    direction = np.asarray(grid.direction, dtype=float).reshape(3, 3)
+    new_size = np.floor(size * spacing / ROI_SPACING)
+    new_size[size == 1] = 1
+    centre = np.asarray(grid.origin) + direction @ ((size - 1) * spacing) / 2
+    new_origin = centre - direction @ ((new_size - 1) / 2 * ROI_SPACING)
+    return new_size.astype(int), new_origin
+
+
+def lattice_index(grid: Grid, points_lps: np.ndarray) -> np.ndarray:
+    """Nearest voxel of the 1.5 mm lattice (image axes) for LPS points ``[N, 3]``, clamped into the lattice."""
+    size, origin = resampled_lattice(grid)
+    lattice = Grid(tuple(size.tolist()), (ROI_SPACING,) * 3, tuple(origin.tolist()), grid.direction)
+    index = np.floor(lattice.to_index(np.atleast_2d(points_lps)) + 0.5).astype(int)
+    return np.clip(index, 0, size - 1)
+
+
+def roi_for_lattice_box(grid: Grid, lo: np.ndarray, hi: np.ndarray) -> Roi:
+    """The ROI ``CropOrPad(128)`` cuts around the lattice box ``[lo, hi)`` (image axes, half-open).
+
+    In canonical order the window starts at ``floor((a + b) / 2) - 64`` for a box ``[a, b)`` — for a
+    single voxel ``t`` the target lands on ROI index 64. A flipped axis counts from the far end.
+    """
+    size, origin = resampled_lattice(grid)
+    direction = direction_matrix(grid)
+    axis_of, sign_of = canonical_axes(direction)
+    first = np.zeros(3)  # lattice index (image axes) of ROI voxel (0, 0, 0)
+    columns = np.zeros((3, 3))
+    valid_lo, valid_hi = [], []
+    for roi_axis, (axis, sign) in enumerate(zip(axis_of, sign_of)):
+        a, b = int(lo[axis]), int(hi[axis])
+        if sign < 0:
+            a, b = size[axis] - b, size[axis] - a
+        start = (a + b) // 2 - ROI_SIZE // 2
+        first[axis] = start if sign > 0 else size[axis] - 1 - start
+        columns[:, roi_axis] = direction[:, axis] * sign
+        valid_lo.append(int(np.clip(-start, 0, ROI_SIZE)))
+        valid_hi.append(int(np.clip(size[axis] - start, 0, ROI_SIZE)))
+    roi_origin = origin + direction @ (first * ROI_SPACING)
+    roi_grid = Grid(
+        (ROI_SIZE,) * 3, (ROI_SPACING,) * 3, tuple(roi_origin.tolist()), tuple(columns.reshape(-1).tolist())
+    )
+    return Roi(roi_grid, tuple(valid_lo), tuple(valid_hi), tuple(int(s) for s in sign_of))
+
+
+def roi_for_points(grid: Grid, points_lps: Iterable[Sequence[float]]) -> Roi:
+    """The ROI centred (as ``CropOrPad`` with a mask) on the lattice bounding box of the points."""
+    index = lattice_index(grid, np.asarray(list(points_lps), dtype=float).reshape(-1, 3))
+    return roi_for_lattice_box(grid, index.min(axis=0), index.max(axis=0) + 1)
+
+
+def fits_in_roi(grid: Grid, points_lps: Sequence[Sequence[float]]) -> bool:
+    """True when one ROI centred on the points' bounding box contains all of them."""
+    roi = roi_for_points(grid, points_lps)
+    return all(roi.contains(p) for p in points_lps)
+
+
+def resample_onto(image: sitk.Image, grid: Grid, interpolator: int, default: float, pixel_type: int) -> sitk.Image:
+    """``image`` interpolated at the voxel centres of ``grid`` (``default`` outside it) with SimpleITK."""
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize(list(grid.size))
+    resampler.SetOutputSpacing(grid.spacing)
+    resampler.SetOutputOrigin(grid.origin)
+    resampler.SetOutputDirection(grid.direction)
+    resampler.SetInterpolator(interpolator)
+    resampler.SetDefaultPixelValue(default)
+    resampler.SetOutputPixelType(pixel_type)
+    return resampler.Execute(image)
+
+
+def to_roi_order(volume: sitk.Image) -> np.ndarray:
+    """A SimpleITK image's voxels as a float32 array in index order ``[x, y, z]`` (a copy)."""
+    return np.ascontiguousarray(sitk.GetArrayViewFromImage(volume).transpose(2, 1, 0), dtype=np.float32)
+
+
+def extract_intensities(image: sitk.Image, roi: Roi) -> np.ndarray:
+    """Raw intensities on the ROI grid, float32 ``[i, j, k]``; zero where the resampled image would not reach.
+
+    Interpolation is linear in float32 (torchio interpolates in the input pixel type, which rounds
+    integer images to whole units; the difference is below one intensity unit).
+    """
+    values = to_roi_order(resample_onto(image, roi.grid, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    for axis in range(3):
+        lo, hi = roi.valid_lo[axis], roi.valid_hi[axis]
+        index = [slice(None)] * 3
+        index[axis] = slice(0, lo)
+        values[tuple(index)] = 0
+        index[axis] = slice(hi, None)
+        values[tuple(index)] = 0
+    return values
+
+
+def znormalize(values: np.ndarray) -> np.ndarray:
+    """``(v - mean) / std`` with mean and unbiased std over voxels > 0, as torchio ``ZNormalization``.
+
+    torchio returns NaN (no voxel > 0, or only one) or raises (std 0); the engine instead falls back
+    to statistics over the whole crop, and to mere centring when the crop is constant. (torchio's
+    whole-volume resampling leaves ~1e-13 instead of 0 at the edge of a zero background, which its
+    ``x > 0`` counts; so on such images the statistics differ slightly, by a constant offset.)
+    """
+    values = values.astype(np.float32, copy=True)
+    foreground = values[values > 0]
+    if foreground.size < 2 or float(foreground.std(ddof=1)) == 0.0:
+        foreground = values.reshape(-1)
+    mean = float(foreground.mean(dtype=np.float64))
+    std = float(foreground.std(ddof=1, dtype=np.float64)) if foreground.size > 1 else 0.0
+    values -= mean
+    if std > 0:
+        values /= std
+    return values
+
+
+def model_input(image: sitk.Image, roi: Roi) -> np.ndarray:
+    """The network's input on the ROI: normalised float32 ``[128, 128, 128]`` in ROI index order (i, j, k)."""
+    return znormalize(extract_intensities(image, roi))
+
+
+def roi_image(values: np.ndarray, roi: Roi) -> sitk.Image:
+    """A ``[i, j, k]`` ROI array as a SimpleITK image with the ROI's true geometry (for saving/inspection)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(values, dtype=np.float32).transpose(2, 1, 0)))
+    image.SetSpacing(roi.grid.spacing)
+    image.SetOrigin(roi.grid.origin)
+    image.SetDirection(roi.grid.direction)
+    return image
+
+
+def check_image(image: sitk.Image) -> None:
+    """Raise InputError unless ``image`` is a 3-D scalar volume with a usable direction, finite and not constant."""
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"expected a SimpleITK.Image, got {type(image).__name__}")
+    if image.GetDimension() != 3:
+        raise InputError(f"the image is {image.GetDimension()}-D; SAM-Med3D needs a 3-D volume")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"the image has {image.GetNumberOfComponentsPerPixel()} components per voxel (vector/RGB); "
+            "SAM-Med3D needs a scalar volume"
+        )
+    if min(image.GetSize()) < 2:
+        raise InputError(f"the image size {image.GetSize()} is not a volume (an axis has fewer than 2 voxels)")
+    direction = direction_matrix(image)
+    # ITK refuses only an exactly singular matrix; nearly parallel axes are as unusable.
+    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
+        raise InputError(f"the image's direction matrix {image.GetDirection()} is degenerate")
+    _check_values(image)
+
+
+def _check_values(image: sitk.Image) -> None:
+    values = sitk.GetArrayViewFromImage(image)
+    if values.dtype.kind in "fc" and not bool(np.isfinite(values).all()):
+        raise InputError("the image contains NaN or infinite values")
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    if stats.GetMinimum() == stats.GetMaximum():
+        raise InputError(f"the image is empty: every voxel is {stats.GetMinimum():g}")
+
+
+def check_point_inside(grid: Grid, point_lps: np.ndarray, label: str = "click") -> None:
+    """Raise InputError unless the LPS point lies within the image (voxel extent, half a voxel past the centres)."""
+    point_lps = np.asarray(point_lps, dtype=float)
+    if point_lps.shape != (3,) or not np.all(np.isfinite(point_lps)):
+        raise InputError(f"a {label} must be three finite coordinates in mm, got {point_lps.tolist()}")
+    index = grid.to_index(point_lps)
+    if np.any(index < -0.5) or np.any(index > np.asarray(grid.size) - 0.5):
+        ras = lps_to_ras(point_lps)
+        raise InputError(
+            f"the {label} at RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm is outside the image volume"
+        )

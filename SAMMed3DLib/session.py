@@ -1,0 +1,396 @@
+"""``InteractiveSession``: click-by-click segmentation of one volume with undo/redo.
+
+Within one ROI the image embedding is computed once; every further click there runs only the prompt
+encoder and the mask decoder, fed with all clicks so far in that ROI and the previous low-resolution
+logits (the official iterative protocol). A click outside the ROI opens a new ROI, centred to keep the
+earlier clicks when they fit, and its result is merged into the mask.
+
+Points are RAS millimetres (Slicer's world space); regions are ``(index_start, size)`` in SimpleITK
+index order (x, y, z).
+"""
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .errors import InputError
+from .paste import LOW_RES, mask_to_prompt, paste_logits, read_region, region_union, upsample, write_region
+from .roi import (
+    ROI_SIZE,
+    Grid,
+    Region,
+    Roi,
+    check_image,
+    check_point_inside,
+    fits_in_roi,
+    lps_to_ras,
+    model_input,
+    ras_to_lps,
+    roi_for_points,
+    roi_image,
+)
+
+Click = Tuple[Tuple[float, float, float], bool]
+"""(point in RAS mm, positive)."""
+Prompt = Tuple[Tuple[int, int, int], int]
+"""(ROI voxel (i, j, k), label 1/0) as the prompt encoder gets it."""
+Edit = Tuple[Region, np.ndarray]
+"""(region, the z-y-x voxels of the region that flipped, bit-packed): undo and redo both flip them back."""
+
+TIMING_KEYS = ("preprocess", "encode", "decode", "paste", "total")
+EMBEDDING_CACHE = 8
+"""ROIs whose image embedding is kept (each is 0.8 MB for the official network)."""
+HISTORY_LIMIT = 100
+"""Undo steps kept."""
+EXTEND_SHIFT = 96
+"""ROI voxels between neighbouring ROIs of an auto-extension (overlap 32 voxels = 48 mm)."""
+EXTEND_SLAB = 8
+"""Depth, in ROI voxels, of the band at a face from which extension seeds are taken."""
+
+
+@dataclass(frozen=True)
+class _State:
+    """What the next click continues from: the ROI, its prompts and last logits, all clicks."""
+
+    roi: Optional[Roi] = None
+    prompts: Tuple[Prompt, ...] = ()
+    low_res: Optional[torch.Tensor] = None
+    clicks: Tuple[Click, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Step:
+    edits: Tuple[Edit, ...]
+    before: _State
+    after: _State
+
+    @property
+    def region(self) -> Optional[Region]:
+        region = None
+        for edit in self.edits:
+            region = region_union(region, edit[0])
+        return region
+
+
+class InteractiveSession:
+    """Interactive SAM-Med3D segmentation of ``image`` (a 3-D scalar ``SimpleITK.Image``).
+
+    ``model``: anything with ``encode(crop [1,1,128,128,128]) -> embedding`` and
+    ``decode(embedding, coords [1,N,3], labels [1,N], mask_logits [1,1,32,32,32]) -> (logits, iou)``,
+    normally :func:`SAMMed3DLib.load_model`'s result. ``initial_mask``: an existing segmentation on the
+    same grid to refine (non-zero = inside). ``auto_extend``: follow objects larger than the 192 mm ROI
+    into neighbouring ROIs, at most ``max_extend_steps`` extra ROIs per click.
+    """
+
+    def __init__(
+        self,
+        model,
+        image: sitk.Image,
+        *,
+        initial_mask: Optional[sitk.Image] = None,
+        auto_extend: bool = False,
+        max_extend_steps: int = 6,
+    ) -> None:
+        check_image(image)
+        self._model = model
+        self._image = image
+        self._grid = Grid.of(image)
+        self._initial = None if initial_mask is None else _binary_like(initial_mask, image)
+        self._mask = _empty_like(image) if self._initial is None else sitk.Image(self._initial)
+        self._initial_region = None if self._initial is None else _nonzero(self._initial)
+        self._known = self._initial_region
+        self.auto_extend = bool(auto_extend)
+        self.max_extend_steps = int(max_extend_steps)
+        self._state = _State()
+        self._history: List[_Step] = []
+        self._cursor = 0
+        self._embeddings: OrderedDict[Roi, torch.Tensor] = OrderedDict()
+        self._focus: Optional[Roi] = None
+        self.last_timings: Dict[str, float] = dict.fromkeys(TIMING_KEYS, 0.0)
+        self.last_encoded = False
+        self.last_changed_region: Optional[Region] = None
+
+    # ----------------------------------------------------------------- state
+    @property
+    def mask(self) -> sitk.Image:
+        """The current mask: uint8 0/1 on the image's grid, as a snapshot that later steps leave alone.
+
+        The snapshot is copy-on-write: free to take; the next step copies the volume once (~40 ms for
+        512 x 512 x 300) only if a snapshot is still referenced when it writes. Safe to read from another
+        thread while the session works on the next click.
+        """
+        return sitk.Image(self._mask)
+
+    @property
+    def clicks(self) -> List[Click]:
+        """Clicks so far (undone ones excluded): ``(point_ras, positive)``."""
+        return list(self._state.clicks)
+
+    @property
+    def can_undo(self) -> bool:
+        return self._cursor > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self._cursor < len(self._history)
+
+    @property
+    def roi(self) -> Optional[Roi]:
+        """The ROI the next click inside it continues in (None before the first click)."""
+        return self._state.roi
+
+    def roi_input_image(self) -> Optional[sitk.Image]:
+        """The current ROI's normalised 128³ model input with its true geometry (None before the first click)."""
+        roi = self._state.roi
+        return None if roi is None else roi_image(model_input(self._image, roi), roi)
+
+    def focus(self, points_ras: Sequence[Sequence[float]]) -> None:
+        """Centre the next new ROI on the bounding box of these RAS points (as the official evaluation crops
+        around a structure's bounding box); a first click outside that ROI ignores it."""
+        points = [ras_to_lps(p) for p in points_ras]
+        for p in points:
+            check_point_inside(self._grid, p, "focus point")
+        self._focus = roi_for_points(self._grid, points)
+
+    # ----------------------------------------------------------------- steps
+    def add_click(self, point_ras: Sequence[float], positive: bool = True) -> sitk.Image:
+        """Add a positive/negative click at ``point_ras`` (RAS mm) and return the updated mask."""
+        start = time.perf_counter()
+        point_lps = ras_to_lps(_as_point(point_ras))
+        check_point_inside(self._grid, point_lps)
+        timings = dict.fromkeys(TIMING_KEYS, 0.0)
+        self.last_encoded = False
+        state = self._state
+        clicks = (*state.clicks, (tuple(float(v) for v in lps_to_ras(point_lps)), bool(positive)))
+        roi, prompts, low_res = self._roi_for(state, point_lps, clicks[:-1])
+        prompts = (*prompts, (_voxel(roi, point_lps), int(bool(positive))))
+        low_res = self._predict(roi, prompts, low_res, timings)
+        logits = upsample(low_res)
+        edits = [self._paste(roi, logits, timings, union=False)]
+        if self.auto_extend:
+            edits += self._extend(roi, logits, timings)
+        self._commit(_Step(tuple(e for e in edits if e is not None), state, _State(roi, prompts, low_res, clicks)))
+        timings["total"] = time.perf_counter() - start
+        self.last_timings = timings
+        return self.mask
+
+    def undo(self) -> sitk.Image:
+        """Go back one step (click or reset): the mask and the model state become exactly what they were."""
+        start = time.perf_counter()
+        self.last_encoded = False
+        self.last_changed_region = None
+        if self.can_undo:
+            step = self._history[self._cursor - 1]
+            for edit in reversed(step.edits):
+                self._flip(edit)
+            self._cursor -= 1
+            self._state = step.before
+            self.last_changed_region = step.region
+        self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
+        return self.mask
+
+    def redo(self) -> sitk.Image:
+        """Re-apply the step last undone."""
+        start = time.perf_counter()
+        self.last_encoded = False
+        self.last_changed_region = None
+        if self.can_redo:
+            step = self._history[self._cursor]
+            for edit in step.edits:
+                self._flip(edit)
+            self._cursor += 1
+            self._state = step.after
+            self.last_changed_region = step.region
+        self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
+        return self.mask
+
+    def reset(self) -> sitk.Image:
+        """Drop all clicks; the mask returns to the initial mask (or empty). Undoable like a click."""
+        start = time.perf_counter()
+        self.last_encoded = False
+        self.last_changed_region = None
+        region = region_union(self._known, self._initial_region)
+        if region is not None or self._state.clicks:
+            edits = ()
+            if region is not None:
+                before = read_region(self._mask, region)
+                after = np.zeros_like(before) if self._initial is None else read_region(self._initial, region)
+                write_region(self._mask, region, after)
+                edits = ((region, np.packbits(before != after)),)
+            self._commit(_Step(edits, self._state, _State()))
+        self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
+        return self.mask
+
+    # ----------------------------------------------------------------- internals
+    def _commit(self, step: _Step) -> None:
+        del self._history[self._cursor :]
+        self._history.append(step)
+        if len(self._history) > HISTORY_LIMIT:
+            del self._history[0]
+        self._cursor = len(self._history)
+        self._state = step.after
+        self.last_changed_region = step.region
+
+    def _roi_for(
+        self, state: _State, point_lps: np.ndarray, earlier: Tuple[Click, ...]
+    ) -> Tuple[Roi, Tuple[Prompt, ...], Optional[torch.Tensor]]:
+        """The click's ROI with the prompts and logits to continue from: the current ROI when the click
+        is inside it, else a new ROI (earlier clicks inside it become prompts; the mask so far, the mask prompt)."""
+        if state.roi is not None and state.roi.contains(point_lps):
+            return state.roi, state.prompts, state.low_res
+        earlier_lps = [ras_to_lps(p) for p, _ in earlier]
+        if self._focus is not None and self._focus.contains(point_lps):
+            roi = self._focus
+        elif fits_in_roi(self._grid, [*earlier_lps, point_lps]):
+            roi = roi_for_points(self._grid, [*earlier_lps, point_lps])
+        else:
+            roi = roi_for_points(self._grid, [point_lps])
+        prompts = tuple(
+            (_voxel(roi, p), int(positive)) for p, (_, positive) in zip(earlier_lps, earlier) if roi.contains(p)
+        )
+        return roi, prompts, mask_to_prompt(self._mask, roi) if self._known is not None else None
+
+    def _predict(
+        self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], timings: Dict[str, float]
+    ) -> torch.Tensor:
+        """Decoder logits ``[1, 1, 32, 32, 32]`` (CPU float32) for the prompts; encodes the ROI if not cached."""
+        embedding = self._embedding(roi, timings)
+        coords = torch.tensor([[list(v) for v, _ in prompts]], dtype=torch.float32)
+        labels = torch.tensor([[label for _, label in prompts]], dtype=torch.long)
+        # The official code (training and evaluation) passes zero logits, not "no mask", on the first click.
+        mask_in = low_res if low_res is not None else torch.zeros(1, 1, LOW_RES, LOW_RES, LOW_RES)
+        start = time.perf_counter()
+        logits, _ = self._model.decode(embedding, coords, labels, mask_in)
+        logits = logits.detach().float().cpu()
+        timings["decode"] += time.perf_counter() - start
+        return logits
+
+    def _embedding(self, roi: Roi, timings: Dict[str, float]) -> torch.Tensor:
+        if roi in self._embeddings:
+            self._embeddings.move_to_end(roi)
+            return self._embeddings[roi]
+        start = time.perf_counter()
+        crop = torch.from_numpy(model_input(self._image, roi))[None, None]
+        timings["preprocess"] += time.perf_counter() - start
+        start = time.perf_counter()
+        embedding = self._model.encode(crop)
+        timings["encode"] += time.perf_counter() - start
+        self.last_encoded = True
+        self._embeddings[roi] = embedding
+        while len(self._embeddings) > EMBEDDING_CACHE:
+            self._embeddings.popitem(last=False)
+        return embedding
+
+    def _paste(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], union: bool) -> Optional[Edit]:
+        start = time.perf_counter()
+        known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
+        region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
+        if region is not None:
+            self._known = region_union(self._known, region)
+        timings["paste"] += time.perf_counter() - start
+        return None if region is None else (region, np.packbits(changed))
+
+    def _flip(self, edit: Edit) -> None:
+        """Apply an edit either way: its voxels flip between the before and after values (XOR)."""
+        region, packed = edit
+        values = read_region(self._mask, region)
+        changed = np.unpackbits(packed, count=values.size).reshape(values.shape).astype(bool)
+        values[changed] ^= 1
+        write_region(self._mask, region, values)
+
+    def _extend(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float]) -> List[Optional[Edit]]:
+        """Follow the mask through ROI faces it touches into neighbouring ROIs (breadth first)."""
+        edits: List[Optional[Edit]] = []
+        queue = [(roi, logits)]
+        visited = {roi}
+        while queue and len(visited) - 1 < self.max_extend_steps:
+            current, current_logits = queue.pop(0)
+            for axis, side in _touching_faces(current, current_logits):
+                if len(visited) - 1 >= self.max_extend_steps:
+                    break
+                seeds = _face_seeds(current, current_logits, axis, side)
+                centre = np.full(3, ROI_SIZE / 2)
+                centre[axis] += EXTEND_SHIFT if side else -EXTEND_SHIFT
+                neighbour = roi_for_points(self._grid, [current.grid.to_physical(centre)])
+                prompts = tuple((_voxel(neighbour, s), 1) for s in seeds if neighbour.contains(s))
+                if neighbour in visited or not prompts:
+                    continue
+                visited.add(neighbour)
+                low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), timings)
+                neighbour_logits = upsample(low_res)
+                edits.append(self._paste(neighbour, neighbour_logits, timings, union=True))
+                queue.append((neighbour, neighbour_logits))
+        return edits
+
+
+def _as_point(point: Sequence[float]) -> np.ndarray:
+    try:
+        values = np.asarray(point, dtype=float).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"a click must be three coordinates in mm (R, A, S), got {point!r}") from exc
+    if values.shape != (3,) or not np.all(np.isfinite(values)):
+        raise InputError(f"a click must be three finite coordinates in mm (R, A, S), got {point!r}")
+    return values
+
+
+def _voxel(roi: Roi, point_lps: np.ndarray) -> Tuple[int, int, int]:
+    return tuple(int(v) for v in roi.voxel_of(point_lps))
+
+
+def _nonzero(mask: sitk.Image) -> Optional[Region]:
+    from .paste import nonzero_region
+
+    return nonzero_region(mask, ((0, 0, 0), tuple(mask.GetSize())))
+
+
+def _empty_like(image: sitk.Image) -> sitk.Image:
+    empty = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(image)
+    return empty
+
+
+def _binary_like(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
+    """``mask != 0`` as uint8 on the image's grid; InputError if the grids differ."""
+    if not isinstance(mask, sitk.Image) or mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("the initial mask must be a 3-D scalar SimpleITK.Image")
+    same = mask.GetSize() == image.GetSize() and all(
+        np.allclose(getattr(mask, f)(), getattr(image, f)(), atol=1e-3)
+        for f in ("GetSpacing", "GetOrigin", "GetDirection")
+    )
+    if not same:
+        raise InputError("the initial mask must lie on the image's grid (same size, spacing, origin and direction)")
+    binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
+    binary.CopyInformation(image)
+    return binary
+
+
+def _touching_faces(roi: Roi, logits: np.ndarray) -> List[Tuple[int, int]]:
+    """(axis, side) of ROI faces that the mask reaches, leaving out faces at the image boundary."""
+    faces = []
+    for axis in range(3):
+        for side, edge, open_ in (
+            (0, roi.valid_lo[axis], roi.valid_lo[axis] == 0),
+            (1, roi.valid_hi[axis] - 1, roi.valid_hi[axis] == ROI_SIZE),
+        ):
+            if open_ and bool((np.take(logits, edge, axis=axis) > 0).any()):
+                faces.append((axis, side))
+    return faces
+
+
+def _face_seeds(roi: Roi, logits: np.ndarray, axis: int, side: int, count: int = 3) -> List[np.ndarray]:
+    """Up to ``count`` LPS points of the mask in the band next to a face, nearest the band's centroid first."""
+    band = slice(ROI_SIZE - EXTEND_SLAB, ROI_SIZE) if side else slice(0, EXTEND_SLAB)
+    index = [slice(None)] * 3
+    index[axis] = band
+    voxels = np.argwhere(logits[tuple(index)] > 0)
+    if len(voxels) == 0:
+        return []
+    voxels[:, axis] += band.start
+    order = np.argsort(np.linalg.norm(voxels - voxels.mean(axis=0), axis=1), kind="stable")
+    picks = voxels[order[:: max(1, len(order) // count)][:count]]
+    return [roi.grid.to_physical(v.astype(float)) for v in picks]

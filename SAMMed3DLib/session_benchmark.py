@@ -1,0 +1,279 @@
+"""Click-to-mask benchmark: InteractiveSession against the official-style pipeline, same random weights.
+
+Volume: a synthetic 512 x 512 x 300 int16 CT-like volume (0.7 x 0.7 x 1 mm). Ours: ROI-only resampling,
+cached embedding, decoder-only refinement, paste within the ROI. Official style: torchio whole-volume
+``Resample(1.5)`` + ``ToCanonical`` + ``CropOrPad`` (on a label around the click) + ``ZNormalization``,
+the ``medim`` reference network, nearest-neighbour paste of the whole resampled volume; every click
+re-runs it all, as ``utils/infer_utils.py`` does. Each side runs in its own child process so that its
+peak RSS is its own. ``torchio`` and ``medim`` are test-only and imported lazily, in the child only.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .errors import SAMMed3DError
+
+SIZE = (512, 512, 300)
+"""Volume size (x, y, z)."""
+SPACING = (0.7, 0.7, 1.0)
+LESION_RAS = (-170.0, -200.0, 150.0)
+"""The clicked structure's centre, RAS mm (a 25 mm sphere)."""
+REFINE_RAS = (-180.0, -195.0, 160.0)
+
+
+def synthetic_volume(seed: int = 0) -> sitk.Image:
+    """CT-like int16 volume: air, an elliptic body (40 HU) with a 25 mm lesion (120 HU), noise ±20 HU.
+
+    Built slice by slice in int16 so the generator itself stays near the volume's own 150 MB.
+    """
+    nx, ny, nz = SIZE
+    x = (np.arange(nx) - nx / 2)[None, :] / (nx * 0.45)
+    y = (np.arange(ny) - ny / 2)[:, None] / (ny * 0.35)
+    body = np.where(x**2 + y**2 <= 1, 40, -1000).astype(np.int16)
+    rng = np.random.default_rng(seed)
+    values = np.empty((nz, ny, nx), np.int16)
+    centre = np.asarray(LESION_RAS) * np.array([-1, -1, 1]) / np.asarray(SPACING)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    for z in range(nz):
+        values[z] = body + rng.integers(-20, 21, (ny, nx), dtype=np.int16)
+        r2 = ((xx - centre[0]) * SPACING[0]) ** 2 + ((yy - centre[1]) * SPACING[1]) ** 2
+        r2 = r2 + ((z - centre[2]) * SPACING[2]) ** 2
+        values[z][r2 <= 25.0**2] += 80
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing(SPACING)
+    return image
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_ours(state_path: str, device: str) -> Dict[str, object]:
+    """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
+    from .modeling import build_sam_med3d
+    from .session import InteractiveSession
+
+    image = synthetic_volume()
+    model = build_sam_med3d()
+    model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
+    model = model.to(device).eval()
+    holder: Dict[str, InteractiveSession] = {}
+    voxels: List[int] = []
+
+    def use(mask: sitk.Image) -> None:
+        """Read the result and let it go, as the Slicer module does (a snapshot still held when the next
+        click writes costs one copy of the volume, ~40 ms here)."""
+        voxels.append(int(sitk.GetArrayViewFromImage(mask).sum()))
+
+    def first() -> None:
+        holder["s"] = InteractiveSession(model, image)
+        use(holder["s"].add_click(LESION_RAS))
+
+    first_s = _timed(first)
+    session = holder["s"]
+    first_breakdown = dict(session.last_timings)
+    refine = []
+    for i in range(5):
+        use(session.add_click(REFINE_RAS, positive=i % 2 == 0))
+        refine.append(dict(session.last_timings))
+    lesion = InteractiveSession(_LesionShaped(model), image)
+    lesion.add_click(LESION_RAS)
+    lesion_refine = []
+    for i in range(5):
+        use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0))
+        lesion_refine.append(dict(lesion.last_timings))
+    return {
+        "first_click_s": first_s,
+        "first_click_breakdown": first_breakdown,
+        "refine_s": [r["total"] for r in refine],
+        "refine_breakdown": refine[-1],
+        "lesion_refine_s": [r["total"] for r in lesion_refine],
+        "lesion_refine_breakdown": lesion_refine[-1],
+        "peak_rss_mb": peak_rss_mb(),
+        "mask_voxels": voxels[5],
+        "threads": torch.get_num_threads(),
+    }
+
+
+class _LesionShaped:
+    """The real network, but its logits replaced by a smooth ~50 mm blob at the ROI centre (size varying
+    per call): random weights give a ragged mask over most of the ROI, the worst case for the paste,
+    while a trained model returns an object like this one."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.calls = 0
+
+    def encode(self, crop: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(crop)
+
+    def decode(self, embedding, coords, labels, mask_logits):
+        logits, iou = self.model.decode(embedding, coords, labels, mask_logits)
+        self.calls += 1
+        centre = torch.arange(32, dtype=torch.float32) - 15.5
+        r = torch.sqrt(centre[:, None, None] ** 2 + centre[None, :, None] ** 2 + centre[None, None, :] ** 2)
+        return (4.0 + (self.calls % 3) * 0.5 - r)[None, None].to(logits), iou
+
+
+def run_official(state_path: str, device: str) -> Dict[str, object]:
+    """The same clicks through the official-style whole-volume pipeline (torchio + medim)."""
+    try:
+        import medim
+        import torchio as tio
+    except ImportError as exc:
+        raise SAMMed3DError(f"the official-style pipeline needs the test-only torchio and medim ({exc})") from exc
+    import contextlib
+    import io
+
+    from torch.nn import functional as F
+
+    image = synthetic_volume()
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = medim.create_model("SAM-Med3D")
+    model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
+    model = model.to(device).eval()
+    previous: List[Optional[torch.Tensor]] = [None]
+    clicks: List[torch.Tensor] = []
+
+    def one_click(point_ras, positive: bool) -> np.ndarray:
+        with torch.inference_mode():
+            subject = tio.Subject(image=tio.ScalarImage.from_sitk(image), label=_click_label(tio, image, point_ras))
+            original_shape = subject.image.shape[1:]
+            subject = tio.ToCanonical()(tio.Resample(1.5)(subject))
+            resampled_shape = subject.image.shape[1:]
+            crop = tio.CropOrPad(128, mask_name="label")
+            padding, cropping = _crop_or_pad_bounds(crop, subject)
+            subject = tio.ZNormalization(masking_method=lambda x: x > 0)(crop(subject))
+            roi = subject.image.data[None].float().to(device)
+            embedding = model.image_encoder(roi)
+            clicks.append(torch.argwhere(subject.label.data[0])[:1].float())
+            coords = torch.stack(clicks, 1).to(device)
+            labels = torch.tensor([[1] * (len(clicks) - 1) + [int(positive)]], device=device)
+            mask_in = previous[0] if previous[0] is not None else torch.zeros(1, 1, 32, 32, 32, device=device)
+            sparse, dense = model.prompt_encoder(points=[coords, labels], boxes=None, masks=mask_in)
+            low, _ = model.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            previous[0] = low
+            binary = (torch.sigmoid(F.interpolate(low, size=(128,) * 3, mode="trilinear")) > 0.5)[0, 0].cpu()
+            full = torch.zeros(tuple(resampled_shape))
+            c, p = cropping or (0,) * 6, padding or (0,) * 6
+            part = binary[p[0] : 128 - p[1], p[2] : 128 - p[3], p[4] : 128 - p[5]].float()
+            full[c[0] : c[0] + part.shape[0], c[2] : c[2] + part.shape[1], c[4] : c[4] + part.shape[2]] = part
+            return F.interpolate(full[None, None], size=tuple(original_shape), mode="nearest")[0, 0].numpy()
+
+    first_s = _timed(lambda: one_click(LESION_RAS, True))
+    refine = [_timed(lambda i=i: one_click(REFINE_RAS, i % 2 == 0)) for i in range(2)]
+    return {"first_click_s": first_s, "refine_s": refine, "peak_rss_mb": peak_rss_mb()}
+
+
+def _crop_or_pad_bounds(crop, subject):
+    """(padding, cropping) of ``CropOrPad``: public in the torchio the official code used, private since."""
+    if hasattr(crop, "compute_crop_or_pad"):
+        return crop.compute_crop_or_pad(subject)
+    return crop._compute_crop_or_pad(subject, (128, 128, 128))
+
+
+def _click_label(tio, image: sitk.Image, point_ras) -> "object":
+    """A whole-volume label map with a 5 mm ball at the click (the official crop centres on a label)."""
+    lps = np.asarray(point_ras, float) * np.array([-1, -1, 1])
+    index = np.round(np.asarray(image.TransformPhysicalPointToContinuousIndex(lps.tolist()))).astype(int)
+    label = np.zeros(image.GetSize(), np.uint8)  # x, y, z as torchio's tensor
+    r = np.ceil(2.5 / np.asarray(image.GetSpacing())).astype(int)
+    label[tuple(slice(i - k, i + k + 1) for i, k in zip(index, r))] = 1
+    from torchio.data.io import get_ras_affine_from_sitk
+
+    return tio.LabelMap(tensor=torch.from_numpy(label)[None], affine=get_ras_affine_from_sitk(image))
+
+
+def spawn(kind: str, state_path: str, device: str, workdir: str, threads: Optional[int]) -> Dict[str, object]:
+    """Run one side in a child process and return its figures."""
+    out = os.path.join(workdir, f"{kind}.json")
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-m", __name__, kind, state_path, device, out]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise SAMMed3DError(f"the {kind} run failed: {lines[-1] if lines else result.returncode}")
+    with open(out, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run_session_benchmark(
+    device: str = "cpu", threads: Optional[int] = None, reference: bool = True, say=print
+) -> Dict[str, object]:
+    """Both sides on the same random full-size weights; prints the figures and returns them."""
+    from .benchmark import random_weights
+
+    with tempfile.TemporaryDirectory() as workdir:
+        state_path = os.path.join(workdir, "weights.pt")
+        torch.save(random_weights(), state_path)
+        say(f"synthetic volume {SIZE[0]}x{SIZE[1]}x{SIZE[2]} int16, random full-size weights, device {device}")
+        ours = spawn("ours", state_path, device, workdir, threads)
+        official = None
+        if reference:
+            try:
+                official = spawn("official", state_path, device, workdir, threads)
+            except SAMMed3DError as exc:
+                say(f"official-style pipeline skipped: {exc}")
+    report = {"ours": ours, "official": official}
+    for line in format_report(report):
+        say(line)
+    return report
+
+
+def format_report(report: Dict[str, object]) -> List[str]:
+    ours, official = report["ours"], report["official"]
+    refine = statistics.median(ours["refine_s"])
+    lines = [f"{'':28}{'official-style':>16}{'SAMMed3DLib':>14}{'ratio':>9}"]
+    rows = [
+        ("first click (end to end)", ours["first_click_s"], official and official["first_click_s"]),
+        ("refinement click (median)", refine, official and statistics.median(official["refine_s"])),
+    ]
+    for name, mine, theirs in rows:
+        ratio = f"{theirs / mine:8.1f}x" if theirs else ""
+        theirs_text = f"{theirs:15.3f}s" if theirs else f"{'-':>16}"
+        lines.append(f"{name:28}{theirs_text}{mine:13.3f}s{ratio}")
+    theirs_rss = f"{official['peak_rss_mb']:13.0f}MB" if official else f"{'-':>15}"
+    lines.append(f"{'peak RSS':28}{theirs_rss}{ours['peak_rss_mb']:11.0f}MB")
+    lesion = statistics.median(ours["lesion_refine_s"])
+    lines.append(f"{'refinement, 50 mm object':28}{'-':>16}{lesion:13.3f}s  (random weights give a ragged mask)")
+    lines.append("ours, first click: " + _breakdown(ours["first_click_breakdown"]))
+    lines.append("ours, refinement:  " + _breakdown(ours["refine_breakdown"]))
+    lines.append("ours, refinement of a 50 mm object: " + _breakdown(ours["lesion_refine_breakdown"]))
+    return lines
+
+
+def _breakdown(timings: Dict[str, float]) -> str:
+    return ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+
+
+if __name__ == "__main__":
+    kind, state, device_name, out_path = sys.argv[1:5]
+    figures = (run_ours if kind == "ours" else run_official)(state, device_name)
+    with open(out_path, "w", encoding="utf-8") as handle:
+        json.dump(figures, handle)

@@ -1,0 +1,88 @@
+"""Click-simulation evaluation: samplers, crop modes, and the ``evaluate`` command."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from phantoms import sphere_phantom, two_spheres_phantom
+from standin import StandInModel
+
+from SAMMed3DLib import InputError, InteractiveSession
+from SAMMed3DLib.cli import main
+from SAMMed3DLib.evaluation import random_click, ritm_click, simulate
+
+
+def test_ritm_clicks_centre_of_largest_error():
+    truth = np.zeros((30, 30, 30), bool)
+    truth[5:25, 5:25, 5:25] = True
+    prediction = truth.copy()
+    prediction[5:25, 5:25, 5:15] = False  # a 20x20x10 slab missed
+    prediction[0:3, 0:3, 0:3] = True  # a small false positive
+    voxel, positive = ritm_click(truth, prediction, np.random.default_rng(0))
+    # Deepest voxels of the slab: mid-thickness along x, at least 5 voxels from its other faces.
+    assert positive and voxel[2] in (9, 10) and 9 <= voxel[0] <= 20 and 9 <= voxel[1] <= 20
+
+
+def test_random_click_is_in_error_and_reproducible():
+    truth = np.zeros((10, 10, 10), bool)
+    truth[2:5, 2:5, 2:5] = True
+    prediction = np.zeros_like(truth)
+    prediction[7:9, 7:9, 7:9] = True
+    picks = [random_click(truth, prediction, np.random.default_rng(3)) for _ in range(2)]
+    assert np.array_equal(picks[0][0], picks[1][0])
+    for seed in range(10):
+        voxel, positive = random_click(truth, prediction, np.random.default_rng(seed))
+        assert (truth ^ prediction)[tuple(voxel)] and positive == bool(truth[tuple(voxel)])
+
+
+@pytest.mark.parametrize("sampler", ["random", "ritm"])
+@pytest.mark.parametrize("crop", ["bbox", "click"])
+def test_simulate_with_standin(sampler, crop):
+    image, truth = sphere_phantom()
+    results = simulate(StandInModel(), image, sitk.GetArrayFromImage(truth) > 0, 3, sampler, 0, crop)
+    assert 1 <= len(results) <= 3 and results[0].positive
+    assert max(r.dice for r in results) >= 0.9
+
+
+def test_bbox_crop_centres_first_roi_on_the_structure():
+    image, a, _ = two_spheres_phantom()
+    rois = []
+
+    class Recording(InteractiveSession):
+        def add_click(self, point_ras, positive=True):
+            mask = super().add_click(point_ras, positive)
+            rois.append(self.roi)
+            return mask
+
+    truth = sitk.GetArrayFromImage(a) > 0
+    simulate(StandInModel(), image, truth, 1, "random", 5, "bbox", session_factory=Recording)
+    voxels = np.argwhere(truth)
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint((voxels.min(0) + voxels.max(0))[::-1] / 2))
+    assert np.abs(rois[0].index_of(centre) - 64).max() <= 1.0
+
+
+def test_simulate_rejects_bad_options():
+    image, truth = sphere_phantom(size=(20, 20, 20))
+    mask = sitk.GetArrayFromImage(truth) > 0
+    with pytest.raises(InputError, match="sampler"):
+        simulate(StandInModel(), image, mask, 1, sampler="best")
+    with pytest.raises(InputError, match="empty"):
+        simulate(StandInModel(), image, mask & False, 1)
+
+
+def test_evaluate_command(tmp_path, tiny_checkpoint, capsys):
+    image, a, b = two_spheres_phantom()
+    labels = sitk.Cast(a + b * 2, sitk.sitkUInt8)
+    image_path, label_path, out = tmp_path / "img.nii.gz", tmp_path / "lbl.nrrd", tmp_path / "res.json"
+    sitk.WriteImage(image, str(image_path))
+    sitk.WriteImage(labels, str(label_path))
+    argv = ["evaluate", "--image", str(image_path), "--label", str(label_path), "--weights", str(tiny_checkpoint)]
+    code = main([*argv, "--clicks", "2", "--sampler", "ritm", "--json", str(out), "--device", "cpu"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "click 1" in table and "click 2" in table
+    result = json.loads(out.read_text())
+    assert set(result["labels"]) == {"1", "2"}
+    for steps in result["labels"].values():
+        assert 1 <= len(steps) <= 2 and steps[0]["positive"] and 0.0 <= steps[0]["dice"] <= 1.0

@@ -1,0 +1,237 @@
+"""InteractiveSession mechanics with the deterministic stand-in network (Testing/standin.py)."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from phantoms import (
+    centre_ras,
+    cylinder_phantom,
+    dice,
+    far_spheres_phantom,
+    make_image,
+    sphere_phantom,
+    two_spheres_phantom,
+)
+from standin import StandInModel
+
+from SAMMed3DLib import InputError, InteractiveSession
+
+
+def arr(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing())
+        and np.allclose(a.GetOrigin(), b.GetOrigin())
+        and np.allclose(a.GetDirection(), b.GetDirection())
+    )
+
+
+OBLIQUE = tuple(
+    (
+        np.array([[np.cos(0.4), -np.sin(0.4), 0], [np.sin(0.4), np.cos(0.4), 0], [0, 0, 1]]) @ np.diag([-1.0, 1.0, 1.0])
+    ).reshape(-1)
+)
+
+
+@pytest.mark.parametrize(
+    "spacing, direction",
+    [((3.0, 3.0, 3.0), None), ((2.5, 2.0, 4.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1)), ((3.0, 3.0, 3.0), OBLIQUE)],
+    ids=["lps", "ras-anisotropic", "oblique"],
+)
+def test_click_lands_on_the_sphere(spacing, direction):
+    image, truth = sphere_phantom(spacing=spacing, direction=direction, centre_ras=(-60.0, -110.0, 70.0))
+    if direction is not None:  # keep the sphere inside the re-oriented volume
+        centre = image.TransformContinuousIndexToPhysicalPoint([20.0, 28.0, 24.0])
+        image, truth = sphere_phantom(
+            spacing=spacing, direction=direction, centre_ras=(-centre[0], -centre[1], centre[2])
+        )
+    session = InteractiveSession(StandInModel(), image)
+    mask = session.add_click(centre_ras(truth))
+    assert mask.GetPixelID() == sitk.sitkUInt8 and same_grid(mask, image)
+    assert set(np.unique(arr(mask))) <= {0, 1}
+    assert dice(mask, truth) >= 0.9
+    assert session.last_encoded and set(session.last_timings) == {"preprocess", "encode", "decode", "paste", "total"}
+
+
+def test_refinement_reuses_embedding_and_feeds_back_clicks_and_logits():
+    image, truth = sphere_phantom()
+    model = StandInModel()
+    session = InteractiveSession(model, image)
+    session.add_click(centre_ras(truth))
+    first_mask_prompt = model.decode_calls[0][2]
+    assert first_mask_prompt is not None and not first_mask_prompt.any()  # zeros on the first click, as official
+    low_after_first = session._state.low_res.clone()
+    session.add_click((-80.0, -95.0, 92.0), positive=True)
+    assert model.encode_calls == 1 and not session.last_encoded
+    coords, labels, mask_prompt = model.decode_calls[1]
+    assert len(coords) == 2 and labels.tolist() == [1, 1]
+    assert coords[0].tolist() == [64, 64, 64]  # the first click was the ROI's centre
+    assert torch.equal(mask_prompt, low_after_first)
+    assert session.last_timings["encode"] == 0.0 and session.last_timings["preprocess"] == 0.0
+
+
+def test_negative_click_removes_object_and_undo_redo_are_exact():
+    image, a, b = two_spheres_phantom()
+    model = StandInModel()
+    session = InteractiveSession(model, image)
+    m1 = arr(session.add_click(centre_ras(a)))
+    m2 = arr(session.add_click(centre_ras(b)))
+    assert dice(session.mask, sitk.Or(a, b)) >= 0.9
+    m3 = arr(session.add_click(centre_ras(b), positive=False))
+    assert dice(session.mask, a) >= 0.9
+    assert model.encode_calls == 1
+
+    assert np.array_equal(arr(session.undo()), m2)
+    assert session.clicks == [(centre_ras(a), True), (centre_ras(b), True)]
+    assert session.can_undo and session.can_redo
+    assert np.array_equal(arr(session.undo()), m1)
+    assert np.array_equal(arr(session.redo()), m2)
+    assert np.array_equal(arr(session.redo()), m3) and not session.can_redo
+    # Undo, then continue: the model state is that of click 2 (its logits and both clicks).
+    session.undo()
+    logits_after_2 = session._state.low_res
+    session.add_click(centre_ras(b), positive=False)
+    coords, labels, mask_prompt = model.decode_calls[-1]
+    assert labels.tolist() == [1, 1, 0] and torch.equal(mask_prompt, logits_after_2)
+    assert np.array_equal(arr(session.mask), m3) and not session.can_redo
+
+
+def test_changed_region_bounds_every_change():
+    image, a, b = two_spheres_phantom()
+    session = InteractiveSession(StandInModel(), image)
+    previous = arr(session.mask)
+    for step in (
+        lambda: session.add_click(centre_ras(a)),
+        lambda: session.add_click(centre_ras(b)),
+        lambda: session.add_click(centre_ras(b), False),
+        session.undo,
+        session.redo,
+        session.reset,
+        session.undo,
+    ):
+        current = arr(step())
+        changed = np.argwhere(current != previous)
+        if len(changed):
+            (x, y, z), (sx, sy, sz) = session.last_changed_region
+            assert (changed.min(0) >= [z, y, x]).all() and (changed.max(0) < [z + sz, y + sy, x + sx]).all()
+        previous = current
+
+
+def test_reset_clears_and_is_undoable():
+    image, truth = sphere_phantom()
+    session = InteractiveSession(StandInModel(), image)
+    clicked = arr(session.add_click(centre_ras(truth)))
+    assert not arr(session.reset()).any() and session.clicks == []
+    assert session.roi is None
+    assert np.array_equal(arr(session.undo()), clicked) and len(session.clicks) == 1
+
+
+def test_click_outside_roi_recentres_to_keep_earlier_clicks():
+    image, truth = cylinder_phantom(length=300.0)
+    model = StandInModel()
+    session = InteractiveSession(model, image)
+    r, a, s = centre_ras(truth)
+    low, high = (r, a, s - 60.0), (r, a, s + 110.0)  # 170 mm apart: fit together in one ROI
+    session.add_click(low)
+    first_roi = session.roi
+    session.add_click(high)
+    assert session.roi != first_roi and model.encode_calls == 2
+    assert session.roi.contains(np.array([-r, -a, s - 60.0])) and session.roi.contains(np.array([-r, -a, s + 110.0]))
+    coords, labels, mask_prompt = model.decode_calls[-1]
+    assert len(coords) == 2 and mask_prompt.max() > 0  # earlier click kept; the mask so far as mask prompt
+
+
+def test_far_click_starts_new_roi_and_merges():
+    image, a, b = far_spheres_phantom()
+    model = StandInModel()
+    session = InteractiveSession(model, image)
+    session.add_click(centre_ras(a))
+    session.add_click(centre_ras(b))
+    coords, labels, _ = model.decode_calls[-1]
+    assert len(coords) == 1  # the first click is too far to share the ROI
+    assert dice(session.mask, sitk.Or(a, b)) >= 0.9
+    # Back in the first object's ROI: re-encoded only if it fell out of the cache (it did not).
+    session.add_click(centre_ras(a))
+    assert model.encode_calls == 2
+
+
+def test_auto_extend_follows_a_long_cylinder():
+    image, truth = cylinder_phantom(length=400.0)
+    centre = centre_ras(truth)
+    plain = InteractiveSession(StandInModel(), image)
+    partial = dice(plain.add_click(centre), truth)
+    model = StandInModel()
+    extended = InteractiveSession(model, image, auto_extend=True, max_extend_steps=4)
+    full = dice(extended.add_click(centre), truth)
+    assert partial < 0.8 <= 0.95 <= full, (partial, full)
+    assert model.encode_calls == 3  # the click's ROI and one neighbour on each side
+    assert np.array_equal(arr(extended.undo()), np.zeros_like(arr(truth)))
+    assert extended.roi is None
+
+
+def test_initial_mask_is_refined():
+    image, truth = sphere_phantom()
+    eroded = sitk.BinaryErode(truth, [3, 3, 3])
+    model = StandInModel()
+    session = InteractiveSession(model, image, initial_mask=eroded * 7)
+    assert np.array_equal(arr(session.mask), arr(eroded))
+    session.add_click(centre_ras(truth))
+    assert model.decode_calls[0][2].max() > 0  # the starting mask went in as the mask prompt
+    assert dice(session.mask, truth) > dice(eroded, truth)
+    session.reset()
+    assert np.array_equal(arr(session.mask), arr(eroded))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: sitk.Image([32, 32], sitk.sitkInt16) + 1,
+        lambda: sitk.Image([8, 8, 8], sitk.sitkVectorUInt8, 3),
+        lambda: sitk.Image([8, 8, 8, 3], sitk.sitkFloat32),
+        lambda: sitk.Image([16, 16, 16], sitk.sitkInt16),
+        lambda: make_image(np.full((8, 8, 8), np.nan), pixel_type=np.float32),
+    ],
+    ids=["2d", "rgb", "4d", "constant", "nan"],
+)
+def test_bad_image_raises_input_error(make):
+    with pytest.raises(InputError):
+        InteractiveSession(StandInModel(), make())
+
+
+def test_bad_clicks_leave_session_unchanged():
+    image, truth = sphere_phantom()
+    session = InteractiveSession(StandInModel(), image)
+    before = arr(session.add_click(centre_ras(truth)))
+    for bad in [(1e4, 0, 0), (np.nan, 0, 0), (1, 2), "abc"]:
+        with pytest.raises(InputError):
+            session.add_click(bad)
+    assert np.array_equal(arr(session.mask), before) and len(session.clicks) == 1
+    with pytest.raises(InputError):
+        InteractiveSession(StandInModel(), image, initial_mask=sitk.Image([3, 3, 3], sitk.sitkUInt8))
+
+
+def test_undo_redo_without_history_are_harmless():
+    image, _ = sphere_phantom(size=(20, 20, 20))
+    session = InteractiveSession(StandInModel(), image)
+    assert not session.can_undo and not session.can_redo
+    assert not arr(session.undo()).any() and session.last_changed_region is None
+    assert not arr(session.redo()).any()
+
+
+def test_tiny_network_end_to_end(tiny_model):
+    image, truth = sphere_phantom()
+    session = InteractiveSession(tiny_model, image)
+    mask = session.add_click(centre_ras(truth))
+    assert same_grid(mask, image) and mask.GetPixelID() == sitk.sitkUInt8 and session.last_encoded
+    first = arr(mask)
+    second = arr(session.add_click((-80.0, -95.0, 92.0), positive=False))
+    assert not session.last_encoded
+    assert np.array_equal(arr(session.undo()), first)
+    assert np.array_equal(arr(session.redo()), second)
+    roi_input = session.roi_input_image()
+    assert roi_input.GetSize() == (128, 128, 128) and roi_input.GetSpacing() == (1.5, 1.5, 1.5)

@@ -1,0 +1,25 @@
+"""``bench-session`` report formatting (the timed runs themselves are not part of the test suite)."""
+
+from SAMMed3DLib.session_benchmark import format_report
+
+
+def figures(first: float, refine: float) -> dict:
+    breakdown = {"preprocess": 0.05, "encode": 0.9, "decode": 0.02, "paste": 0.1, "total": first}
+    return {
+        "first_click_s": first,
+        "first_click_breakdown": breakdown,
+        "refine_s": [refine, refine * 2, refine],
+        "refine_breakdown": breakdown,
+        "lesion_refine_s": [0.06],
+        "lesion_refine_breakdown": breakdown,
+        "peak_rss_mb": 1200.0,
+    }
+
+
+def test_report_has_ratios_and_handles_missing_reference():
+    official = {"first_click_s": 9.0, "refine_s": [9.0, 9.5], "peak_rss_mb": 2100.0}
+    lines = format_report({"ours": figures(1.2, 0.2), "official": official})
+    text = "\n".join(lines)
+    assert "7.5x" in text and "46.2x" in text and "2100MB" in text
+    alone = format_report({"ours": figures(1.2, 0.2), "official": None})
+    assert not any(line.rstrip().endswith("x") for line in alone) and "1200MB" in "\n".join(alone)
