@@ -53,6 +53,34 @@ EXTEND_SLAB = 8
 """Depth, in ROI voxels, of the band at a face from which extension seeds are taken."""
 
 
+class EmbeddingCache:
+    """Image embeddings of the most recent ROIs of one image, shareable by several sessions on it
+    (e.g. one session per segment), so that a ROI is encoded once whichever segment asks.
+
+    It is bound to one network: asking with another (a new checkpoint or device) empties it.
+    """
+
+    def __init__(self, capacity: int = EMBEDDING_CACHE) -> None:
+        self.capacity = capacity
+        self._model = None
+        self._entries: OrderedDict[Roi, torch.Tensor] = OrderedDict()
+
+    def get(self, model, roi: Roi) -> Optional[torch.Tensor]:
+        if model is not self._model:
+            self._model = model
+            self._entries.clear()
+        embedding = self._entries.get(roi)
+        if embedding is not None:
+            self._entries.move_to_end(roi)
+        return embedding
+
+    def put(self, model, roi: Roi, embedding: torch.Tensor) -> None:
+        self.get(model, roi)
+        self._entries[roi] = embedding
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class _State:
     """What the next click continues from: the ROI, its prompts and last logits, all clicks."""
@@ -84,7 +112,8 @@ class InteractiveSession:
     ``decode(embedding, coords [1,N,3], labels [1,N], mask_logits [1,1,32,32,32]) -> (logits, iou)``,
     normally :func:`SAMMed3DLib.load_model`'s result. ``initial_mask``: an existing segmentation on the
     same grid to refine (non-zero = inside). ``auto_extend``: follow objects larger than the 192 mm ROI
-    into neighbouring ROIs, at most ``max_extend_steps`` extra ROIs per click.
+    into neighbouring ROIs, at most ``max_extend_steps`` extra ROIs per click. ``embedding_cache``: an
+    :class:`EmbeddingCache` shared with other sessions on the same image (default: a private one).
     """
 
     def __init__(
@@ -95,6 +124,7 @@ class InteractiveSession:
         initial_mask: Optional[sitk.Image] = None,
         auto_extend: bool = False,
         max_extend_steps: int = 6,
+        embedding_cache: Optional[EmbeddingCache] = None,
     ) -> None:
         check_image(image)
         self._model = model
@@ -109,7 +139,7 @@ class InteractiveSession:
         self._state = _State()
         self._history: List[_Step] = []
         self._cursor = 0
-        self._embeddings: OrderedDict[Roi, torch.Tensor] = OrderedDict()
+        self._embeddings = embedding_cache if embedding_cache is not None else EmbeddingCache()
         self._focus: Optional[Roi] = None
         self.last_timings: Dict[str, float] = dict.fromkeys(TIMING_KEYS, 0.0)
         self.last_encoded = False
@@ -271,9 +301,9 @@ class InteractiveSession:
         return logits
 
     def _embedding(self, roi: Roi, timings: Dict[str, float]) -> torch.Tensor:
-        if roi in self._embeddings:
-            self._embeddings.move_to_end(roi)
-            return self._embeddings[roi]
+        cached = self._embeddings.get(self._model, roi)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         crop = torch.from_numpy(model_input(self._image, roi))[None, None]
         timings["preprocess"] += time.perf_counter() - start
@@ -281,9 +311,7 @@ class InteractiveSession:
         embedding = self._model.encode(crop)
         timings["encode"] += time.perf_counter() - start
         self.last_encoded = True
-        self._embeddings[roi] = embedding
-        while len(self._embeddings) > EMBEDDING_CACHE:
-            self._embeddings.popitem(last=False)
+        self._embeddings.put(self._model, roi, embedding)
         return embedding
 
     def _paste(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], union: bool) -> Optional[Edit]:

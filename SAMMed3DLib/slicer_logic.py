@@ -65,6 +65,7 @@ class Target:
     geometry: mrml.VolumeGeometry
     segmentation: Any
     segment_id: str
+    embeddings: Any = None  # EmbeddingCache shared by the targets of one volume
     initial_mask: Any = None
     session: Any = None
     done: List[Step] = field(default_factory=list)
@@ -95,7 +96,7 @@ class SegmentationController:
         self.download_progress: Optional[Progress] = None
         self._model_loader = model_loader
         self._models: Dict[Tuple[str, str], Tuple[Any, str]] = {}
-        self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry]] = {}
+        self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
         self._targets: collections.OrderedDict[Tuple, Target] = collections.OrderedDict()
         self._actions: Deque[Action] = collections.deque()
         self._running: Optional[Job] = None
@@ -267,19 +268,22 @@ class SegmentationController:
     def _current_target(self) -> Optional[Target]:
         return self._targets.get(self._target_key(self.inputs))
 
-    def _volume_image(self, volume) -> Tuple[Any, mrml.VolumeGeometry]:
-        """The volume as an engine image, converted once per image content and transform (cached)."""
+    def _volume_image(self, volume) -> Tuple[Any, mrml.VolumeGeometry, Any]:
+        """The volume as an engine image, converted once per image content and transform (cached), with
+        the embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
+        from .session import EmbeddingCache  # torch loads only when the engine is first used
+
         harden = self.options.harden_transforms
         mrml.check_scalar_volume(volume)
         key = mrml.volume_cache_key(volume, harden)
         if key not in self._images:
             self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}
             geometry = mrml.volume_geometry(volume, harden=harden)
-            self._images[key] = (mrml.volume_to_sitk(volume, harden=harden), geometry)
+            self._images[key] = (mrml.volume_to_sitk(volume, harden=harden), geometry, EmbeddingCache())
         return self._images[key]
 
     def _prepare_target(self, inputs: Inputs) -> Target:
-        image, geometry = self._volume_image(inputs.volume)
+        image, geometry, embeddings = self._volume_image(inputs.volume)
         mrml.prepare_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
@@ -288,7 +292,7 @@ class SegmentationController:
         if target is not None and target.geometry == geometry:
             self._targets.move_to_end(key)
             return target
-        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id)
+        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings)
         existing = mrml.segment_region(inputs.segmentation, inputs.segment_id, geometry)
         continuing = key in self._continue
         self._continue.discard(key)
@@ -369,7 +373,11 @@ class SegmentationController:
         model = load()
         if target.session is None:
             target.session = InteractiveSession(
-                model, target.image, initial_mask=target.initial_mask, auto_extend=self.options.auto_extend
+                model,
+                target.image,
+                initial_mask=target.initial_mask,
+                auto_extend=self.options.auto_extend,
+                embedding_cache=target.embeddings,
             )
         return target.session.add_click(action.point, positive=action.positive)
 

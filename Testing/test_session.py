@@ -235,3 +235,19 @@ def test_tiny_network_end_to_end(tiny_model):
     assert np.array_equal(arr(session.redo()), second)
     roi_input = session.roi_input_image()
     assert roi_input.GetSize() == (128, 128, 128) and roi_input.GetSpacing() == (1.5, 1.5, 1.5)
+
+
+def test_sessions_of_one_image_share_an_embedding_cache():
+    from SAMMed3DLib.session import EmbeddingCache
+
+    image, truth = sphere_phantom()
+    cache, model = EmbeddingCache(), StandInModel()
+    first = InteractiveSession(model, image, embedding_cache=cache)
+    first.add_click(centre_ras(truth))
+    assert first.last_encoded
+    second = InteractiveSession(model, image, embedding_cache=cache)
+    second.add_click(centre_ras(truth), positive=True)
+    assert not second.last_encoded and second.last_timings["encode"] == 0.0
+    other_model = InteractiveSession(StandInModel(), image, embedding_cache=cache)
+    other_model.add_click(centre_ras(truth))
+    assert other_model.last_encoded  # embeddings of another network are never reused

@@ -284,3 +284,13 @@ def test_points_are_read_in_world_coordinates(scenario):
     scenario.controller.wait()
     assert scenario.controller.last_error is None
     assert scenario.controller._current_target().done[0].point == pytest.approx(SPHERE_CENTER_RAS)
+
+
+def test_a_second_segment_of_the_same_volume_reuses_the_embedding(scenario):
+    scenario.click(SPHERE_CENTER_RAS)
+    assert scenario.controller._current_target().session.last_encoded
+    other = scenario.segmentation.GetSegmentation().AddEmptySegment("Second")
+    scenario.select(scenario.volume, scenario.segmentation, other)
+    scenario.click(SPHERE_CENTER_RAS)
+    session = scenario.controller._current_target().session
+    assert len(session.clicks) == 1 and not session.last_encoded
