@@ -74,10 +74,21 @@ class PromptEncoder3D(nn.Module):
             nn.Conv3d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: Optional[torch.Tensor] = None
+        self._dense_pe_key: Optional[tuple] = None
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image-embedding grid, ``[1, C, 8, 8, 8]``."""
-        return self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
+        """Positional encoding of the image-embedding grid, ``[1, C, 8, 8, 8]``.
+
+        It depends only on the random projection, so it is computed once per version of that buffer
+        (every refinement click needs it).
+        """
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (id(matrix), matrix._version, matrix.device, torch.is_inference_mode_enabled())
+        if self._dense_pe_key != key:
+            self._dense_pe = self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
+            self._dense_pe_key = key
+        return self._dense_pe
 
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         batch = coords.shape[0]
