@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .errors import SAMMed3DError
-from .modeling import build_sam_med3d
+from .modeling import build_sam_med3d, decode_step
 
 IDENTITY_TOLERANCE = 1e-4
 N_CLICKS = 5
@@ -119,14 +119,7 @@ def run_child(kind: str, state_path: str, out_path: str, repeats: int, device_na
         embedding = model.image_encoder(crop.to(dtype)).float()
 
         def decode():
-            sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=mask)
-            return model.mask_decoder(
-                image_embeddings=embedding,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )[0]
+            return decode_step(model, embedding, coords, labels, mask)[0]
 
         encode_times = _timed(lambda: model.image_encoder(crop.to(dtype)), repeats, device)
         decode_times = _timed(decode, max(repeats, 10), device)

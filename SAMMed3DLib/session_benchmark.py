@@ -23,6 +23,7 @@ import SimpleITK as sitk
 import torch
 
 from .errors import SAMMed3DError
+from .modeling import decode_step
 
 SIZE = (512, 512, 300)
 """Volume size (x, y, z)."""
@@ -168,14 +169,7 @@ def run_official(state_path: str, device: str) -> Dict[str, object]:
             coords = torch.stack(clicks, 1).to(device)
             labels = torch.tensor([[1] * (len(clicks) - 1) + [int(positive)]], device=device)
             mask_in = previous[0] if previous[0] is not None else torch.zeros(1, 1, 32, 32, 32, device=device)
-            sparse, dense = model.prompt_encoder(points=[coords, labels], boxes=None, masks=mask_in)
-            low, _ = model.mask_decoder(
-                image_embeddings=embedding,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            low, _ = decode_step(model, embedding, coords, labels, mask_in)
             previous[0] = low
             binary = (torch.sigmoid(F.interpolate(low, size=(128,) * 3, mode="trilinear")) > 0.5)[0, 0].cpu()
             full = torch.zeros(tuple(resampled_shape))

@@ -26,3 +26,12 @@ def tiny_model(tiny_checkpoint):
     from SAMMed3DLib import load_model
 
     return load_model(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture
+def srv():
+    """A real HTTP file server on 127.0.0.1 (Testing/http_fixtures.py), stopped after the test."""
+    from http_fixtures import FileServer
+
+    with FileServer() as server:
+        yield server

@@ -49,15 +49,3 @@ def matched_pair(config: SAMMed3DConfig = SAMMed3DConfig(), seed: int = 0):
     ours = build_sam_med3d(config).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     return reference, ours
-
-
-def reference_decode(reference: torch.nn.Module, embedding, coords, labels, mask_logits=None):
-    """One decoder step through the reference's own prompt encoder and mask decoder."""
-    sparse, dense = reference.prompt_encoder(points=(coords, labels), boxes=None, masks=mask_logits)
-    return reference.mask_decoder(
-        image_embeddings=embedding,
-        image_pe=reference.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from reference import matched_pair, reference_decode
+from reference import matched_pair
 
-from SAMMed3DLib.modeling import SAMMed3DConfig
+from SAMMed3DLib.modeling import SAMMed3DConfig, decode_step
 
 TOL = 1e-4
 SMALL = SAMMed3DConfig(
@@ -34,7 +34,7 @@ def _compare(config: SAMMed3DConfig, batch: int) -> None:
             assert (ref_sparse - sparse).abs().max().item() <= TOL
             assert (ref_dense - dense).abs().max().item() <= TOL
             emb = ref_emb[:1].expand(2, -1, -1, -1, -1)
-            ref_logits, ref_iou = reference_decode(reference, emb, coords, labels, mask_prompt)
+            ref_logits, ref_iou = decode_step(reference, emb, coords, labels, mask_prompt)
             logits, iou = ours.mask_decoder(
                 image_embeddings=emb,
                 image_pe=ours.prompt_encoder.get_dense_pe(),

@@ -8,19 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from http_fixtures import FileServer, closed_port_url, registry_entry, write_registry
+from http_fixtures import closed_port_url, registry_entry, write_registry
 
 from SAMMed3DLib.cli import main
 
 DATA = random.Random(2).randbytes(500_000)
 SHA = hashlib.sha256(DATA).hexdigest()
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def srv():
-    with FileServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from http_fixtures import FileServer, closed_port_url
+from http_fixtures import closed_port_url
 
 from SAMMed3DLib.errors import DownloadError
 from SAMMed3DLib.weights import DownloadCancelledError, download
@@ -17,12 +17,6 @@ from SAMMed3DLib.weights import DownloadCancelledError, download
 DATA = random.Random(0).randbytes(700_000)  # ~3 network chunks of 256 KiB
 SHA = hashlib.sha256(DATA).hexdigest()
 FAST = dict(retries=2, backoff=0.01, timeout=(2.0, 2.0))  # seconds; keeps fault tests fast
-
-
-@pytest.fixture
-def srv():
-    with FileServer() as server:
-        yield server
 
 
 @pytest.fixture

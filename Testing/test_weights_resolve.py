@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from http_fixtures import FileServer, registry_entry, write_registry
+from http_fixtures import registry_entry, write_registry
 
 from SAMMed3DLib.errors import CheckpointError, DownloadError, RegistryError
 from SAMMed3DLib.weights import cached_path, default_cache_dir, load_registry, resolve_checkpoint
@@ -19,12 +19,6 @@ DATA = random.Random(1).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
 FAST = dict(retries=1, backoff=0.01, timeout=(2.0, 2.0))  # seconds
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def srv():
-    with FileServer() as server:
-        yield server
 
 
 @pytest.fixture

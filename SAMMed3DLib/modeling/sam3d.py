@@ -17,6 +17,30 @@ LOW_RES_SIZE = 32
 """Side of the decoder's logit grid, in voxels (4x coarser than the crop)."""
 
 
+def decode_step(
+    network: nn.Module,
+    embedding: torch.Tensor,
+    coords: torch.Tensor,
+    labels: torch.Tensor,
+    mask_logits: Optional[torch.Tensor] = None,
+    multimask_output: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Prompt encoder then mask decoder, through their official call signatures.
+
+    Works for any network with ``prompt_encoder`` and ``mask_decoder`` of the official interface (ours,
+    or the reference in the tests and benchmarks). ``coords`` ``[B, N, 3]`` crop voxel indices,
+    ``labels`` ``[B, N]``, ``mask_logits`` ``[B, 1, 32, 32, 32]`` or None → (logits, IoU estimates).
+    """
+    sparse, dense = network.prompt_encoder(points=(coords, labels), boxes=None, masks=mask_logits)
+    return network.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=network.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask_output,
+    )
+
+
 class SAMMed3D(nn.Module):
     """Image encoder, prompt encoder and mask decoder, named as in the official checkpoints."""
 
@@ -51,18 +75,8 @@ class SAMMed3D(nn.Module):
         Returns (low-res logits ``[B, 1, 32, 32, 32]``, IoU estimate ``[B, 1]``).
         """
         device = self.device
-        sparse, dense = self.prompt_encoder(
-            points=(coords.to(device), labels.to(device)),
-            boxes=None,
-            masks=None if mask_logits is None else mask_logits.to(device),
-        )
-        return self.mask_decoder(
-            image_embeddings=embedding.to(device),
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        mask = None if mask_logits is None else mask_logits.to(device)
+        return decode_step(self, embedding.to(device), coords.to(device), labels.to(device), mask)
 
     @staticmethod
     def upsample_logits(low_res: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
