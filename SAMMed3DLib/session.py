@@ -211,30 +211,23 @@ class InteractiveSession:
 
     def undo(self) -> sitk.Image:
         """Go back one step (click or reset): the mask and the model state become exactly what they were."""
-        start = time.perf_counter()
-        self.last_encoded = False
-        self.last_changed_region = None
-        if self.can_undo:
-            step = self._history[self._cursor - 1]
-            for edit in reversed(step.edits):
-                self._flip(edit)
-            self._cursor -= 1
-            self._state = step.before
-            self.last_changed_region = step.region
-        self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
-        return self.mask
+        return self._travel(backwards=True)
 
     def redo(self) -> sitk.Image:
         """Re-apply the step last undone."""
+        return self._travel(backwards=False)
+
+    def _travel(self, backwards: bool) -> sitk.Image:
+        """Flip the edits of the step behind (undo) or ahead of (redo) the history cursor."""
         start = time.perf_counter()
         self.last_encoded = False
         self.last_changed_region = None
-        if self.can_redo:
-            step = self._history[self._cursor]
-            for edit in step.edits:
+        if self.can_undo if backwards else self.can_redo:
+            step = self._history[self._cursor - 1 if backwards else self._cursor]
+            for edit in reversed(step.edits) if backwards else step.edits:
                 self._flip(edit)
-            self._cursor += 1
-            self._state = step.after
+            self._cursor += -1 if backwards else 1
+            self._state = step.before if backwards else step.after
             self.last_changed_region = step.region
         self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
         return self.mask

@@ -63,13 +63,18 @@ def sphere_phantom(
     return like(reference, with_noise(truth, seed)), like(reference, truth, np.uint8)
 
 
+def _sphere_pair(size, centre_a_ras, centre_b_ras, seed: int) -> Tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """(image, truth A, truth B): two 18 mm spheres on a 3 mm grid of ``size`` (x, y, z)."""
+    reference = make_image(np.zeros(size[::-1]), (3.0, 3.0, 3.0))
+    points = physical_grid(reference)
+    a = np.linalg.norm(points - ras_to_lps(centre_a_ras), axis=-1) <= 18
+    b = np.linalg.norm(points - ras_to_lps(centre_b_ras), axis=-1) <= 18
+    return like(reference, with_noise(a | b, seed)), like(reference, a, np.uint8), like(reference, b, np.uint8)
+
+
 def two_spheres_phantom(seed: int = 0) -> Tuple[sitk.Image, sitk.Image, sitk.Image]:
     """(image, truth A, truth B): two separate spheres 60 mm apart, both inside one ROI."""
-    reference = make_image(np.zeros((48, 48, 64)), (3.0, 3.0, 3.0))
-    points = physical_grid(reference)
-    a = np.linalg.norm(points - ras_to_lps((-60, -72, 72)), axis=-1) <= 18
-    b = np.linalg.norm(points - ras_to_lps((-120, -72, 72)), axis=-1) <= 18
-    return like(reference, with_noise(a | b, seed)), like(reference, a, np.uint8), like(reference, b, np.uint8)
+    return _sphere_pair((64, 48, 48), (-60, -72, 72), (-120, -72, 72), seed)
 
 
 def cylinder_phantom(length: float = 400.0, radius: float = 15.0, seed: int = 0) -> Tuple[sitk.Image, sitk.Image]:
@@ -108,8 +113,4 @@ def dice(a: sitk.Image, b: sitk.Image) -> float:
 
 def far_spheres_phantom(seed: int = 0) -> Tuple[sitk.Image, sitk.Image, sitk.Image]:
     """(image, truth A, truth B): two spheres 270 mm apart along S — too far for one 192 mm ROI."""
-    reference = make_image(np.zeros((120, 24, 24)), (3.0, 3.0, 3.0))
-    points = physical_grid(reference)
-    a = np.linalg.norm(points - ras_to_lps((-36, -36, 45)), axis=-1) <= 18
-    b = np.linalg.norm(points - ras_to_lps((-36, -36, 315)), axis=-1) <= 18
-    return like(reference, with_noise(a | b, seed)), like(reference, a, np.uint8), like(reference, b, np.uint8)
+    return _sphere_pair((24, 24, 120), (-36, -36, 45), (-36, -36, 315), seed)
