@@ -17,9 +17,10 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from . import regions
 from .errors import InputError
+from .regions import Region
 
-Region = Tuple[Tuple[int, int, int], Tuple[int, int, int]]
 """(index_start, size), both in SimpleITK / IJK order (x, y, z)."""
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -68,23 +69,6 @@ def _voxels(image: vtk.vtkImageData) -> np.ndarray:
 def region_to_extent(region: Region) -> Tuple[int, int, int, int, int, int]:
     (x, y, z), (sx, sy, sz) = region
     return x, x + sx - 1, y, y + sy - 1, z, z + sz - 1
-
-
-def union_region(a: Optional[Region], b: Optional[Region]) -> Optional[Region]:
-    """Smallest region holding both (``None`` is empty)."""
-    if a is None or b is None:
-        return a or b
-    start = np.minimum(a[0], b[0])
-    end = np.maximum(np.add(a[0], a[1]), np.add(b[0], b[1]))
-    return tuple(int(v) for v in start), tuple(int(v) for v in end - start)
-
-
-def clip_region(region: Region, dims: Sequence[int]) -> Optional[Region]:
-    start = np.clip(region[0], 0, dims)
-    end = np.clip(np.add(region[0], region[1]), 0, dims)
-    if np.any(end <= start):
-        return None
-    return tuple(int(v) for v in start), tuple(int(v) for v in end - start)
 
 
 # --- volumes ----------------------------------------------------------------------------------------------
@@ -398,7 +382,7 @@ def apply_mask(
 ) -> Optional[SegmentEdit]:
     """Write ``mask`` into the segment within ``region`` only. With ``protect_others`` the voxels that belong
     to any other segment are left out of the new mask, so every other segment is unchanged either way."""
-    region = clip_region(region, geometry.dims) if region else None
+    region = regions.clip(region, geometry.dims) if region else None
     if region is None:
         return None
     after = mask_region(mask, region)

@@ -16,7 +16,9 @@ import SimpleITK as sitk
 import torch
 from torch.nn import functional as F
 
-from .roi import ROI_SIZE, Grid, Region, Roi, resample_onto, roi_image, to_roi_order
+from . import regions
+from .regions import Region
+from .roi import ROI_SIZE, Grid, Roi, resample_onto, roi_image, to_roi_order
 
 LOW_RES = 32
 """Side of the decoder's logit grid (4x coarser than the ROI)."""
@@ -30,30 +32,6 @@ def upsample(low_res: torch.Tensor) -> np.ndarray:
     return full[0, 0].cpu().numpy()
 
 
-def region_union(a: Optional[Region], b: Optional[Region]) -> Optional[Region]:
-    """The bounding region of two regions (None stands for empty)."""
-    if a is None or b is None:
-        return a if b is None else b
-    lo = np.minimum(a[0], b[0])
-    hi = np.maximum(np.add(a[0], a[1]), np.add(b[0], b[1]))
-    return _region(lo, hi)
-
-
-def _region(lo: np.ndarray, hi: np.ndarray) -> Optional[Region]:
-    if np.any(np.asarray(hi) <= np.asarray(lo)):
-        return None
-    return tuple(int(v) for v in lo), tuple(int(h - v) for v, h in zip(lo, hi))
-
-
-def clip_region(region: Optional[Region], size) -> Optional[Region]:
-    """``region`` cut to the image ``[0, size)``."""
-    if region is None:
-        return None
-    lo = np.maximum(region[0], 0)
-    hi = np.minimum(np.add(region[0], region[1]), size)
-    return _region(lo, hi)
-
-
 def roi_box_region(grid: Grid, roi: Roi, lo: np.ndarray, hi: np.ndarray) -> Optional[Region]:
     """Image voxels (x, y, z region, clipped) whose centres may fall in the ROI voxels ``[lo, hi]`` (inclusive)."""
     # Half a ROI voxel beyond the outer centres reaches the ROI's faces.
@@ -62,7 +40,7 @@ def roi_box_region(grid: Grid, roi: Roi, lo: np.ndarray, hi: np.ndarray) -> Opti
     index = grid.to_index(roi.grid.to_physical(corners))
     start = np.floor(index.min(axis=0)).astype(int)
     stop = np.ceil(index.max(axis=0)).astype(int) + 1
-    return clip_region(_region(start, stop), grid.size)
+    return regions.clip(regions.from_bounds(start, stop), grid.size)
 
 
 def nonzero_region(mask: sitk.Image, within: Optional[Region]) -> Optional[Region]:
@@ -75,7 +53,7 @@ def nonzero_region(mask: sitk.Image, within: Optional[Region]) -> Optional[Regio
         return None
     lo_zyx = np.array([a[0] for a in axes_any])
     hi_zyx = np.array([a[-1] + 1 for a in axes_any])
-    return _region(lo_zyx[::-1] + within[0], hi_zyx[::-1] + within[0])
+    return regions.from_bounds(lo_zyx[::-1] + within[0], hi_zyx[::-1] + within[0])
 
 
 def _slices(region: Region) -> Tuple[slice, slice, slice]:
@@ -119,7 +97,7 @@ def paste_logits(
     footprint = roi_box_region(grid, roi, np.zeros(3), np.full(3, ROI_SIZE - 1))
     region = positive_region(grid, roi, logits)
     if not union:
-        region = region_union(region, _intersect(footprint, footprint if known is None else known))
+        region = regions.union(region, regions.intersection(footprint, footprint if known is None else known))
     if region is None:
         return None, None
     before = read_region(mask, region)
@@ -238,14 +216,6 @@ class _BlockInterpolator:
             target |= positive
         else:
             np.copyto(target, positive, where=~np.isnan(values))
-
-
-def _intersect(a: Optional[Region], b: Optional[Region]) -> Optional[Region]:
-    if a is None or b is None:
-        return None
-    lo = np.maximum(a[0], b[0])
-    hi = np.minimum(np.add(a[0], a[1]), np.add(b[0], b[1]))
-    return _region(lo, hi)
 
 
 def mask_to_prompt(mask: sitk.Image, roi: Roi) -> Optional[torch.Tensor]:

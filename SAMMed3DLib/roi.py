@@ -22,15 +22,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .regions import Index3
 
 ROI_SIZE = 128
 """Voxels per side of the model input."""
 ROI_SPACING = 1.5
 """Isotropic spacing of the model input, mm (the training resolution)."""
 
-Index3 = Tuple[int, int, int]
-Region = Tuple[Index3, Index3]
-"""(index_start, size) in SimpleITK index order (x, y, z)."""
 
 _RAS_FLIP = np.array([-1.0, -1.0, 1.0])
 

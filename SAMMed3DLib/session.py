@@ -19,11 +19,12 @@ import SimpleITK as sitk
 import torch
 
 from .errors import InputError
-from .paste import LOW_RES, mask_to_prompt, paste_logits, read_region, region_union, upsample, write_region
+from .paste import LOW_RES, mask_to_prompt, paste_logits, read_region, upsample, write_region
+from .regions import Region
+from .regions import union as region_union
 from .roi import (
     ROI_SIZE,
     Grid,
-    Region,
     Roi,
     check_image,
     check_point_inside,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import mrml
+from . import mrml, regions
 from .errors import InputError, SAMMed3DError
 from .slicer_worker import BackgroundWorker, Job, Progress
 
@@ -70,7 +70,7 @@ class Target:
     session: Any = None
     done: List[Step] = field(default_factory=list)
     undone: List[Step] = field(default_factory=list)
-    extra_region: Optional[mrml.Region] = None  # old content to clear on the first step (fresh start)
+    extra_region: Optional[regions.Region] = None  # old content to clear on the first step (fresh start)
 
 
 @dataclass
@@ -385,7 +385,7 @@ class SegmentationController:
 
     def _apply_click(self, target: Target, action: Action) -> None:
         session = target.session
-        region = mrml.union_region(session.last_changed_region, target.extra_region)
+        region = regions.union(session.last_changed_region, target.extra_region)
         target.extra_region = None
         edit = mrml.apply_mask(
             target.segmentation,

@@ -150,14 +150,12 @@ class PhantomModel:
 
 def tiny_checkpoint(path: Path) -> Path:
     """A few-MB random-weight network in the official layout (the real architecture, tiny widths)."""
-    from .modeling import SAMMed3DConfig, build_sam_med3d
+    from .modeling import TINY_CONFIG, build_sam_med3d
 
-    config = SAMMed3DConfig(embed_dim=48, depth=3, num_heads=2, mlp_ratio=2.0, window_size=14,
-                            global_attn_indexes=(1,), prompt_embed_dim=48, decoder_mlp_dim=64)  # fmt: skip
     torch.manual_seed(0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_state_dict": build_sam_med3d(config).state_dict()}, path)
+    torch.save({"model_state_dict": build_sam_med3d(TINY_CONFIG).state_dict()}, path)
     return path
 
 

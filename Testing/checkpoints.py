@@ -1,7 +1,7 @@
 """Test-data maker: small random-weight SAM-Med3D checkpoints in the official training layout.
 
-``TINY`` keeps every official key name and the 128³ → 8³ geometry (window 14, global blocks,
-relative positions) with narrow layers, so a checkpoint is ~3 MB and encodes in milliseconds.
+``TINY`` (the library's ``TINY_CONFIG``) keeps every official key name and the 128³ → 8³ geometry
+(window 14, global blocks, relative positions) with narrow layers: ~2 MB, encodes in milliseconds.
 """
 
 import argparse
@@ -10,18 +10,9 @@ from typing import Optional
 
 import torch
 
-from SAMMed3DLib.modeling import SAMMed3D, SAMMed3DConfig, build_sam_med3d
+from SAMMed3DLib.modeling import TINY_CONFIG, SAMMed3D, SAMMed3DConfig, build_sam_med3d
 
-TINY = SAMMed3DConfig(
-    embed_dim=48,
-    depth=3,
-    num_heads=2,
-    mlp_ratio=2.0,
-    window_size=14,
-    global_attn_indexes=(1,),
-    prompt_embed_dim=48,
-    decoder_mlp_dim=64,
-)
+TINY = TINY_CONFIG
 
 
 def randomize_(model: SAMMed3D, seed: int = 0) -> SAMMed3D:

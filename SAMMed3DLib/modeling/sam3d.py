@@ -121,6 +121,20 @@ class SAMMed3DConfig:
         )
 
 
+TINY_CONFIG = SAMMed3DConfig(
+    embed_dim=48,
+    depth=3,
+    num_heads=2,
+    mlp_ratio=2.0,
+    window_size=14,
+    global_attn_indexes=(1,),
+    prompt_embed_dim=48,
+    decoder_mlp_dim=64,
+)
+"""The real architecture and geometry (128³ → 8³, 14³ windows, a global block, every official key) with
+narrow layers: a ~2 MB random-weight checkpoint that encodes in milliseconds, for self-tests."""
+
+
 def build_sam_med3d(config: SAMMed3DConfig = SAMMed3DConfig()) -> SAMMed3D:
     """The network with freshly initialised weights; default config = the official architecture."""
     grid = IMAGE_SIZE // 16
