@@ -7,7 +7,6 @@ checks identity (image embedding and low-res logits) and prints medians and the 
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -61,9 +60,28 @@ def fixed_inputs(seed: int = 1):
     return crop, coords, labels, mask
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory in MB (None where the platform does not report it)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+
+
+def run_in_child(module: str, args: List[str], label: str, threads: Optional[int] = None) -> None:
+    """Run ``python -m module *args`` (one benchmarked implementation) with its own memory accounting.
+
+    Raises one SAMMed3DError with the child's last error line if it fails.
+    """
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    result = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise SAMMed3DError(f"the {label} benchmark run failed: {lines[-1] if lines else result.returncode}")
 
 
 def _timed(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> List[float]:
@@ -127,7 +145,7 @@ def run_child(kind: str, state_path: str, out_path: str, repeats: int, device_na
     figures = {
         "encode_s": encode_times,
         "decode_s": decode_times,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
     }
@@ -137,14 +155,7 @@ def run_child(kind: str, state_path: str, out_path: str, repeats: int, device_na
 def _spawn(kind: str, state: str, workdir: str, settings: BenchSettings, precision: str = "fp32") -> dict:
     out = os.path.join(workdir, f"{kind}-{precision}.pt")
     repeats = settings.reference_repeats if kind == "reference" else settings.repeats
-    env = dict(os.environ)
-    if settings.threads:
-        env["OMP_NUM_THREADS"] = str(settings.threads)
-    cmd = [sys.executable, "-m", __name__, kind, state, out, str(repeats), settings.device, precision]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise SAMMed3DError(f"the {kind} benchmark run failed: {lines[-1] if lines else result.returncode}")
+    run_in_child(__name__, [kind, state, out, str(repeats), settings.device, precision], kind, settings.threads)
     return torch.load(out, weights_only=True)
 
 

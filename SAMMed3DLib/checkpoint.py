@@ -69,9 +69,11 @@ def read_checkpoint(path: "os.PathLike[str] | str") -> Mapping[str, object]:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The informative line of an unpickling error (torch prefixes generic advice we must not echo)."""
+    """The informative line of a loading error. torch's own text suggests retrying with
+    ``weights_only=False`` (which would execute the pickle): such lines are never passed on."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    named = [line for line in lines if "global" in line.lower() and "weights_only" not in line]
+    lines = [line for line in lines if "weights_only" not in line and "Re-running" not in line]
+    named = [line for line in lines if "global" in line.lower()]
     detail = (named or lines or [""])[0]
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 

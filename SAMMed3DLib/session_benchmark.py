@@ -10,9 +10,7 @@ peak RSS is its own. ``torchio`` and ``medim`` are test-only and imported lazily
 
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .benchmark import peak_rss_mb, run_in_child
 from .errors import SAMMed3DError
 from .modeling import decode_step
 
@@ -54,11 +53,6 @@ def synthetic_volume(seed: int = 0) -> sitk.Image:
     image = sitk.GetImageFromArray(values)
     image.SetSpacing(SPACING)
     return image
-
-
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -205,14 +199,7 @@ def _click_label(tio, image: sitk.Image, point_ras) -> "object":
 def spawn(kind: str, state_path: str, device: str, workdir: str, threads: Optional[int]) -> Dict[str, object]:
     """Run one side in a child process and return its figures."""
     out = os.path.join(workdir, f"{kind}.json")
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", __name__, kind, state_path, device, out]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise SAMMed3DError(f"the {kind} run failed: {lines[-1] if lines else result.returncode}")
+    run_in_child(__name__, [kind, state_path, device, out], kind, threads)
     with open(out, encoding="utf-8") as handle:
         return json.load(handle)
 

@@ -70,8 +70,9 @@ def test_code_in_a_pickle_is_never_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
     torch.save({"model_state_dict": {"w": torch.zeros(1)}, "trap": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="refusing"):
+    with pytest.raises(CheckpointError, match="refusing") as info:
         load_model(path)
+    assert "weights_only" not in str(info.value)  # never advise the unsafe way to load it
     assert not (tmp_path / "PWNED_MARKER").exists()
     with open(path.with_suffix(".pkl"), "wb") as fh:
         pickle.dump(_Payload(), fh)
@@ -83,8 +84,9 @@ def test_code_in_a_pickle_is_never_executed(tmp_path, monkeypatch):
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("this is a text file, not weights\n")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as info:
         load_model(path)
+    assert "weights_only" not in str(info.value)
 
 
 def test_empty_and_missing_files(tmp_path):

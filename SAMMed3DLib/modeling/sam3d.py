@@ -5,7 +5,6 @@ from typing import Mapping, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .image_encoder import ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
@@ -77,11 +76,6 @@ class SAMMed3D(nn.Module):
         device = self.device
         mask = None if mask_logits is None else mask_logits.to(device)
         return decode_step(self, embedding.to(device), coords.to(device), labels.to(device), mask)
-
-    @staticmethod
-    def upsample_logits(low_res: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-        """32³ logits → ``size³`` logits, trilinear without corner alignment (the official inference)."""
-        return F.interpolate(low_res, size=(size, size, size), mode="trilinear", align_corners=False)
 
 
 @dataclass(frozen=True)
