@@ -31,11 +31,13 @@ def _make_engine_importable() -> None:
 
 _make_engine_importable()
 
+from SAMMed3DLib import slicer_panel  # noqa: E402
 from SAMMed3DLib.slicer_logic import DEFAULT_MODEL, Inputs, SegmentationController  # noqa: E402
 
 POLL_MS = 50  # worker polling period
 PROGRESS_DELAY_S = 0.4  # a busy indicator appears only for work that takes longer than this
 LOCAL_CHECKPOINT = "__local__"
+TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
 SHORTCUTS = (("A", "placePositive"), ("S", "placeNegative"), ("Ctrl+Z", "undo"), ("Ctrl+Y", "redo"),
              ("Ctrl+Shift+Z", "redo"), ("Return", "finish"), ("Enter", "finish"))  # fmt: skip
 HELP = """Interactive 3-D segmentation with SAM-Med3D.
@@ -185,6 +187,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- panel actions --------------------------------------------------------------------------------------
 
     def _fillModels(self) -> None:
+        self.ui.modelSelector.clear()
         for entry_id, name, description in self.logic.registryModels():
             self.ui.modelSelector.addItem(name, entry_id)
             self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, description, qt.Qt.ToolTipRole)
@@ -215,8 +218,16 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onAddSegment(self) -> None:
         self.logic.addSegment(self._parameterNode)
 
+    def _ensureDependencies(self) -> bool:
+        """The small pip packages (then the model list can be read: refresh it) and PyTorch (asks first)."""
+        if self.logic.ensurePackages():
+            self._fillModels()
+            if self._parameterNode:
+                self._onParameterNodeModified()
+        return self.logic.ensureTorch()
+
     def _onDownload(self) -> None:
-        if not self.logic.ensureDependencies():
+        if not self._ensureDependencies():
             return
         progress = self.logic.controller.download()
         dialog = qt.QProgressDialog("Downloading the model\u2026", "Cancel", 0, 100, slicer.util.mainWindow())
@@ -272,8 +283,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(node, node.PointPositionDefinedEvent, self._onPointPlaced)
 
     def _onPointPlaced(self, caller=None, event=None) -> None:
-        if self.logic.ensureDependencies():
-            self._run(self.logic.controller.process_new_points)
+        self._run(lambda: self.logic.processNewPoints(self._ensureDependencies()))
 
     def _run(self, action) -> None:
         action()
@@ -331,27 +341,35 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> SAMMed3DParameterNode:
         return SAMMed3DParameterNode(super().getParameterNode())
 
-    def registryModels(self):
+    def registryModels(self) -> list:
         """(id, name, description) of each model in model_weights.json; empty when it cannot be read."""
         try:
-            from SAMMed3DLib.weights import load_registry
-
-            return [(e.id, e.name, e.description) for e in load_registry().values()]
+            return slicer_panel.registry_models()
         except Exception as exc:  # a broken registry must not break the panel; the message says why
-            logging_message = f"SAM-Med3D: model list unavailable: {exc}"
-            slicer.util.showStatusMessage(logging_message, 5000)
+            slicer.util.showStatusMessage(f"SAM-Med3D: model list unavailable: {exc}", 5000)
             return []
 
-    def ensureDependencies(self) -> bool:
-        """PyTorch through the PyTorch extension (asks first), and the two small packages the weights cache uses."""
-        missing = [name for name in ("platformdirs", "filelock") if importlib.util.find_spec(name) is None]
+    def ensurePackages(self) -> bool:
+        """pip-install the small packages the weights cache uses when missing; True when it installed any."""
+        missing = slicer_panel.missing_packages()
         if missing:
             slicer.util.pip_install(" ".join(missing))
+        return bool(missing)
+
+    def ensureTorch(self) -> bool:
+        """PyTorch through the PyTorch extension (EXTENSION_DEPENDS), which asks the user first."""
         if importlib.util.find_spec("torch") is not None:
             return True
-        import PyTorchUtils  # provided by the PyTorch extension (EXTENSION_DEPENDS)
+        import PyTorchUtils
 
         return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is not None
+
+    def processNewPoints(self, dependenciesReady: bool) -> None:
+        """Run the newly placed points, or, without PyTorch (install declined), remove them with one message."""
+        if dependenciesReady:
+            self.controller.process_new_points()
+        else:
+            self.controller.discard_new_points(TORCH_NEEDED)
 
     def deviceNote(self) -> str:
         try:
@@ -361,28 +379,10 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic):
 
     def ensureDefaults(self, p: SAMMed3DParameterNode) -> None:
         """The first volume, and the two point lists (green positive, red negative), unless already set."""
-        if p.inputVolume is None:
-            p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        from SAMMed3DLib.slicer_scenario import NEGATIVE_COLOR, POSITIVE_COLOR
-
-        for attribute, name, colour in (("positivePoints", "SAM positive", POSITIVE_COLOR),
-                                        ("negativePoints", "SAM negative", NEGATIVE_COLOR)):  # fmt: skip
-            if getattr(p, attribute) is None:
-                node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-                node.CreateDefaultDisplayNodes()
-                node.GetDisplayNode().SetSelectedColor(*colour)
-                node.GetDisplayNode().SetColor(*colour)
-                node.GetDisplayNode().SetPointLabelsVisibility(False)
-                setattr(p, attribute, node)
+        slicer_panel.ensure_defaults(slicer.mrmlScene, p)
 
     def addSegment(self, p: SAMMed3DParameterNode) -> str:
-        if p.segmentation is None:
-            p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            p.segmentation.CreateDefaultDisplayNodes()
-            if p.inputVolume is not None:
-                p.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(p.inputVolume)
-        p.segmentId = p.segmentation.GetSegmentation().AddEmptySegment()
-        return p.segmentId
+        return slicer_panel.add_segment(slicer.mrmlScene, p)
 
     def applyParameters(self, p: SAMMed3DParameterNode) -> None:
         self.controller.set_options(model=p.model, device=p.device, auto_extend=p.autoExtend,

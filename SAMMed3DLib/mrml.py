@@ -317,10 +317,9 @@ def _has_content(segmentation_node) -> bool:
     return False
 
 
-def prepare_segmentation(segmentation_node, geometry: VolumeGeometry, volume_name: str = "the volume") -> None:
-    """Make the segmentation usable on ``geometry``: binary labelmap source, not transformed, and reference
-    geometry set from the volume when it has none (or only empty segments). A segmentation with content on
-    another grid is an error rather than a silent resample of the user's work."""
+def check_segmentation(segmentation_node, geometry: VolumeGeometry, volume_name: str = "the volume") -> None:
+    """Raise ``InputError`` unless :func:`prepare_segmentation` can make the segmentation usable on
+    ``geometry``. Changes nothing: bad input is reported before the scene is touched."""
     if segmentation_node is None:
         raise InputError("Select or create a segmentation first.")
     name = segmentation_node.GetName()
@@ -329,17 +328,26 @@ def prepare_segmentation(segmentation_node, geometry: VolumeGeometry, volume_nam
     segmentation = segmentation_node.GetSegmentation()
     if segmentation.GetNumberOfSegments() and segmentation.GetSourceRepresentationName() != _BINARY:
         raise InputError(f"Segmentation '{name}' is stored as surfaces; convert it to a binary labelmap first.")
-    wanted = slicer.vtkSegmentationConverter.SerializeImageGeometry(
-        geometry.vtk_matrix(), region_to_extent(geometry.full_region())
-    )
     current = segmentation.GetConversionParameter(_GEOMETRY_PARAMETER)
-    if current and _same_geometry(current, geometry):
-        return
-    if current and _has_content(segmentation_node):
+    if current and not _same_geometry(current, geometry) and _has_content(segmentation_node):
         raise InputError(
             f"Segmentation '{name}' was made on a different image grid than '{volume_name}'. "
             "Choose or create a segmentation for this volume."
         )
+
+
+def prepare_segmentation(segmentation_node, geometry: VolumeGeometry, volume_name: str = "the volume") -> None:
+    """Make the segmentation usable on ``geometry``: binary labelmap source, not transformed, and reference
+    geometry set from the volume when it has none (or only empty segments). A segmentation with content on
+    another grid is an error (see :func:`check_segmentation`) rather than a silent resample of the user's work."""
+    check_segmentation(segmentation_node, geometry, volume_name)
+    segmentation = segmentation_node.GetSegmentation()
+    current = segmentation.GetConversionParameter(_GEOMETRY_PARAMETER)
+    if current and _same_geometry(current, geometry):
+        return
+    wanted = slicer.vtkSegmentationConverter.SerializeImageGeometry(
+        geometry.vtk_matrix(), region_to_extent(geometry.full_region())
+    )
     segmentation.SetSourceRepresentationName(_BINARY)
     segmentation.SetConversionParameter(_GEOMETRY_PARAMETER, wanted)
 
@@ -358,11 +366,41 @@ def _same_geometry(serialized: str, geometry: VolumeGeometry) -> bool:
 
 @dataclass
 class SegmentEdit:
-    """What one step did to one segment inside ``region``: voxels ``before`` and ``after`` (bool, z, y, x)."""
+    """What one step did to one segment inside ``region``: voxels ``before`` and ``after`` (bool, z, y, x).
+    ``covered`` (bool, z, y, x) marks the voxels the edit owns; None: all of ``region``."""
 
     region: Region
     before: np.ndarray
     after: np.ndarray
+    covered: Optional[np.ndarray] = None
+
+
+def _embed(values: np.ndarray, region: Region, into: Region, fill: np.ndarray) -> np.ndarray:
+    """``fill`` (shaped like ``into``) with ``values`` of ``region`` (inside ``into``) written over it."""
+    (x, y, z), (sx, sy, sz) = region
+    (ox, oy, oz), _ = into
+    out = fill.copy()
+    out[z - oz : z - oz + sz, y - oy : y - oy + sy, x - ox : x - ox + sx] = values
+    return out
+
+
+def _covered(edit: SegmentEdit) -> np.ndarray:
+    return np.ones(edit.before.shape, dtype=bool) if edit.covered is None else edit.covered
+
+
+def merge_edits(older: Optional[SegmentEdit], newer: Optional[SegmentEdit]) -> Optional[SegmentEdit]:
+    """One edit that does what ``older`` and then ``newer`` did (undoing it restores what was there before
+    ``older``). Used to keep the net effect of steps that fall off the end of the undo history."""
+    if older is None or newer is None:
+        return older if newer is None else newer
+    region = regions.union(older.region, newer.region)
+    empty = np.zeros(region[1][::-1], dtype=bool)
+    old_cover, new_cover = (_embed(_covered(e), e.region, region, empty) for e in (older, newer))
+    before = _embed(newer.before, newer.region, region, empty)
+    before = np.where(old_cover, _embed(older.before, older.region, region, empty), before)
+    after = _embed(older.after, older.region, region, empty)
+    after = np.where(new_cover, _embed(newer.after, newer.region, region, empty), after)
+    return SegmentEdit(region, before, after, old_cover | new_cover)
 
 
 def mask_region(mask: sitk.Image, region: Region) -> np.ndarray:
@@ -394,6 +432,50 @@ def apply_mask(
     return SegmentEdit(region, before, after)
 
 
-def revert_edit(segmentation_node, segment_id: str, geometry: VolumeGeometry, edit: SegmentEdit, *, undo=True):
-    """Undo (restore ``before``) or redo (restore ``after``) an edit exactly."""
-    write_segment(segmentation_node, segment_id, geometry, edit.region, edit.before if undo else edit.after)
+def revert_edit(
+    segmentation_node, segment_id: str, geometry: VolumeGeometry, edit: SegmentEdit, *, undo: bool = True
+) -> None:
+    """Undo (restore ``before``) or redo (restore ``after``) an edit exactly; voxels it does not cover stay."""
+    values = edit.before if undo else edit.after
+    if edit.covered is not None:
+        values = np.where(edit.covered, values, read_segment(segmentation_node, segment_id, geometry, edit.region))
+    write_segment(segmentation_node, segment_id, geometry, edit.region, values)
+
+
+# --- what the panel creates -------------------------------------------------------------------------------
+
+POSITIVE_COLOR = (0.2, 0.85, 0.2)  # green: positive clicks (RGB, 0..1)
+NEGATIVE_COLOR = (0.9, 0.2, 0.2)  # red: negative clicks
+POINT_LISTS = (("SAM positive", POSITIVE_COLOR), ("SAM negative", NEGATIVE_COLOR))
+"""(name, colour) of the positive and the negative point list."""
+
+
+def first_scalar_volume(scene):
+    """The scene's first scalar volume node, or None."""
+    return scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+
+def new_point_list(scene, name: str, colour: Sequence[float]):
+    """A markups point list drawn in ``colour`` (RGB, 0..1), without point labels."""
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    if display is not None:
+        display.SetSelectedColor(*colour)
+        display.SetColor(*colour)
+        display.SetPointLabelsVisibility(False)
+    return node
+
+
+def new_segmentation(scene, volume_node=None):
+    """A segmentation node (with display), its reference geometry taken from ``volume_node`` when given."""
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    node.CreateDefaultDisplayNodes()
+    if volume_node is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    return node
+
+
+def add_empty_segment(segmentation_node) -> str:
+    """Add an empty segment (Slicer picks name and colour); returns its id."""
+    return segmentation_node.GetSegmentation().AddEmptySegment()

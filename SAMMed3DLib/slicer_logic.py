@@ -9,31 +9,17 @@ reset, finish) are queued and run in order, so a click made while a prediction r
 
 import collections
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import mrml, regions
 from .errors import InputError, SAMMed3DError
+from .slicer_models import DEFAULT_MODEL, DEVICES, ModelStore, Options, device_note, download_checkpoint
 from .slicer_worker import BackgroundWorker, Job, Progress
 
-DEFAULT_MODEL = "sam-med3d-turbo"
-DEVICES = ("auto", "cuda", "mps", "cpu")
+__all__ = ["DEFAULT_MODEL", "DEVICES", "Inputs", "Options", "SegmentationController"]
+
 MAX_CACHED_TARGETS = 4  # sessions kept for (volume, segment) pairs the user may come back to
-Point = Tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class Options:
-    """User choices. ``model``: registry id or checkpoint path; ``device``: auto/cuda/mps/cpu."""
-
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    auto_extend: bool = False
-    start_from_existing: bool = False
-    protect_others: bool = True
-    harden_transforms: bool = False
-    registry: Optional[str] = None  # model_weights.json path; None = the default one
-    cache_dir: Optional[str] = None  # checkpoint cache; None = the default one
+Point = Tuple[float, float, float]  # RAS, mm
 
 
 @dataclass
@@ -68,9 +54,22 @@ class Target:
     embeddings: Any = None  # EmbeddingCache shared by the targets of one volume
     initial_mask: Any = None
     session: Any = None
-    done: List[Step] = field(default_factory=list)
+    done: List[Step] = field(default_factory=list)  # at most the session's undo history, newest last
     undone: List[Step] = field(default_factory=list)
     extra_region: Optional[regions.Region] = None  # old content to clear on the first step (fresh start)
+    settled_points: List[Tuple[Point, bool]] = field(default_factory=list)  # clicks no longer undoable
+    settled_edit: Optional[mrml.SegmentEdit] = None  # their net effect on the segment (for reset)
+
+    def points(self) -> List[Tuple[Point, bool]]:
+        """Every click the session holds, oldest first: (RAS point, positive)."""
+        return self.settled_points + [(step.point, step.positive) for step in self.done]
+
+    def settle_beyond(self, limit: int) -> None:
+        """Keep at most ``limit`` undoable steps (as the session does); older ones become settled."""
+        while len(self.done) > limit:
+            step = self.done.pop(0)
+            self.settled_points.append((step.point, step.positive))
+            self.settled_edit = mrml.merge_edits(self.settled_edit, step.edit)
 
 
 @dataclass
@@ -94,8 +93,7 @@ class SegmentationController:
         self.messages: List[Tuple[str, bool]] = []
         self.status = ""
         self.download_progress: Optional[Progress] = None
-        self._model_loader = model_loader
-        self._models: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+        self.models = ModelStore(model_loader)
         self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
         self._targets: collections.OrderedDict[Tuple, Target] = collections.OrderedDict()
         self._actions: Deque[Action] = collections.deque()
@@ -105,8 +103,13 @@ class SegmentationController:
 
     # --- what the GUI calls ---------------------------------------------------------------------------------
 
-    def set_options(self, **changes) -> None:
+    def set_options(self, **changes: Any) -> None:
+        """Change :class:`Options` fields; sessions in progress follow (a new model or device starts new ones)."""
         old, self.options = self.options, replace(self.options, **changes)
+        if old.auto_extend != self.options.auto_extend:
+            for target in self._targets.values():
+                if target.session is not None:  # a plain attribute, read once per click by the session
+                    target.session.auto_extend = self.options.auto_extend
         if (old.model, old.device) != (self.options.model, self.options.device) and self._targets:
             # Sessions hold the previous network: start new ones that continue from the segments as they are.
             self._continue.update(self._targets)
@@ -116,7 +119,7 @@ class SegmentationController:
     def set_model(self, name: str, model: Any, device_type: str = "cpu") -> None:
         """Use an already-built model under ``name`` (tests, or a model another module loaded)."""
         self.options = replace(self.options, model=name)
-        self._models[(name, self.options.device)] = (model, device_type)
+        self.models.put(name, self.options.device, model, device_type)
 
     def set_inputs(self, inputs: Inputs) -> None:
         """New panel selection. Changing volume or segment starts over with that pair's own clicks."""
@@ -136,6 +139,19 @@ class SegmentationController:
                 self._actions.append(Action("click", self.inputs, point, positive))
             self._consumed[mrml.node_id(node)] = max(consumed, len(points))
         self._start_next()
+
+    def discard_new_points(self, reason: str) -> None:
+        """Remove the control points placed since the last :meth:`process_new_points` without running them,
+        and report ``reason`` once (e.g. the user declined to install PyTorch)."""
+        removed = False
+        for node in (self.inputs.positive, self.inputs.negative):
+            if node is None:
+                continue
+            consumed = self._consumed.get(mrml.node_id(node), 0)
+            removed |= mrml.point_count(node) > consumed
+            mrml.keep_points(node, consumed)
+        if removed:
+            self._report(reason, True)
 
     def undo(self) -> None:
         self._queue("undo")
@@ -158,12 +174,12 @@ class SegmentationController:
     @property
     def can_undo(self) -> bool:
         target = self._current_target()
-        return bool(target and target.done)
+        return bool(target and target.done and target.session is not None and target.session.can_undo)
 
     @property
     def can_redo(self) -> bool:
         target = self._current_target()
-        return bool(target and target.undone)
+        return bool(target and target.undone and target.session is not None and target.session.can_redo)
 
     def poll(self) -> bool:
         """Apply finished work to the scene and start queued work (main thread). Returns ``busy``."""
@@ -183,14 +199,14 @@ class SegmentationController:
         """Fetch the selected registry model into the cache on the worker; cancel with ``progress.cancel()``."""
         progress = progress or Progress()
         self.download_progress = progress
-        spec, options = self.options.model, self.options
-        self.worker.submit(lambda: self._resolve_weights(spec, options, progress), "download", progress)
+        options = self.options
+        self.worker.submit(lambda: download_checkpoint(options, progress), "download", progress)
         return progress
 
     def cleanup(self) -> None:
         self.worker.shutdown()
         self._targets.clear()
-        self._models.clear()
+        self.models.clear()
 
     # --- queue ----------------------------------------------------------------------------------------------
 
@@ -209,7 +225,15 @@ class SegmentationController:
     def _collect(self, job: Job) -> None:
         if job is self._running:
             self._running = None
-        self._finish_job(job)
+        try:
+            self._finish_job(job)
+        except Exception as exc:  # noqa: BLE001 - reported once in the panel; never raised into Qt callbacks
+            if job.kind == "download":
+                self._report(f"Unexpected error: {exc!r}", True)
+                return
+            if job.kind == "click":
+                self._forget_click(*job.payload)
+            self._fail(job.payload[1], exc)
 
     def _start(self, action: Action) -> Optional[Job]:
         if action.kind == "finish":
@@ -219,17 +243,14 @@ class SegmentationController:
             self._show_points(action.inputs)
             return None
         if action.kind == "click":
-            target = self._prepare_target(action.inputs)
-            if not mrml.ras_inside(target.geometry, action.point):
-                raise InputError("The point is outside the volume; click inside the image.")
-            load = self._model_job(target)
-            return self.worker.submit(lambda: self._click(load, target, action), "click", (target, action))
+            return self._start_click(action)
         target = self._targets.get(self._target_key(action.inputs))
         if target is None or target.session is None:
             return None  # nothing to undo, redo or reset yet
-        if action.kind == "undo" and target.done:
+        # The session keeps HISTORY_LIMIT steps: undo/redo only what it can, so scene and session stay in step.
+        if action.kind == "undo" and target.done and target.session.can_undo:
             return self.worker.submit(target.session.undo, "undo", (target, action))
-        if action.kind == "redo" and target.undone:
+        if action.kind == "redo" and target.undone and target.session.can_redo:
             return self.worker.submit(target.session.redo, "redo", (target, action))
         if action.kind == "reset":
             return self.worker.submit(target.session.reset, "reset", (target, action))
@@ -282,11 +303,23 @@ class SegmentationController:
             self._images[key] = (mrml.volume_to_sitk(volume, harden=harden), geometry, EmbeddingCache())
         return self._images[key]
 
-    def _prepare_target(self, inputs: Inputs) -> Target:
+    def _start_click(self, action: Action) -> Job:
+        """Check every input first (nothing in the scene changes on bad input), then run the click."""
+        inputs = action.inputs
         image, geometry, embeddings = self._volume_image(inputs.volume)
-        mrml.prepare_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
+        mrml.check_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
+        if not mrml.ras_inside(geometry, action.point):
+            raise InputError("The point is outside the volume; click inside the image.")
+        load, warning = self.models.job(self.options)
+        if warning:
+            self._report(warning, False)  # a warning: the click still runs, on the CPU
+        target = self._prepare_target(inputs, image, geometry, embeddings)
+        return self.worker.submit(lambda: self._click(load, target, action), "click", (target, action))
+
+    def _prepare_target(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any) -> Target:
+        """The (cached) target of ``inputs`` on ``geometry``; reads the segment, writes nothing."""
         key = self._target_key(inputs)
         target = self._targets.get(key)
         if target is not None and target.geometry == geometry:
@@ -305,69 +338,14 @@ class SegmentationController:
             self._targets.popitem(last=False)
         return target
 
-    def _model_job(self, target: Target) -> Callable[[], Any]:
-        """A function for the worker that returns the (cached) model, loading it on first use."""
-        options = self.options
-        key = (options.model, options.device)
-        if not options.model:
-            raise InputError("Choose a model (or a local checkpoint) first.")
-        if key in self._models:
-            model = self._models[key][0]
-            return lambda: model
-        self._check_weights_present(options)
-        note = self.device_note()
-        if "not available" in note:
-            self._report(note, False)  # a warning: the click still runs, on the CPU
-        return lambda: self._load_model(key, options)
-
-    def _check_weights_present(self, options: Options) -> None:
-        """A registry model must have been downloaded (Download button); clicks never start a 400 MB download."""
-        if Path(options.model).is_file() or options.model.startswith(("file:", "http:", "https:")):
-            return
-        from .weights import cached_path, load_registry
-
-        registry = load_registry(options.registry)
-        entry = registry.get(options.model)
-        if entry is None:
-            if any(c in options.model for c in "/\\") or options.model.endswith((".pth", ".pt")):
-                raise InputError(f"Checkpoint file not found: {options.model}")
-            raise InputError(f"Unknown model '{options.model}'. Choose one from the list or a local checkpoint.")
-        if not cached_path(entry, options.cache_dir).is_file():
-            raise InputError(f"The model '{entry.name}' is not downloaded yet: press Download first.")
-
-    def _resolve_weights(self, spec: str, options: Options, progress: Optional[Progress]) -> str:
-        from .weights import resolve_checkpoint
-
-        return str(
-            resolve_checkpoint(
-                spec, registry=options.registry, cache_dir=options.cache_dir, progress=progress and progress.update
-            )
-        )
-
-    def _load_model(self, key: Tuple[str, str], options: Options):
-        """Worker thread: weights file → network on the resolved device (cached for later clicks)."""
-        from .device import resolve_device
-        from .model import load_model
-
-        device = resolve_device(options.device)
-        path = self._resolve_weights(options.model, options, None)
-        model = (self._model_loader or load_model)(path, device=device)
-        self._models[key] = (model, device.type)
-        return model
-
     def device_note(self) -> str:
         """'CPU' / 'CUDA' / 'MPS' of the loaded model, and a warning when the request fell back to the CPU."""
-        from .device import resolve_device
-
-        requested = self.options.device
-        actual = resolve_device(requested).type
-        if requested not in ("auto", "cpu") and actual == "cpu":
-            return f"{requested.upper()} is not available here; running on the CPU (much slower)."
-        return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {actual.upper()}"
+        return device_note(self.options.device)
 
     # --- worker-thread parts --------------------------------------------------------------------------------
 
-    def _click(self, load: Callable[[], Any], target: Target, action: Action):
+    def _click(self, load: Callable[[], Any], target: Target, action: Action) -> Any:
+        """Worker thread: the session's mask (SimpleITK image) after the click."""
         from . import InteractiveSession
 
         model = load()
@@ -384,7 +362,10 @@ class SegmentationController:
     # --- main-thread parts: write the scene -----------------------------------------------------------------
 
     def _apply_click(self, target: Target, action: Action) -> None:
+        from .session import HISTORY_LIMIT  # read now: tests may lower it
+
         session = target.session
+        mrml.prepare_segmentation(target.segmentation, target.geometry, mrml.node_name(action.inputs.volume))
         region = regions.union(session.last_changed_region, target.extra_region)
         target.extra_region = None
         edit = mrml.apply_mask(
@@ -397,7 +378,13 @@ class SegmentationController:
         )
         target.done.append(Step(action.point, action.positive, edit))
         target.undone.clear()
+        target.settle_beyond(HISTORY_LIMIT)
         self.status = self._timing_text(session)
+
+    def _forget_click(self, target: Target, action: Action) -> None:
+        """A click that ran but could not be written to the scene: take it back from the session too."""
+        if target.session is not None and len(target.session.clicks) > len(target.points()):
+            target.session.undo()
 
     def _apply_undo(self, target: Target, inputs: Inputs) -> None:
         step = target.done.pop()
@@ -420,9 +407,10 @@ class SegmentationController:
         self.status = f"redone ({len(target.done)} clicks)"
 
     def _apply_reset(self, target: Target, inputs: Inputs) -> None:
-        for step in reversed(target.done):
-            if step.edit is not None:
-                mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=True)
+        edits = [step.edit for step in reversed(target.done)] + [target.settled_edit]
+        for edit in edits:
+            if edit is not None:
+                mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, edit, undo=True)
         self._drop_target(inputs)
         self.status = "reset"
 
@@ -435,11 +423,11 @@ class SegmentationController:
     def _show_points(self, inputs: Inputs) -> None:
         """Fill the point lists with the clicks of ``inputs``' target (none for a new one)."""
         target = self._targets.get(self._target_key(inputs))
-        steps = target.done if target is not None else []
+        clicks = target.points() if target is not None else []
         for node, positive in ((inputs.positive, True), (inputs.negative, False)):
             if node is None:
                 continue
-            points = [step.point for step in steps if step.positive == positive]
+            points = [point for point, polarity in clicks if polarity == positive]
             self._consumed[mrml.node_id(node)] = len(points)  # before the point events fire (see _apply_redo)
             mrml.set_points(node, points)
 
@@ -455,14 +443,14 @@ class SegmentationController:
         self._actions = collections.deque(a for a in self._actions if a.kind != "click")
         target = self._targets.get(self._target_key(inputs))
         applied = {True: 0, False: 0}
-        for step in target.done if target else []:
-            applied[step.positive] += 1
+        for _, positive in target.points() if target else []:
+            applied[positive] += 1
         for node, positive in ((inputs.positive, True), (inputs.negative, False)):
             if node is None:
                 continue
             mrml.keep_points(node, applied[positive])
             self._consumed[mrml.node_id(node)] = mrml.point_count(node)
-        if target is not None and not target.done:
+        if target is not None and not target.points():
             self._targets.pop(target.key, None)  # a session that never produced a step is not worth keeping
 
     def _finish_download(self, job: Job) -> None:
@@ -478,8 +466,7 @@ class SegmentationController:
         if getattr(session, "last_encoded", False):
             parts.append(f"encoded {timings.get('encode', 0.0):.1f} s")
         parts.append(f"refined {1000 * timings.get('total', 0.0):.0f} ms")
-        model_device = self._models.get((self.options.model, self.options.device), (None, "cpu"))[1]
-        parts.append(model_device.upper())
+        parts.append(self.models.device_type(self.options).upper())
         return " · ".join(parts)
 
     def _report(self, text: str, is_error: bool) -> None:

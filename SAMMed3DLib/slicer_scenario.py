@@ -25,8 +25,6 @@ SPHERE_CENTER_RAS = (12.0, -20.0, 30.0)  # mm
 SPHERE_RADIUS = 24.0  # mm
 NEIGHBOUR_OFFSET_RAS = (18.0, 0.0, 0.0)  # mm from the sphere centre; overlaps the sphere's right side
 NEIGHBOUR_RADIUS = 12.0  # mm
-POSITIVE_COLOR = (0.2, 0.85, 0.2)
-NEGATIVE_COLOR = (0.9, 0.2, 0.2)
 
 
 # --- phantoms -------------------------------------------------------------------------------------------
@@ -109,16 +107,7 @@ def segmentation_with_neighbour(scene, volume, name="Segmentation"):
 
 def point_lists(scene):
     """The positive (green) and negative (red) point lists the panel creates."""
-    nodes = []
-    for name, colour in (("SAM positive", POSITIVE_COLOR), ("SAM negative", NEGATIVE_COLOR)):
-        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-        node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-        if display is not None:
-            display.SetSelectedColor(*colour)
-            display.SetColor(*colour)
-        nodes.append(node)
-    return tuple(nodes)
+    return tuple(mrml.new_point_list(scene, name, colour) for name, colour in mrml.POINT_LISTS)
 
 
 # --- a network stand-in with a known answer --------------------------------------------------------------
@@ -168,8 +157,24 @@ def segment_digest(segmentation_node, segment_id: str, geometry: mrml.VolumeGeom
     return hashlib.sha256(np.packbits(voxels).tobytes()).hexdigest()
 
 
+def _segmentation_fingerprint(segmentation_node) -> Tuple:
+    """Source representation, conversion parameters, and per segment: layer, label value, extent and voxels
+    (in its own layer's grid), so that preparing the segmentation or separating a layer shows up too."""
+    segmentation = segmentation_node.GetSegmentation()
+    entry: Tuple = (segmentation.GetSourceRepresentationName(), segmentation.SerializeAllConversionParameters())
+    for segment_id in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segment_id)
+        layer = segment.GetRepresentation(mrml._BINARY)
+        empty = mrml._is_empty(layer)
+        voxels = b"" if empty else np.packbits(mrml._voxels(layer) == segment.GetLabelValue())
+        layout = (segmentation.GetLayerIndex(segment_id), segment.GetLabelValue())
+        extent = () if layer is None else tuple(layer.GetExtent())
+        entry += ((segment_id, *layout, extent, hashlib.sha256(bytes(voxels)).hexdigest()),)
+    return entry + (segmentation.GetNumberOfLayers(),)
+
+
 def scene_fingerprint(scene) -> Dict[str, Tuple]:
-    """Node ids/classes, every control point and every segment's voxels (in its own layer's grid)."""
+    """Node ids/classes, every control point, and every segmentation's layout and voxels."""
     fingerprint: Dict[str, Tuple] = {}
     for i in range(scene.GetNumberOfNodes()):
         node = scene.GetNthNode(i)
@@ -177,12 +182,7 @@ def scene_fingerprint(scene) -> Dict[str, Tuple]:
         if node.IsA("vtkMRMLMarkupsNode"):
             entry += tuple(tuple(p) for p in mrml.control_points_ras(node))
         if node.IsA("vtkMRMLSegmentationNode"):
-            segmentation = node.GetSegmentation()
-            for segment_id in segmentation.GetSegmentIDs():
-                segment = segmentation.GetSegment(segment_id)
-                layer = segment.GetRepresentation(mrml._BINARY)
-                voxels = b"" if mrml._is_empty(layer) else np.packbits(mrml._voxels(layer) == segment.GetLabelValue())
-                entry += ((segment_id, hashlib.sha256(bytes(voxels)).hexdigest()),)
+            entry += _segmentation_fingerprint(node)
         fingerprint[node.GetID()] = entry
     return fingerprint
 

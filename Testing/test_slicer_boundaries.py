@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICER_SIDE = ["SAMMed3DLib/mrml.py", "SAMMed3DLib/slicer_logic.py", "SAMMed3DLib/slicer_worker.py",
-               "SAMMed3DLib/slicer_scenario.py"]  # fmt: skip
+               "SAMMed3DLib/slicer_scenario.py", "SAMMed3DLib/slicer_models.py",
+               "SAMMed3DLib/slicer_panel.py"]  # fmt: skip
 FORBIDDEN_MODULES = {"qt", "ctk", "slicer.util", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}
 
 

@@ -1,7 +1,8 @@
 """The Slicer module's logic on real MRML (slicer-core): clicks → segment, protection, undo/redo, bad inputs.
 
 Every scene is built as the application builds its own (Testing/slicer_scene.py). The scenario functions are
-the ones ``SAMMed3DTest`` runs inside Slicer (SAMMed3DLib/slicer_scenario.py).
+the ones ``SAMMed3DTest`` runs inside Slicer (SAMMed3DLib/slicer_scenario.py). Queued clicks and the undo limit:
+test_slicer_history.py; failed clicks that must leave the scene as it was: test_slicer_scene_safety.py.
 """
 
 import numpy as np
@@ -56,15 +57,6 @@ def test_second_volume_and_coming_back(scenario):
     scenario.controller.undo()
     scenario.controller.wait()
     assert first.any() and not scenario.target_voxels().any()
-
-
-def test_clicks_made_while_busy_are_queued_not_lost(scenario):
-    for offset in (0.0, 4.0, -4.0):
-        scenario.positive.AddControlPointWorld(*np.add(SPHERE_CENTER_RAS, (offset, 0.0, 0.0)))
-        scenario.controller.process_new_points()  # no wait: the worker may still run the previous click
-    scenario.controller.wait()
-    target = scenario.controller._current_target()
-    assert len(target.done) == 3 and len(target.session.clicks) == 3
 
 
 def test_protect_off_overlaps_but_still_never_changes_the_neighbour(scenario):

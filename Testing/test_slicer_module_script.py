@@ -6,6 +6,9 @@ stand-ins for exactly those (test-only shims) and the real MRML classes for ever
 """
 
 import importlib.util
+import operator
+import os
+import subprocess
 import sys
 import types
 import unittest
@@ -16,7 +19,15 @@ import pytest
 import slicer
 from slicer_scene import build_app_scene
 
-MODULE_PY = Path(__file__).resolve().parents[1] / "SAMMed3D" / "SAMMed3D.py"
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_PY = ROOT / "SAMMed3D" / "SAMMed3D.py"
+
+
+@pytest.fixture
+def app_scene():
+    app = build_app_scene()
+    yield app
+    app.close()
 
 
 def _scripted_loadable_module_shim() -> types.ModuleType:
@@ -52,20 +63,26 @@ def _parameter_node_wrapper_shim() -> types.ModuleType:
     return shim
 
 
+def load_module_script(app, cache_dir: Path, setitem=operator.setitem, setattr_=setattr) -> types.ModuleType:
+    """SAMMed3D.py imported against ``app`` with the test-only shims. ``setitem``/``setattr_`` install them:
+    pytest's monkeypatch in the test process, plain assignment in a throw-away subprocess."""
+    setitem(sys.modules, "qt", types.ModuleType("qt"))
+    setitem(sys.modules, "slicer.ScriptedLoadableModule", _scripted_loadable_module_shim())
+    setitem(sys.modules, "slicer.parameterNodeWrapper", _parameter_node_wrapper_shim())
+    setattr_(slicer, "mrmlScene", app.scene)
+    setattr_(slicer, "app", SimpleNamespace(cachePath=str(cache_dir), applicationLogic=lambda: app.app_logic))
+    spec = importlib.util.spec_from_file_location("SAMMed3D", MODULE_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def slicer_module(monkeypatch, tmp_path):
     """SAMMed3D.py imported against an application-like scene; yields (module, app scene)."""
     app = build_app_scene()
-    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", _scripted_loadable_module_shim())
-    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", _parameter_node_wrapper_shim())
-    monkeypatch.setattr(slicer, "mrmlScene", app.scene, raising=False)
-    fake_app = SimpleNamespace(cachePath=str(tmp_path / "cache"), applicationLogic=lambda: app.app_logic)
-    monkeypatch.setattr(slicer, "app", fake_app, raising=False)
-    spec = importlib.util.spec_from_file_location("SAMMed3D", MODULE_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module, app
+    setattr_ = lambda obj, name, value: monkeypatch.setattr(obj, name, value, raising=False)  # noqa: E731
+    yield load_module_script(app, tmp_path / "cache", monkeypatch.setitem, setattr_), app
     app.close()
 
 
@@ -101,6 +118,91 @@ def test_logic_creates_point_lists_segment_and_feeds_the_controller(slicer_modul
     logic.applyParameters(p)
     assert logic.controller.inputs.volume is volume and logic.controller.inputs.segment_id == segment_id
     logic.controller.cleanup()
+
+
+def test_panel_defaults_are_headless_and_keep_what_is_set(app_scene):
+    from SAMMed3DLib import mrml, slicer_panel
+    from SAMMed3DLib.slicer_scenario import sphere_volume
+
+    volume = sphere_volume(app_scene.scene)
+    p = parameters()
+    slicer_panel.ensure_defaults(app_scene.scene, p)
+    lists = (p.positivePoints, p.negativePoints)
+    assert p.inputVolume is volume and [n.GetName() for n in lists] == ["SAM positive", "SAM negative"]
+    for node, (_, colour) in zip(lists, mrml.POINT_LISTS):
+        assert node.GetDisplayNode().GetSelectedColor() == pytest.approx(colour)
+        assert not node.GetDisplayNode().GetPointLabelsVisibility()
+    slicer_panel.ensure_defaults(app_scene.scene, p)  # a second call changes nothing
+    assert (p.positivePoints, p.negativePoints) == lists
+    first = slicer_panel.add_segment(app_scene.scene, p)
+    segmentation = p.segmentation
+    second = slicer_panel.add_segment(app_scene.scene, p)  # the same segmentation, one more segment
+    assert p.segmentation is segmentation and p.segmentId == second != first
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
+    parameter = segmentation.GetSegmentation().GetConversionParameter(mrml._GEOMETRY_PARAMETER)
+    assert mrml._same_geometry(parameter, mrml.volume_geometry(volume))
+
+
+def test_a_declined_pytorch_install_removes_the_point_once(slicer_module):
+    from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, sphere_volume
+
+    module, app = slicer_module
+    logic = module.SAMMed3DLogic()
+    volume = sphere_volume(app.scene)
+    p = parameters()
+    logic.ensureDefaults(p)
+    logic.addSegment(p)
+    logic.applyParameters(p)
+    logic.controller.wait()
+    p.positivePoints.AddControlPointWorld(*SPHERE_CENTER_RAS)
+    logic.processNewPoints(False)  # what the panel does when the user says no to installing PyTorch
+    assert p.positivePoints.GetNumberOfControlPoints() == 0
+    assert logic.controller.messages == [(module.TORCH_NEEDED, True)]
+    logic.processNewPoints(False)  # nothing new: no second message
+    logic.processNewPoints(True)  # and nothing left to replay
+    assert not logic.controller.busy and logic.controller.messages == [(module.TORCH_NEEDED, True)]
+    assert volume is p.inputVolume
+    logic.controller.cleanup()
+
+
+SET_UP_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # as on first use: PyTorch is installed later, by the PyTorch extension
+sys.modules["filelock"] = None  # and Slicer's Python may lack the cache's small packages too
+import slicer, slicer.util
+from slicer_scene import build_app_scene
+from test_slicer_module_script import load_module_script, parameters
+
+statuses, installed = [], []
+slicer.util.showStatusMessage = lambda text, msec=0: statuses.append(text)
+slicer.util.pip_install = lambda names: (installed.append(names), sys.modules.pop("filelock"))
+app = build_app_scene()
+module = load_module_script(app, sys.argv[1])
+logic = module.SAMMed3DLogic()
+assert logic.registryModels() == [] and statuses, statuses  # filelock missing: an empty list, not a crash
+p = parameters()
+logic.ensureDefaults(p)
+logic.addSegment(p)
+logic.applyParameters(p)
+logic.controller.poll()
+assert "PyTorch is not installed" in logic.deviceNote()
+assert logic.ensurePackages() and installed == ["filelock"]
+assert "sam-med3d-turbo" in [entry_id for entry_id, _, _ in logic.registryModels()]  # the refreshed list
+assert sys.modules["torch"] is None and p.positivePoints is not None
+logic.controller.cleanup()
+print("panel set up without torch")
+"""
+
+
+def test_the_panel_sets_up_before_pytorch_is_installed(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "Testing"), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run([sys.executable, "-c", SET_UP_WITHOUT_TORCH, str(tmp_path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "panel set up without torch" in result.stdout
 
 
 def test_self_test_phantom_scenario(slicer_module):

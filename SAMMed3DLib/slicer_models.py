@@ -1,0 +1,154 @@
+"""The Slicer module's models: user options, which weights file a click may use, loading and caching networks.
+
+A click never reaches the network: a registry model must already be in the cache (the panel's Download
+button fetches it, with progress and cancel), and a cached file that fails verification is reported, not
+fetched again. torch loads only inside :meth:`ModelStore.job`'s loader and :func:`device_note`.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .errors import InputError
+from .slicer_worker import Progress
+
+DEFAULT_MODEL = "sam-med3d-turbo"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class Options:
+    """User choices. ``model``: registry id or checkpoint path; ``device``: auto/cuda/mps/cpu."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    auto_extend: bool = False
+    start_from_existing: bool = False
+    protect_others: bool = True
+    harden_transforms: bool = False
+    registry: Optional[str] = None  # model_weights.json path; None = the default one
+    cache_dir: Optional[str] = None  # checkpoint cache; None = the default one
+
+
+def _is_local(spec: str) -> bool:
+    return spec.startswith("file:") or Path(spec).is_file()
+
+
+def _registry_entry(options: Options):
+    """The registry entry of ``options.model``, or one ``InputError`` naming what is wrong."""
+    from .weights import load_registry
+
+    entry = load_registry(options.registry).get(options.model)
+    if entry is None:
+        if any(c in options.model for c in "/\\") or options.model.endswith((".pth", ".pt")):
+            raise InputError(f"Checkpoint file not found: {options.model}")
+        raise InputError(f"Unknown model '{options.model}'. Choose one from the list or a local checkpoint.")
+    return entry
+
+
+def _cache_slot(options: Options) -> Tuple[Path, str, Optional[str], Optional[int]]:
+    """Where Download puts ``options.model`` (a registry id or an http(s) URL): (path, display name,
+    expected SHA-256, expected size in bytes)."""
+    from . import weights
+
+    spec = options.model
+    if spec.startswith(("http:", "https:")):
+        # The cache layout of weights.resolve_checkpoint for URLs (one folder per URL).
+        return weights._url_cache_dir(spec, options.cache_dir) / weights.url_filename(spec), spec, None, None
+    entry = _registry_entry(options)
+    return weights.cached_path(entry, options.cache_dir), entry.name, entry.sha256, entry.size
+
+
+def _not_downloaded(name: str) -> InputError:
+    return InputError(f"The model '{name}' is not downloaded yet: press Download first.")
+
+
+def check_weights_present(options: Options) -> None:
+    """Main thread, cheap: the weights a click would use exist locally (a registry model: in the cache)."""
+    if _is_local(options.model):
+        return
+    path, name, _, _ = _cache_slot(options)
+    if not path.is_file():
+        raise _not_downloaded(name)
+
+
+def local_checkpoint(options: Options) -> str:
+    """Worker thread: the verified local weights file for a click. Never uses the network and never deletes:
+    a missing or corrupted cached file is one ``InputError`` that offers Download."""
+    from .weights import resolve_checkpoint
+    from .weights.cache import verify_cached
+
+    if _is_local(options.model):
+        return str(resolve_checkpoint(options.model))  # a local file: checked, never copied or fetched
+    path, name, sha256, size = _cache_slot(options)
+    if not path.is_file():
+        raise _not_downloaded(name)
+    try:
+        problem = verify_cached(path, sha256, size)
+    except OSError as exc:
+        problem = f"it cannot be read ({exc.strerror or exc})"
+    if problem is not None:
+        raise InputError(f"The downloaded model '{name}' is damaged ({problem}): press Download to fetch it again.")
+    return str(path)
+
+
+def download_checkpoint(options: Options, progress: Optional[Progress]) -> str:
+    """Worker thread (Download button): fetch ``options.model`` into the cache, verified; cancel via ``progress``."""
+    from .weights import resolve_checkpoint
+
+    callback = progress.update if progress is not None else None
+    return str(
+        resolve_checkpoint(options.model, registry=options.registry, cache_dir=options.cache_dir, progress=callback)
+    )
+
+
+def device_note(requested: str) -> str:
+    """'CPU' / 'CUDA' / 'MPS' for ``requested``, and a warning when the request fell back to the CPU."""
+    from .device import resolve_device
+
+    actual = resolve_device(requested).type
+    if requested not in ("auto", "cpu") and actual == "cpu":
+        return f"{requested.upper()} is not available here; running on the CPU (much slower)."
+    return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {actual.upper()}"
+
+
+class ModelStore:
+    """Networks by (model, device), loaded once on the worker; ``loader(path, device=...)`` builds one."""
+
+    def __init__(self, loader: Optional[Callable] = None) -> None:
+        self._loader = loader
+        self._models: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+
+    def put(self, name: str, device: str, model: Any, device_type: str = "cpu") -> None:
+        """Use an already-built model for (``name``, ``device``)."""
+        self._models[(name, device)] = (model, device_type)
+
+    def device_type(self, options: Options) -> str:
+        """'cpu' / 'cuda' / 'mps' the loaded model runs on ('cpu' before it is loaded)."""
+        return self._models.get((options.model, options.device), (None, "cpu"))[1]
+
+    def clear(self) -> None:
+        self._models.clear()
+
+    def job(self, options: Options) -> Tuple[Callable[[], Any], Optional[str]]:
+        """Main thread: a function for the worker returning the (cached) model, and a device warning (or None).
+        Raises ``InputError`` when there is no model or its weights are not downloaded."""
+        key = (options.model, options.device)
+        if not options.model:
+            raise InputError("Choose a model (or a local checkpoint) first.")
+        if key in self._models:
+            model = self._models[key][0]
+            return (lambda: model), None
+        check_weights_present(options)
+        note = device_note(options.device)
+        return (lambda: self._load(key, options)), (note if "not available" in note else None)
+
+    def _load(self, key: Tuple[str, str], options: Options) -> Any:
+        """Worker thread: verified local weights → network on the resolved device (cached for later clicks)."""
+        from .device import resolve_device
+        from .model import load_model
+
+        device = resolve_device(options.device)
+        model = (self._loader or load_model)(local_checkpoint(options), device=device)
+        self._models[key] = (model, device.type)
+        return model

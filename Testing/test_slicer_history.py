@@ -1,0 +1,127 @@
+"""The Slicer module's click history on real MRML: queued clicks, the undo limit shared with the session,
+options that reach sessions in progress. Scenes as in test_slicer_module.py."""
+
+import threading
+
+import numpy as np
+import pytest
+from slicer_scene import build_app_scene
+
+from SAMMed3DLib import session as session_module
+from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
+
+BELOW = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, -16.0)))  # mm RAS, inside the sphere
+ABOVE = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, 16.0)))
+
+
+@pytest.fixture
+def scenario():
+    app = build_app_scene()
+    scenario = Scenario(app.scene, model=PhantomModel())
+    yield scenario
+    scenario.controller.cleanup()
+    app.close()
+
+
+class BlockingModel(PhantomModel):
+    """The phantom network whose decoding waits until the test releases it (so clicks pile up meanwhile)."""
+
+    def __init__(self) -> None:
+        self.decoding = threading.Event()
+        self.release = threading.Event()
+
+    def decode(self, *args, **kwargs):
+        self.decoding.set()
+        assert self.release.wait(60), "the test never released the model"
+        return super().decode(*args, **kwargs)
+
+
+def _same_clicks(actual, expected) -> bool:
+    """Same (RAS point, positive) clicks in the same order (points to 1e-6 mm)."""
+    as_rows = lambda clicks: np.array([[*point, positive] for point, positive in clicks], dtype=float)  # noqa: E731
+    return len(actual) == len(expected) and np.allclose(as_rows(actual), as_rows(expected), atol=1e-6)
+
+
+def test_clicks_made_while_busy_are_queued_not_lost(scenario):
+    model = BlockingModel()
+    scenario.controller.set_model("blocking", model)
+    clicks = [(SPHERE_CENTER_RAS, True), (BELOW, False), (tuple(np.add(SPHERE_CENTER_RAS, (4.0, 0, 0))), True),
+              (ABOVE, False)]  # fmt: skip
+    point, positive = clicks[0]
+    (scenario.positive if positive else scenario.negative).AddControlPointWorld(*point)  # fires the observer
+    assert model.decoding.wait(60), "the first click never reached the network"
+    for point, positive in clicks[1:]:  # placed while the first click is still being decoded
+        (scenario.positive if positive else scenario.negative).AddControlPointWorld(*point)
+    queued = [(action.point, action.positive) for action in scenario.controller._actions]
+    assert _same_clicks(queued, clicks[1:]) and scenario.controller.busy
+    assert scenario.controller._current_target().done == []
+    model.release.set()
+    scenario.controller.wait()
+    assert scenario.controller.last_error is None, scenario.controller.last_error
+    target = scenario.controller._current_target()
+    assert _same_clicks([(step.point, step.positive) for step in target.done], clicks), "not all, or not in order"
+    assert _same_clicks(target.session.clicks, clicks)
+
+
+def _undo(scenario, times: int = 1) -> None:
+    for _ in range(times):
+        scenario.controller.undo()
+    scenario.controller.wait()
+
+
+def test_undo_never_goes_past_the_session_history(scenario, monkeypatch):
+    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 2)
+    neighbour = scenario.neighbour_digest()
+    scenario.click(SPHERE_CENTER_RAS)
+    after_first = scenario.target_voxels()
+    scenario.click(BELOW, positive=False)
+    after_second = scenario.target_voxels()
+    scenario.click(ABOVE, positive=False)
+    after_third = scenario.target_voxels()
+    target = scenario.controller._current_target()
+    assert len(target.done) == 2 and target.points()[0] == (pytest.approx(SPHERE_CENTER_RAS), True)
+    _undo(scenario, 3)  # the third undo is one more than the session keeps: it must do nothing
+    session = target.session
+    assert not scenario.controller.can_undo and len(session.clicks) == 1
+    assert np.array_equal(scenario.target_voxels(), after_first), "undo went past the session's history"
+    assert (scenario.positive.GetNumberOfControlPoints(), scenario.negative.GetNumberOfControlPoints()) == (1, 0)
+    for _ in range(2):
+        scenario.controller.redo()
+    scenario.controller.wait()
+    assert np.array_equal(scenario.target_voxels(), after_third)
+    _undo(scenario, 2)
+    scenario.click(BELOW, positive=False)  # the session still holds click 1, and so does the scene
+    assert np.array_equal(scenario.target_voxels(), after_second)
+    scenario.controller.reset()  # also reverts the click that fell off the history
+    scenario.controller.wait()
+    assert not scenario.target_voxels().any() and scenario.positive.GetNumberOfControlPoints() == 0
+    assert scenario.neighbour_digest() == neighbour
+
+
+def test_reset_restores_a_replaced_segment_after_the_history_limit(scenario, monkeypatch):
+    """A fresh start replaces the segment's old content; reset brings it back even when that first step
+    is no longer undoable."""
+    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 1)
+    scenario.click(SPHERE_CENTER_RAS)
+    scenario.controller.finish()
+    scenario.controller.wait()
+    old = scenario.target_voxels()
+    scenario.click(BELOW)  # a new session, starting fresh: the old content goes
+    scenario.click(ABOVE, positive=False)
+    scenario.click(BELOW, positive=False)
+    assert not np.array_equal(scenario.target_voxels(), old)
+    scenario.controller.reset()
+    scenario.controller.wait()
+    assert np.array_equal(scenario.target_voxels(), old)
+
+
+def test_auto_extend_reaches_a_segment_in_progress(scenario):
+    scenario.click(SPHERE_CENTER_RAS)
+    session = scenario.controller._current_target().session
+    assert session.auto_extend is False
+    scenario.controller.set_options(auto_extend=True)
+    assert session.auto_extend is True
+    scenario.click(BELOW, positive=False)
+    assert scenario.controller._current_target().session is session and scenario.controller.last_error is None
+    scenario.controller.set_options(auto_extend=False)
+    assert session.auto_extend is False

@@ -1,0 +1,93 @@
+"""A failed click changes nothing in the scene — not even the segmentation's set-up — and never downloads.
+
+``scene_fingerprint`` must see everything a click may change: voxels, the source representation, conversion
+parameters (reference geometry) and which segments share a labelmap layer.
+"""
+
+import hashlib
+import json
+
+import pytest
+from slicer_scene import build_app_scene
+
+from SAMMed3DLib import mrml
+from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
+
+
+@pytest.fixture
+def app():
+    app = build_app_scene()
+    yield app
+    app.close()
+
+
+def _fresh_segmentation(scene, names=("A", "B")):
+    """A segmentation as a user makes one in the Segment Editor: never prepared, empty segments in one layer."""
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Fresh")
+    node.CreateDefaultDisplayNodes()
+    ids = [node.GetSegmentation().AddEmptySegment(name) for name in names]
+    return node, ids
+
+
+def _expect_one_error(scenario, fragment: str, action) -> str:
+    before = scene_fingerprint(scenario.scene)
+    count = len(scenario.controller.messages)
+    action()
+    scenario.controller.wait()
+    errors = [text for text, is_error in scenario.controller.messages[count:] if is_error]
+    assert len(errors) == 1 and fragment.lower() in errors[0].lower(), scenario.controller.messages[count:]
+    assert scene_fingerprint(scenario.scene) == before, "a failed action changed the scene"
+    return errors[0]
+
+
+def test_fingerprint_sees_preparation_and_layer_separation(app):
+    volume = sphere_volume(app.scene)
+    node, (a, _) = _fresh_segmentation(app.scene)
+    segmentation = node.GetSegmentation()
+    before = scene_fingerprint(app.scene)
+    mrml.prepare_segmentation(node, mrml.volume_geometry(volume))
+    prepared = scene_fingerprint(app.scene)
+    assert prepared != before, "setting the reference geometry went unnoticed"
+    assert segmentation.GetNumberOfLayers() == 1
+    segmentation.SeparateSegmentLabelmap(a)
+    assert segmentation.GetNumberOfLayers() == 2
+    assert scene_fingerprint(app.scene) != prepared, "separating a shared layer went unnoticed"
+
+
+def test_bad_clicks_leave_a_fresh_segmentation_as_it_was(app):
+    scenario = Scenario(app.scene, model=PhantomModel())
+    node, (a, _) = _fresh_segmentation(app.scene)
+    scenario.select(scenario.volume, node, a)
+    _expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
+    scenario.select(scenario.volume, node, "")
+    _expect_one_error(scenario, "select a segment", lambda: scenario.click(SPHERE_CENTER_RAS))
+    scenario.select(scenario.volume, node, a)  # and a good click then prepares it and works
+    count = len(scenario.controller.messages)
+    scenario.click(SPHERE_CENTER_RAS)
+    assert scenario.controller.messages[count:] == []
+    assert mrml.read_segment(node, a, scenario.geometry, scenario.geometry.full_region()).any()
+    scenario.controller.cleanup()
+
+
+def test_a_click_never_downloads_over_a_damaged_cached_model(app, tmp_path, srv, tiny_checkpoint):
+    data = tiny_checkpoint.read_bytes()
+    url = srv.add("/tiny.pth", data)  # the registry's source: a local server that logs every request
+    entry = {
+        "id": "tiny", "name": "Tiny", "description": "test", "filename": "tiny.pth", "urls": [url],
+        "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "license": "Apache-2.0", "citation": "-",
+    }  # fmt: skip
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"version": 1, "models": [entry]}))
+    cached = tmp_path / "cache" / "checkpoints" / "tiny.pth"
+    cached.parent.mkdir(parents=True)
+    damaged = data[: len(data) // 2] + bytes(len(data) - len(data) // 2)  # right size, wrong bytes
+    cached.write_bytes(damaged)
+    scenario = Scenario(app.scene)
+    scenario.controller.set_options(model="tiny", registry=str(registry), cache_dir=str(tmp_path / "cache"))
+    node, (a, _) = _fresh_segmentation(app.scene)
+    scenario.select(scenario.volume, node, a)
+    text = _expect_one_error(scenario, "press download", lambda: scenario.click(SPHERE_CENTER_RAS))
+    assert "damaged" in text and "SHA-256" in text
+    assert srv.hits == [], "a click went to the network"
+    assert cached.read_bytes() == damaged, "a click deleted the cached file"
+    scenario.controller.cleanup()
