@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .roi import voxel_to_ras
 from .session import InteractiveSession
 
 SAMPLERS = ("random", "ritm")
@@ -81,15 +82,10 @@ def _bounds(mask: np.ndarray, margin: int) -> Tuple[slice, ...]:
     return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
-def voxel_to_ras(image: sitk.Image, voxel_zyx: np.ndarray) -> Tuple[float, float, float]:
-    lps = image.TransformIndexToPhysicalPoint([int(v) for v in voxel_zyx[::-1]])
-    return (-lps[0], -lps[1], lps[2])
-
-
 def bbox_corners_ras(image: sitk.Image, truth: np.ndarray) -> List[Tuple[float, float, float]]:
     """RAS mm of the two extreme voxel centres of the structure's bounding box."""
     voxels = np.argwhere(truth)
-    return [voxel_to_ras(image, voxels.min(0)), voxel_to_ras(image, voxels.max(0))]
+    return [voxel_to_ras(image, voxels.min(0)[::-1]), voxel_to_ras(image, voxels.max(0)[::-1])]
 
 
 def simulate(
@@ -122,7 +118,7 @@ def simulate(
         window = _bounds(truth | prediction, margin=2)
         voxel, positive = SAMPLER_FUNCTIONS[sampler](truth[window], prediction[window], rng)
         voxel = voxel + np.array([s.start for s in window])
-        point = voxel_to_ras(image, voxel)
+        point = voxel_to_ras(image, voxel[::-1])
         mask = session.add_click(point, positive)
         prediction = sitk.GetArrayViewFromImage(mask) > 0
         results.append(ClickResult(point, positive, dice(prediction, truth), session.last_timings["total"]))

@@ -13,10 +13,12 @@ _TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": (-1.0, -1.0, 1.0)}
 
 
 def read_markups(path: "os.PathLike[str] | str") -> List[Point]:
-    """Every control point of every markup in a Slicer ``.mrk.json`` file, converted to RAS mm.
+    """Every placed control point of every markup in a Slicer ``.mrk.json`` file, converted to RAS mm.
 
     Slicer writes ``coordinateSystem`` "LPS" by default (and assumes LPS when it is absent); "RAS" is
-    honoured too. No points, another coordinate system or an unreadable file → InputError.
+    honoured too. Points whose ``positionStatus`` is not "defined" (Slicer's "undefined" and "preview":
+    not placed) are skipped; a point without the field (older files) counts as placed. No placed points,
+    another coordinate system or an unreadable file → InputError.
     """
     path = Path(path)
     try:
@@ -26,20 +28,33 @@ def read_markups(path: "os.PathLike[str] | str") -> List[Point]:
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list):
         raise InputError(f"{path} is not a Slicer markups file: it has no 'markups' list")
-    points = [p for markup in markups for p in _markup_points(markup, path)]
+    points, skipped = [], 0
+    for markup in markups:
+        placed, unplaced = _markup_points(markup, path)
+        points += placed
+        skipped += unplaced
     if not points:
-        raise InputError(f"{path} has no control points")
+        note = f" ({skipped} not placed: positionStatus is not 'defined')" if skipped else ""
+        raise InputError(f"{path} has no control points{note}")
     return points
 
 
-def _markup_points(markup: dict, path: Path) -> List[Point]:
+def _markup_points(markup: dict, path: Path) -> Tuple[List[Point], int]:
+    """(placed control points of one markup in RAS mm, how many were skipped as not placed)."""
+    if not isinstance(markup, dict):
+        raise InputError(f"{path}: a markup is not a JSON object")
     system = str(markup.get("coordinateSystem", "LPS")).upper()
     if system not in _TO_RAS:
         raise InputError(f"{path}: unknown coordinateSystem {markup.get('coordinateSystem')!r}; expected LPS or RAS")
     sign = _TO_RAS[system]
-    points = []
+    points, skipped = [], 0
     for control in markup.get("controlPoints") or []:
-        position = control.get("position") if isinstance(control, dict) else None
+        if not isinstance(control, dict):
+            raise InputError(f"{path}: a control point is not a JSON object ({control!r})")
+        if str(control.get("positionStatus", "defined")).lower() != "defined":
+            skipped += 1
+            continue
+        position = control.get("position")
         try:
             values = [float(v) for v in position]
         except (TypeError, ValueError):
@@ -47,7 +62,7 @@ def _markup_points(markup: dict, path: Path) -> List[Point]:
         if len(values) != 3:
             raise InputError(f"{path}: a control point has no valid 3-D position ({position!r})")
         points.append(tuple(v * s for v, s in zip(values, sign)))
-    return points
+    return points, skipped
 
 
 def parse_points(spec: str) -> List[Point]:

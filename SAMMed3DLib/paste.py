@@ -103,8 +103,9 @@ def paste_logits(
     before = read_region(mask, region)
     after = before.copy()
     _fill_blocks(after, grid, region, roi, logits, union)
-    write_region(mask, region, after)
-    return region, before != after
+    changed = before != after
+    write_region(mask, region, after)  # last: a failure before it leaves the mask untouched
+    return region, changed
 
 
 def _fill_blocks(values: np.ndarray, grid: Grid, region: Region, roi: Roi, logits: np.ndarray, union: bool) -> None:

@@ -16,7 +16,7 @@ Conventions used throughout:
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Tuple
+from typing import Iterable, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,6 +28,9 @@ ROI_SIZE = 128
 """Voxels per side of the model input."""
 ROI_SPACING = 1.5
 """Isotropic spacing of the model input, mm (the training resolution)."""
+GRID_TOLERANCE = 1e-3
+"""Largest difference at which two grids count as the same: mm for spacing and origin, unitless for the
+direction cosines (file formats that store the geometry in float32 round it well below this)."""
 
 
 _RAS_FLIP = np.array([-1.0, -1.0, 1.0])
@@ -39,6 +42,12 @@ def ras_to_lps(point: Sequence[float]) -> np.ndarray:
 
 
 lps_to_ras = ras_to_lps
+
+
+def voxel_to_ras(image: sitk.Image, index_xyz: Sequence[float]) -> Tuple[float, float, float]:
+    """RAS mm of a (continuous) voxel index of ``image`` given in SimpleITK index order (x, y, z)."""
+    lps = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index_xyz])
+    return tuple(float(v) for v in lps_to_ras(lps))
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ class Roi:
         return bool(np.all(voxel >= 0) and np.all(voxel < ROI_SIZE))
 
 
-def direction_matrix(image_or_grid) -> np.ndarray:
+def direction_matrix(image_or_grid: Union[sitk.Image, Grid]) -> np.ndarray:
     """3x3 direction (LPS), one column per image axis."""
     direction = image_or_grid.GetDirection() if isinstance(image_or_grid, sitk.Image) else image_or_grid.direction
     return np.asarray(direction, dtype=float).reshape(3, 3)
@@ -308,6 +317,34 @@ def _check_values(image: sitk.Image) -> None:
     stats.Execute(image)
     if stats.GetMinimum() == stats.GetMaximum():
         raise InputError(f"the image is empty: every voxel is {stats.GetMinimum():g}")
+
+
+def check_same_grid(other: sitk.Image, image: sitk.Image, name: str) -> None:
+    """Raise InputError unless ``other`` (``name`` in the message, e.g. "the label map") is a 3-D scalar
+    image on ``image``'s grid: the same size (x, y, z), and spacing, origin (LPS mm) and direction equal
+    within :data:`GRID_TOLERANCE`. The message names the first property that differs."""
+    if not isinstance(other, sitk.Image) or other.GetDimension() != 3 or other.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} must be a 3-D scalar image")
+    if other.GetSize() != image.GetSize():
+        raise InputError(
+            f"{name} must lie on the image's grid, but its size {other.GetSize()} differs from the image's "
+            f"{image.GetSize()}"
+        )
+    for label, getter, unit in (
+        ("spacing", "GetSpacing", " mm"),
+        ("origin", "GetOrigin", " mm"),
+        ("direction", "GetDirection", ""),
+    ):
+        mine, theirs = getattr(other, getter)(), getattr(image, getter)()
+        if not np.allclose(mine, theirs, rtol=0.0, atol=GRID_TOLERANCE):
+            raise InputError(
+                f"{name} must lie on the image's grid, but its {label} {_rounded(mine)}{unit} differs from the "
+                f"image's {_rounded(theirs)}{unit}"
+            )
+
+
+def _rounded(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 def check_point_inside(grid: Grid, point_lps: np.ndarray, label: str = "click") -> None:

@@ -11,8 +11,9 @@ index order (x, y, z).
 
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,6 +29,7 @@ from .roi import (
     Roi,
     check_image,
     check_point_inside,
+    check_same_grid,
     fits_in_roi,
     lps_to_ras,
     model_input,
@@ -41,7 +43,8 @@ Click = Tuple[Tuple[float, float, float], bool]
 Prompt = Tuple[Tuple[int, int, int], int]
 """(ROI voxel (i, j, k), label 1/0) as the prompt encoder gets it."""
 Edit = Tuple[Region, np.ndarray]
-"""(region, the z-y-x voxels of the region that flipped, bit-packed): undo and redo both flip them back."""
+"""(region, the z-y-x voxels of the region that flipped, bit-packed): undo and redo both flip them back.
+(Unpacked, boolean, for the moment between writing and packing within a step.)"""
 
 TIMING_KEYS = ("preprocess", "encode", "decode", "paste", "total")
 EMBEDDING_CACHE = 8
@@ -54,6 +57,19 @@ EXTEND_SLAB = 8
 """Depth, in ROI voxels, of the band at a face from which extension seeds are taken."""
 
 
+class Network(Protocol):
+    """What the session needs of the network (:func:`SAMMed3DLib.load_model`'s result, or a stand-in)."""
+
+    def encode(self, crop: torch.Tensor) -> torch.Tensor:
+        """Normalised ROI ``[1, 1, 128, 128, 128]`` (ROI index order) → image embedding."""
+
+    def decode(
+        self, embedding: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, mask_logits: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Prompts (ROI voxel coords ``[1, N, 3]``, labels ``[1, N]``, logits ``[1, 1, 32, 32, 32]``) →
+        (low-res logits ``[1, 1, 32, 32, 32]``, IoU prediction)."""
+
+
 class EmbeddingCache:
     """Image embeddings of the most recent ROIs of one image, shareable by several sessions on it
     (e.g. one session per segment), so that a ROI is encoded once whichever segment asks.
@@ -63,10 +79,11 @@ class EmbeddingCache:
 
     def __init__(self, capacity: int = EMBEDDING_CACHE) -> None:
         self.capacity = capacity
-        self._model = None
+        self._model: Optional[Network] = None
         self._entries: OrderedDict[Roi, torch.Tensor] = OrderedDict()
 
-    def get(self, model, roi: Roi) -> Optional[torch.Tensor]:
+    def get(self, model: Network, roi: Roi) -> Optional[torch.Tensor]:
+        """The embedding ``model`` computed for ``roi``, or None; a different ``model`` empties the cache."""
         if model is not self._model:
             self._model = model
             self._entries.clear()
@@ -75,7 +92,8 @@ class EmbeddingCache:
             self._entries.move_to_end(roi)
         return embedding
 
-    def put(self, model, roi: Roi, embedding: torch.Tensor) -> None:
+    def put(self, model: Network, roi: Roi, embedding: torch.Tensor) -> None:
+        """Keep ``model``'s embedding of ``roi``, dropping the least recently used beyond ``capacity``."""
         self.get(model, roi)
         self._entries[roi] = embedding
         while len(self._entries) > self.capacity:
@@ -119,7 +137,7 @@ class InteractiveSession:
 
     def __init__(
         self,
-        model,
+        model: Network,
         image: sitk.Image,
         *,
         initial_mask: Optional[sitk.Image] = None,
@@ -190,24 +208,29 @@ class InteractiveSession:
 
     # ----------------------------------------------------------------- steps
     def add_click(self, point_ras: Sequence[float], positive: bool = True) -> sitk.Image:
-        """Add a positive/negative click at ``point_ras`` (RAS mm) and return the updated mask."""
+        """Add a positive/negative click at ``point_ras`` (RAS mm) and return the updated mask.
+
+        All or nothing: if anything fails (bad input, the network, an auto-extension step), the mask,
+        clicks, history and model state stay exactly as they were and the exception propagates.
+        """
         start = time.perf_counter()
         point_lps = ras_to_lps(_as_point(point_ras))
         check_point_inside(self._grid, point_lps)
         timings = dict.fromkeys(TIMING_KEYS, 0.0)
-        self.last_encoded = False
-        state = self._state
-        clicks = (*state.clicks, (tuple(float(v) for v in lps_to_ras(point_lps)), bool(positive)))
-        roi, prompts, low_res = self._roi_for(state, point_lps, clicks[:-1])
-        prompts = (*prompts, (_voxel(roi, point_lps), int(bool(positive))))
-        low_res = self._predict(roi, prompts, low_res, timings)
-        logits = upsample(low_res)
-        edits = [self._paste(roi, logits, timings, union=False)]
-        if self.auto_extend:
-            edits += self._extend(roi, logits, timings)
-        self._commit(_Step(tuple(e for e in edits if e is not None), state, _State(roi, prompts, low_res, clicks)))
-        timings["total"] = time.perf_counter() - start
-        self.last_timings = timings
+        with self._transaction() as edits:
+            self.last_encoded = False
+            state = self._state
+            clicks = (*state.clicks, (tuple(float(v) for v in lps_to_ras(point_lps)), bool(positive)))
+            roi, prompts, low_res = self._roi_for(state, point_lps, clicks[:-1])
+            prompts = (*prompts, (_voxel(roi, point_lps), int(bool(positive))))
+            low_res = self._predict(roi, prompts, low_res, timings)
+            logits = upsample(low_res)
+            self._paste(roi, logits, timings, edits, union=False)
+            if self.auto_extend:
+                self._extend(roi, logits, timings, edits)
+            self._commit(_Step(tuple(edits), state, _State(roi, prompts, low_res, clicks)))
+            timings["total"] = time.perf_counter() - start
+            self.last_timings = timings
         return self.mask
 
     def undo(self) -> sitk.Image:
@@ -219,38 +242,75 @@ class InteractiveSession:
         return self._travel(backwards=False)
 
     def _travel(self, backwards: bool) -> sitk.Image:
-        """Flip the edits of the step behind (undo) or ahead of (redo) the history cursor."""
+        """Flip the edits of the step behind (undo) or ahead of (redo) the history cursor (all or nothing)."""
         start = time.perf_counter()
-        self.last_encoded = False
-        self.last_changed_region = None
-        if self.can_undo if backwards else self.can_redo:
-            step = self._history[self._cursor - 1 if backwards else self._cursor]
-            for edit in reversed(step.edits) if backwards else step.edits:
-                self._flip(edit)
-            self._cursor += -1 if backwards else 1
-            self._state = step.before if backwards else step.after
-            self.last_changed_region = step.region
-        self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
+        with self._transaction() as edits:
+            self.last_encoded = False
+            self.last_changed_region = None
+            if self.can_undo if backwards else self.can_redo:
+                step = self._history[self._cursor - 1 if backwards else self._cursor]
+                for edit in reversed(step.edits) if backwards else step.edits:
+                    self._flip(edit)
+                    edits.append(edit)
+                self._cursor += -1 if backwards else 1
+                self._state = step.before if backwards else step.after
+                self.last_changed_region = step.region
+            self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
         return self.mask
 
     def reset(self) -> sitk.Image:
         """Drop all clicks; the mask returns to the initial mask (or empty). Undoable like a click."""
         start = time.perf_counter()
-        self.last_encoded = False
-        self.last_changed_region = None
-        region = region_union(self._known, self._initial_region)
-        if region is not None or self._state.clicks:
-            edits = ()
-            if region is not None:
-                before = read_region(self._mask, region)
-                after = np.zeros_like(before) if self._initial is None else read_region(self._initial, region)
-                write_region(self._mask, region, after)
-                edits = ((region, np.packbits(before != after)),)
-            self._commit(_Step(edits, self._state, _State()))
-        self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
+        with self._transaction() as edits:
+            self.last_encoded = False
+            self.last_changed_region = None
+            region = region_union(self._known, self._initial_region)
+            if region is not None or self._state.clicks:
+                if region is not None:
+                    before = read_region(self._mask, region)
+                    after = np.zeros_like(before) if self._initial is None else read_region(self._initial, region)
+                    changed = np.packbits(before != after)
+                    write_region(self._mask, region, after)
+                    edits.append((region, changed))
+                self._commit(_Step(tuple(edits), self._state, _State()))
+            self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
         return self.mask
 
     # ----------------------------------------------------------------- internals
+    @contextmanager
+    def _transaction(self) -> Iterator[List[Edit]]:
+        """Make one step all or nothing.
+
+        The block appends each edit to the yielded list as soon as it is written to the mask. If the block
+        raises (anything, KeyboardInterrupt included), those edits are flipped back newest first, the state,
+        known region, history and ``last_*`` attributes are restored, and the exception propagates unchanged.
+        """
+        saved = (
+            self._state,
+            self._known,
+            list(self._history),
+            self._cursor,
+            self.last_encoded,
+            self.last_changed_region,
+            self.last_timings,
+        )
+        applied: List[Edit] = []
+        try:
+            yield applied
+        except BaseException:
+            for edit in reversed(applied):
+                self._flip(edit)
+            (
+                self._state,
+                self._known,
+                self._history,
+                self._cursor,
+                self.last_encoded,
+                self.last_changed_region,
+                self.last_timings,
+            ) = saved
+            raise
+
     def _commit(self, step: _Step) -> None:
         del self._history[self._cursor :]
         self._history.append(step)
@@ -308,26 +368,31 @@ class InteractiveSession:
         self._embeddings.put(self._model, roi, embedding)
         return embedding
 
-    def _paste(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], union: bool) -> Optional[Edit]:
+    def _paste(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], edits: List[Edit], union: bool) -> None:
+        """Write the ``[i, j, k]`` ROI logits into the mask; the edit (if any voxel may change) goes to ``edits``."""
         start = time.perf_counter()
         known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
         region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
         if region is not None:
+            edits.append((region, changed))  # recorded before packing: a failure there still rolls back
+            edits[-1] = (region, np.packbits(changed))
             self._known = region_union(self._known, region)
         timings["paste"] += time.perf_counter() - start
-        return None if region is None else (region, np.packbits(changed))
 
     def _flip(self, edit: Edit) -> None:
         """Apply an edit either way: its voxels flip between the before and after values (XOR)."""
-        region, packed = edit
+        region, flipped = edit
         values = read_region(self._mask, region)
-        changed = np.unpackbits(packed, count=values.size).reshape(values.shape).astype(bool)
+        if flipped.dtype == bool:  # not packed yet (only while a step is being rolled back)
+            changed = flipped
+        else:
+            changed = np.unpackbits(flipped, count=values.size).reshape(values.shape).astype(bool)
         values[changed] ^= 1
         write_region(self._mask, region, values)
 
-    def _extend(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float]) -> List[Optional[Edit]]:
-        """Follow the mask through ROI faces it touches into neighbouring ROIs (breadth first)."""
-        edits: List[Optional[Edit]] = []
+    def _extend(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], edits: List[Edit]) -> None:
+        """Follow the mask through ROI faces it touches into neighbouring ROIs (breadth first); each
+        neighbour's edit goes to ``edits`` as soon as it is written."""
         queue = [(roi, logits)]
         visited = {roi}
         while queue and len(visited) - 1 < self.max_extend_steps:
@@ -345,9 +410,8 @@ class InteractiveSession:
                 visited.add(neighbour)
                 low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), timings)
                 neighbour_logits = upsample(low_res)
-                edits.append(self._paste(neighbour, neighbour_logits, timings, union=True))
+                self._paste(neighbour, neighbour_logits, timings, edits, union=True)
                 queue.append((neighbour, neighbour_logits))
-        return edits
 
 
 def _as_point(point: Sequence[float]) -> np.ndarray:
@@ -378,14 +442,7 @@ def _empty_like(image: sitk.Image) -> sitk.Image:
 
 def _binary_like(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
     """``mask != 0`` as uint8 on the image's grid; InputError if the grids differ."""
-    if not isinstance(mask, sitk.Image) or mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError("the initial mask must be a 3-D scalar SimpleITK.Image")
-    same = mask.GetSize() == image.GetSize() and all(
-        np.allclose(getattr(mask, f)(), getattr(image, f)(), atol=1e-3)
-        for f in ("GetSpacing", "GetOrigin", "GetDirection")
-    )
-    if not same:
-        raise InputError("the initial mask must lie on the image's grid (same size, spacing, origin and direction)")
+    check_same_grid(mask, image, "the initial mask")
     binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
     binary.CopyInformation(image)
     return binary

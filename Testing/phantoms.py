@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from SAMMed3DLib.roi import ras_to_lps, voxel_to_ras
+
 BACKGROUND = 100.0
 OBJECT = 300.0
 
@@ -86,16 +88,6 @@ def cylinder_phantom(length: float = 400.0, radius: float = 15.0, seed: int = 0)
     offset = points - np.asarray(centre)
     truth = (np.linalg.norm(offset[..., :2], axis=-1) <= radius) & (np.abs(offset[..., 2]) <= length / 2)
     return like(reference, with_noise(truth, seed)), like(reference, truth, np.uint8)
-
-
-def ras_to_lps(point: Sequence[float]) -> np.ndarray:
-    return np.asarray(point, dtype=float) * np.array([-1.0, -1.0, 1.0])
-
-
-def voxel_to_ras(image: sitk.Image, index_xyz: Sequence[int]) -> Tuple[float, float, float]:
-    """RAS mm of a voxel centre given in SimpleITK index order (x, y, z)."""
-    lps = image.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_xyz])
-    return (-lps[0], -lps[1], lps[2])
 
 
 def centre_ras(truth: sitk.Image) -> Tuple[float, float, float]:

@@ -86,3 +86,77 @@ def test_evaluate_command(tmp_path, tiny_checkpoint, capsys):
     assert set(result["labels"]) == {"1", "2"}
     for steps in result["labels"].values():
         assert 1 <= len(steps) <= 2 and steps[0]["positive"] and 0.0 <= steps[0]["dice"] <= 1.0
+
+
+@pytest.fixture
+def evaluate_files(tmp_path):
+    image, a, b = two_spheres_phantom()
+    image_path = tmp_path / "img.nii.gz"
+    sitk.WriteImage(image, str(image_path))
+    return image_path, sitk.Cast(a + b * 2, sitk.sitkUInt8)
+
+
+def evaluate_argv(image_path, label_path, tiny_checkpoint, *extra):
+    return [
+        "evaluate",
+        "--image",
+        str(image_path),
+        "--label",
+        str(label_path),
+        "--weights",
+        str(tiny_checkpoint),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda lbl: lbl.SetOrigin([v + s for v, s in zip(lbl.GetOrigin(), (0.0, 0.0, 100.0))]), "its origin"),
+        (lambda lbl: lbl.SetSpacing((3.0, 3.0, 2.0)), "its spacing (3, 3, 2) mm differs from the image's (3, 3, 3) mm"),
+        (lambda lbl: lbl.SetDirection((1, 0, 0, 0, 0, 1, 0, 1, 0)), "its direction"),
+    ],
+    ids=["shifted-100mm", "spacing", "direction"],
+)
+def test_evaluate_label_off_the_image_grid(tmp_path, evaluate_files, tiny_checkpoint, capsys, change, message):
+    image_path, labels = evaluate_files
+    change(labels)
+    label_path = tmp_path / "lbl.nii.gz"
+    sitk.WriteImage(labels, str(label_path))
+    code = main(evaluate_argv(image_path, label_path, tiny_checkpoint, "--json", str(tmp_path / "r.json")))
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and captured.out == "" and not (tmp_path / "r.json").exists()
+    assert len(err) == 1 and err[0].startswith(f"error: the label map {label_path} must lie on the image's grid")
+    assert message in err[0]
+
+
+@pytest.mark.parametrize(
+    "json_path, message",
+    [("/proc/res.json", "--json /proc/res.json: cannot write in /proc"), ("missing/res.json", "does not exist")],
+    ids=["unwritable", "missing-folder"],
+)
+def test_evaluate_json_path_checked_before_work(
+    tmp_path, evaluate_files, tiny_checkpoint, capfd, monkeypatch, json_path, message
+):
+    monkeypatch.chdir(tmp_path)
+    image_path, labels = evaluate_files
+    sitk.WriteImage(labels, str(tmp_path / "lbl.nrrd"))
+    code = main(evaluate_argv(image_path, tmp_path / "lbl.nrrd", tiny_checkpoint, "--json", json_path))
+    captured = capfd.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and captured.out == "" and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "missing").exists()
+
+
+def test_evaluate_json_write_failure_is_one_error(tmp_path, evaluate_files, tiny_checkpoint, capfd, monkeypatch):
+    import SAMMed3DLib.images as images
+
+    image_path, labels = evaluate_files
+    sitk.WriteImage(labels, str(tmp_path / "lbl.nrrd"))
+    monkeypatch.setattr(images, "_staging_folder", lambda folder: folder / "vanished")  # fails when written
+    out = tmp_path / "res.json"
+    code = main(evaluate_argv(image_path, tmp_path / "lbl.nrrd", tiny_checkpoint, "--clicks", "1", "--json", str(out)))
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists()
+    assert err == [f"error: cannot write {tmp_path / 'vanished' / 'res.json'}: No such file or directory"]

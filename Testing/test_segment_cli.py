@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 from phantoms import centre_ras, sphere_phantom
 
+from SAMMed3DLib import InputError
 from SAMMed3DLib.cli import main
 from SAMMed3DLib.images import read_image
 from SAMMed3DLib.markups import parse_points, read_markups
@@ -93,12 +94,121 @@ def test_bad_markups_is_one_clear_error(tmp_path, phantom, tiny_checkpoint, caps
     assert len(err) == 1 and message in err[0]
 
 
-def test_click_outside_and_bad_point_text(tmp_path, phantom, tiny_checkpoint, capsys):
-    path, _, _ = phantom
-    code, _ = run_segment(tmp_path, path, "--positive", "5000,0,0", weights=tiny_checkpoint)
-    assert code == 2 and "outside the image" in capsys.readouterr().err
-    code, _ = run_segment(tmp_path, path, "--positive", "1,2", weights=tiny_checkpoint)
-    assert code == 2 and "R,A,S" in capsys.readouterr().err
+def error_lines(capfd) -> list:
+    """What reached the process's standard error (file descriptor 2, so native ITK output too), as lines."""
+    return capfd.readouterr().err.strip().splitlines()
+
+
+def test_click_outside_and_bad_point_text(tmp_path, phantom, tiny_checkpoint, capfd):
+    path, image, click = phantom
+    code, out = run_segment(
+        tmp_path, path, "--positive", ",".join(map(str, click)), "5000,0,0", weights=tiny_checkpoint
+    )
+    err = error_lines(capfd)
+    assert code == 2 and not out.exists() and len(err) == 1
+    assert err[0] == "error: the click at RAS (5000.0, 0.0, 0.0) mm is outside the image volume"
+    code, out = run_segment(tmp_path, path, "--positive", "1,2", weights=tiny_checkpoint)
+    err = error_lines(capfd)
+    assert code == 2 and not out.exists() and len(err) == 1 and "R,A,S" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_markups_points_not_placed_are_skipped(tmp_path):
+    def control(position, status):
+        point = {"id": str(len(position)), "position": list(position)}
+        return point if status is None else {**point, "positionStatus": status}
+
+    def write(controls):
+        document = {"markups": [{"type": "Fiducial", "coordinateSystem": "RAS", "controlPoints": controls}]}
+        path = tmp_path / f"points{len(list(tmp_path.iterdir()))}.mrk.json"
+        path.write_text(json.dumps(document))
+        return path
+
+    mixed = write(
+        [
+            control((0, 0, 0), "undefined"),
+            control((1, 2, 3), "defined"),
+            control((4, 5, 6), "preview"),
+            control((7, 8, 9), None),  # older files have no positionStatus: placed
+        ]
+    )
+    assert read_markups(mixed) == [(1.0, 2.0, 3.0), (7.0, 8.0, 9.0)]
+    unplaced = write([control((0, 0, 0), "undefined"), control((1, 1, 1), "preview")])
+    with pytest.raises(InputError, match=r"has no control points \(2 not placed"):
+        read_markups(unplaced)
+
+
+def staging_leftovers(folder) -> list:
+    return [p.name for p in folder.rglob(".sammed3d-*")]
+
+
+def test_outputs_are_all_or_nothing(tmp_path, phantom, tiny_checkpoint, capfd):
+    path, _, click = phantom
+    args = ("--positive", ",".join(map(str, click)))
+    # A --save-roi that cannot be written, found before any work: no mask either.
+    code, out = run_segment(tmp_path, path, *args, "--save-roi", "/proc/roi.nii.gz", weights=tiny_checkpoint)
+    err = error_lines(capfd)
+    assert code == 2 and not out.exists() and len(err) == 1 and "--save-roi /proc/roi.nii.gz" in err[0]
+    # A --save-roi that fails only when written (no writer for the extension): the mask is not kept.
+    code, out = run_segment(tmp_path, path, *args, "--save-roi", str(tmp_path / "roi.xyz"), weights=tiny_checkpoint)
+    err = error_lines(capfd)
+    assert code == 2 and len(err) == 1 and "cannot write" in err[0] and "roi.xyz" in err[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    # A missing output folder is an error, never created.
+    missing = tmp_path / "new" / "mask.nii.gz"
+    argv = ["segment", "--image", str(path), "--weights", str(tiny_checkpoint), *args, "--out", str(missing)]
+    assert main(argv) == 2 and not missing.parent.exists()
+    assert error_lines(capfd) == [f"error: --out {missing}: the folder {missing.parent} does not exist"]
+    # Success: a format with a companion data file (.mhd + .zraw) arrives whole; an old file is replaced.
+    (tmp_path / "mask.mhd").write_text("old")
+    code, _ = run_segment(tmp_path, path, *args, "--save-roi", str(tmp_path / "roi.nii.gz"), weights=tiny_checkpoint)
+    argv = [
+        "segment",
+        "--image",
+        str(path),
+        "--weights",
+        str(tiny_checkpoint),
+        *args,
+        "--out",
+        str(tmp_path / "mask.mhd"),
+    ]
+    assert code == 0 and main(argv) == 0
+    assert sitk.ReadImage(str(tmp_path / "mask.mhd")).GetSize() == sitk.ReadImage(str(path)).GetSize()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.mhd", "mask.nii.gz", "mask.zraw", "roi.nii.gz"]
+
+
+def test_failed_write_prints_one_line(tmp_path, phantom, tiny_checkpoint, capfd, monkeypatch):
+    """The NIfTI library's own "** ERROR (nifti_image_write_engine)" line is held back."""
+    from pathlib import Path
+
+    import SAMMed3DLib.images as images
+
+    path, _, click = phantom
+    unwritable = Path("/proc/sammed3d-no-such-folder")  # as staging folder: the NIfTI writer itself fails
+    monkeypatch.setattr(images, "_staging_folder", lambda folder: unwritable)
+    code, out = run_segment(tmp_path, path, "--positive", ",".join(map(str, click)), weights=tiny_checkpoint)
+    err = error_lines(capfd)
+    assert code == 2 and not out.exists()
+    assert err == [
+        f"error: cannot write {unwritable / 'mask.nii.gz'} (nifti library failed to write image: "
+        f"{unwritable / 'mask.nii.gz'})"
+    ]
+
+
+def test_native_stderr_is_held_back_on_failure_only(capfd):
+    import os
+    import sys
+
+    from SAMMed3DLib.images import native_stderr_held
+
+    with native_stderr_held():
+        os.write(2, b"** WARNING from native code\n")
+    sys.stderr.flush()
+    assert error_lines(capfd) == ["** WARNING from native code"]  # success: passed on
+    with pytest.raises(RuntimeError), native_stderr_held():
+        os.write(2, b"** ERROR from native code\n")
+        raise RuntimeError("failed")
+    assert error_lines(capfd) == []  # failure: the exception's message is the one that counts
 
 
 def test_parse_points_accepts_negative_numbers():

@@ -187,32 +187,168 @@ def test_initial_mask_is_refined():
     assert np.array_equal(arr(session.mask), arr(eroded))
 
 
+def _flat_direction() -> sitk.Image:
+    image = make_image(np.arange(16**3).reshape(16, 16, 16))
+    image.SetDirection((1, 1, 0, 0, 1e-4, 0, 0, 0, 1))  # the first two axes nearly parallel
+    return image
+
+
 @pytest.mark.parametrize(
-    "make",
+    "make, message",
     [
-        lambda: sitk.Image([32, 32], sitk.sitkInt16) + 1,
-        lambda: sitk.Image([8, 8, 8], sitk.sitkVectorUInt8, 3),
-        lambda: sitk.Image([8, 8, 8, 3], sitk.sitkFloat32),
-        lambda: sitk.Image([16, 16, 16], sitk.sitkInt16),
-        lambda: make_image(np.full((8, 8, 8), np.nan), pixel_type=np.float32),
+        (lambda: sitk.GetImageFromArray(np.arange(32 * 32, dtype=np.int16).reshape(32, 32)), "is 2-D"),
+        (
+            lambda: sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (8, 8, 8, 3), np.uint8), True),
+            "3 components per voxel",
+        ),
+        (lambda: sitk.GetImageFromArray(np.random.default_rng(0).random((3, 8, 8, 8), np.float32), False), "is 4-D"),
+        (lambda: make_image(np.arange(16 * 16).reshape(1, 16, 16)), "is not a volume"),
+        (_flat_direction, "direction matrix"),
+        (lambda: make_image(np.zeros((16, 16, 16))), "empty: every voxel is 0"),
+        (
+            lambda: make_image(
+                np.where(np.arange(512) == 99, np.nan, np.arange(512.0)).reshape(8, 8, 8), pixel_type=np.float32
+            ),
+            "NaN",
+        ),
     ],
-    ids=["2d", "rgb", "4d", "constant", "nan"],
+    ids=["2d", "rgb", "4d", "flat", "degenerate-direction", "constant", "nan"],
 )
-def test_bad_image_raises_input_error(make):
-    with pytest.raises(InputError):
-        InteractiveSession(StandInModel(), make())
+def test_bad_image_raises_input_error(make, message):
+    image = make()
+    if message != "empty: every voxel is 0":  # each image fails only for the reason it stands for
+        assert len(np.unique(np.nan_to_num(sitk.GetArrayViewFromImage(image), nan=-1.0))) > 1
+    with pytest.raises(InputError, match=message):
+        InteractiveSession(StandInModel(), image)
 
 
 def test_bad_clicks_leave_session_unchanged():
     image, truth = sphere_phantom()
     session = InteractiveSession(StandInModel(), image)
     before = arr(session.add_click(centre_ras(truth)))
-    for bad in [(1e4, 0, 0), (np.nan, 0, 0), (1, 2), "abc"]:
-        with pytest.raises(InputError):
+    for bad, message in [
+        ((1e4, 0, 0), "outside the image volume"),
+        ((np.nan, 0, 0), "three finite coordinates"),
+        ((1, 2), "three finite coordinates"),
+        ("abc", "three coordinates"),
+    ]:
+        with pytest.raises(InputError, match=message):
             session.add_click(bad)
     assert np.array_equal(arr(session.mask), before) and len(session.clicks) == 1
-    with pytest.raises(InputError):
-        InteractiveSession(StandInModel(), image, initial_mask=sitk.Image([3, 3, 3], sitk.sitkUInt8))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: sitk.Image([3, 3, 3], sitk.sitkUInt8), "its size (3, 3, 3) differs"),
+        (lambda m: m.SetOrigin((100.0, 0.0, 0.0)), "its origin (100, 0, 0) mm differs"),
+        (lambda m: m.SetSpacing((3.0, 3.0, 3.1)), "its spacing"),
+        (lambda m: m.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1)), "its direction"),
+        (lambda m: sitk.Compose(m, m), "must be a 3-D scalar image"),
+    ],
+    ids=["size", "origin", "spacing", "direction", "vector"],
+)
+def test_initial_mask_off_the_grid_is_one_clear_error(change, message):
+    image, truth = sphere_phantom(size=(20, 20, 20))
+    mask = sitk.Image(truth)
+    mask = change(mask) or mask
+    with pytest.raises(InputError, match="the initial mask must") as error:
+        InteractiveSession(StandInModel(), image, initial_mask=mask)
+    assert message in str(error.value)
+    # Within the tolerance (float32 round-off of a file format) the mask is accepted.
+    mask = sitk.Image(truth)
+    mask.SetOrigin([v + 1e-5 for v in image.GetOrigin()])
+    InteractiveSession(StandInModel(), image, initial_mask=mask)
+
+
+class FailingModel(StandInModel):
+    """The stand-in network; after ``fail_on(n)`` its n-th decode from then on raises (once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_at = None
+
+    def fail_on(self, n: int) -> None:
+        self.fail_at = len(self.decode_calls) + n
+
+    def decode(self, *args):
+        if self.fail_at is not None and len(self.decode_calls) + 1 == self.fail_at:
+            self.fail_at = None
+            raise RuntimeError("decode failed")
+        return super().decode(*args)
+
+
+def snapshot(session: InteractiveSession) -> dict:
+    """Everything a step may change, comparable with ``==`` (the mask as bytes)."""
+    return {
+        "mask": arr(session.mask).tobytes(),
+        "clicks": session.clicks,
+        "can_undo": session.can_undo,
+        "can_redo": session.can_redo,
+        "last_changed_region": session.last_changed_region,
+        "last_encoded": session.last_encoded,
+        "last_timings": session.last_timings,
+        "roi": session.roi,
+        "state": session._state,
+        "known": session._known,
+        "history": list(session._history),
+        "cursor": session._cursor,
+    }
+
+
+@pytest.mark.parametrize("earlier", [0, 1], ids=["first-click", "after-a-click"])
+@pytest.mark.parametrize("fail_on", [1, 2, 3])
+def test_click_failing_halfway_leaves_session_unchanged(earlier, fail_on):
+    """Decode 1 is the click's own ROI, decodes 2 and 3 are auto-extension neighbours."""
+    image, truth = cylinder_phantom(length=400.0)
+    r, a, s = centre_ras(truth)
+    clicks = [(r, a, s - 30.0), (r, a, s)][-1 - earlier :]
+    model = FailingModel()
+    session = InteractiveSession(model, image, auto_extend=True, max_extend_steps=4)
+    for click in clicks[:-1]:
+        session.add_click(click)
+    before = snapshot(session)
+    model.fail_on(fail_on)
+    with pytest.raises(RuntimeError, match="^decode failed$"):
+        session.add_click(clicks[-1])
+    assert snapshot(session) == before
+    # The session goes on as if the failed click never happened.
+    calls = len(model.decode_calls)
+    session.add_click(clicks[-1])
+    assert len(model.decode_calls) - calls >= fail_on  # the failure was inside the click's step
+    reference = InteractiveSession(StandInModel(), image, auto_extend=True, max_extend_steps=4)
+    for click in clicks:
+        reference.add_click(click)
+    assert snapshot(session)["mask"] == snapshot(reference)["mask"] and session.clicks == reference.clicks
+    assert session.last_changed_region == reference.last_changed_region
+
+
+@pytest.mark.parametrize("fail_on", [1, 2, 3])
+def test_undo_and_redo_failing_halfway_leave_session_unchanged(monkeypatch, fail_on):
+    import SAMMed3DLib.session as S
+
+    image, truth = cylinder_phantom(length=400.0)
+    session = InteractiveSession(StandInModel(), image, auto_extend=True, max_extend_steps=4)
+    session.add_click(centre_ras(truth))
+    assert len(session._history[-1].edits) == 3  # the click's ROI and two neighbours
+    real_write, writes = S.write_region, []
+
+    def failing_write(*args):
+        writes.append(args)
+        if len(writes) == fail_on:
+            raise MemoryError("no memory")
+        real_write(*args)
+
+    for step in (session.undo, session.redo):
+        before = snapshot(session)
+        writes.clear()
+        with monkeypatch.context() as m:
+            m.setattr(S, "write_region", failing_write)
+            with pytest.raises(MemoryError):
+                step()
+        assert snapshot(session) == before
+        step()  # now it works: undo (then redo) for real
+    assert dice(session.mask, truth) > 0.95
 
 
 def test_undo_redo_without_history_are_harmless():

@@ -132,3 +132,13 @@ def test_models_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip().endswith("rc 0"), out.stderr
     assert "sam-med3d-turbo" in out.stdout
+
+
+def test_models_with_a_binary_registry_is_one_error(tmp_path, capsys):
+    registry = tmp_path / "vol.nii.gz"
+    registry.write_bytes(bytes([0x1F, 0x8B, 0x08, 0x00, 0xFF]) + bytes(range(256)))
+    code = main(["models", "--registry", str(registry), "--cache-dir", str(tmp_path / "cache")])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and captured.out == "" and len(err) == 1
+    assert err[0].startswith(f"error: model registry {registry} is not a UTF-8 text")

@@ -69,6 +69,11 @@ BAD = {
     "missing citation": {"version": 1, "models": [{k: v for k, v in _doc()["models"][0].items() if k != "citation"}]},
     "unknown field": _doc(md5="x"),
     "no models": {"version": 1, "models": []},
+    "version 7": {**_doc(), "version": 7},
+    "version true": {**_doc(), "version": True},
+    "no version": {"models": _doc()["models"]},
+    "unknown top-level field": {**_doc(), "mirrors": []},
+    "duplicate url": _doc(urls=["https://example.org/ok.pth", "gdrive:1abcdefghijk", "https://example.org/ok.pth"]),
 }
 
 
@@ -99,6 +104,27 @@ def test_corrupted_registry_file(tmp_path, text):
     path = tmp_path / "model_weights.json"
     path.write_text(text)
     with pytest.raises(RegistryError, match=str(path)):
+        load_registry(path)
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({**_doc(), "version": 7}, r"'version' must be 1, got 7"),
+        (_doc(urls=["gdrive:1abcdefghijk", "gdrive:1abcdefghijk"]), r"URL 'gdrive:1abcdefghijk' is listed twice"),
+        ({**_doc(), "mirrors": []}, r"unknown field\(s\) 'mirrors'"),
+    ],
+    ids=["version", "duplicate-url", "top-level-field"],
+)
+def test_registry_errors_name_the_problem(doc, message):
+    with pytest.raises(RegistryError, match=message):
+        parse_registry(doc, source="test.json")
+
+
+def test_binary_registry_file_is_one_error(tmp_path):
+    path = tmp_path / "vol.nii.gz"
+    path.write_bytes(bytes([0x1F, 0x8B, 0x08, 0x00, 0xFF, 0xFE]) + bytes(range(256)))
+    with pytest.raises(RegistryError, match=f"model registry {path} is not a UTF-8 text"):
         load_registry(path)
 
 

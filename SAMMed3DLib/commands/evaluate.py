@@ -2,7 +2,6 @@
 
 import argparse
 import json
-from pathlib import Path
 
 HELP = "click-simulation evaluation against a label map: Dice after each simulated click"
 
@@ -27,15 +26,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..evaluation import simulate
-    from ..images import read_image
+    from ..images import StagedOutputs, check_output_path, read_image, write_text
     from ..model import load_model
+    from ..roi import check_same_grid
 
     if args.clicks < 1:
         raise InputError("--clicks must be at least 1")
+    if args.json:
+        check_output_path(args.json, "--json")
     image = read_image(args.image)
     label = read_image(args.label)
-    if label.GetSize() != image.GetSize():
-        raise InputError(f"the label map's size {label.GetSize()} differs from the image's {image.GetSize()}")
+    check_same_grid(label, image, f"the label map {args.label}")
     labels = sitk.GetArrayFromImage(label)
     values = [int(v) for v in np.unique(labels) if v != 0]
     if not values:
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         results[value] = clicks
     print(_table(results, args.clicks))
     if args.json:
-        Path(args.json).write_text(json.dumps(_as_json(args, results), indent=2), encoding="utf-8")
+        with StagedOutputs() as outputs:
+            outputs.stage(args.json, lambda path: write_text(json.dumps(_as_json(args, results), indent=2), path))
     return 0
 
 

@@ -18,6 +18,9 @@ REGISTRY_NAME = "model_weights.json"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+VERSION = 1
+"""The registry format this code reads (the schema's ``version`` const)."""
+TOP_LEVEL = ("$schema", "version", "models")
 REQUIRED = ("id", "name", "description", "filename", "urls", "size", "sha256", "license", "citation")
 OPTIONAL = ("recommended", "homepage")
 
@@ -63,9 +66,11 @@ def load_registry(path: Union["os.PathLike[str]", str, None] = None) -> Registry
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(f"cannot read model registry {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"model registry {path} is not a UTF-8 text (JSON) file: {exc.reason}") from exc
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RegistryError(f"model registry {path} is not valid JSON: {exc}") from exc
     return parse_registry(data, source=str(path))
 
@@ -74,6 +79,14 @@ def parse_registry(data: Any, source: str = "model registry") -> Registry:
     """Entries of an already-decoded registry document, validated."""
     if not isinstance(data, Mapping) or not isinstance(data.get("models"), list) or not data["models"]:
         raise RegistryError(f"{source} must be an object with a non-empty list 'models'")
+    unknown = [k for k in data if k not in TOP_LEVEL]
+    if unknown:
+        raise RegistryError(f"{source}: {_listed('unknown', unknown)} (expected {', '.join(TOP_LEVEL)})")
+    if not isinstance(data.get("$schema", ""), str):
+        raise RegistryError(f"{source}: '$schema' must be a string")
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:
+        raise RegistryError(f"{source}: 'version' must be {VERSION}, got {version!r}")
     registry: Registry = {}
     for index, raw in enumerate(data["models"]):
         entry = parse_entry(raw, f"{source}: models[{index}]")
@@ -128,6 +141,9 @@ def _check_fields(raw: Mapping, where: str) -> None:
     for url in urls:
         if not is_valid_url(url):
             raise RegistryError(f"{where}: malformed URL {url!r} (expected http(s)://, file:// or gdrive:<id>)")
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        raise RegistryError(f"{where}: URL {repeated[0]!r} is listed twice in 'urls'")
     size = raw["size"]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise RegistryError(f"{where}: 'size' must be a positive number of bytes or null")
