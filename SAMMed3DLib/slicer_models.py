@@ -53,8 +53,7 @@ def _cache_slot(options: Options) -> Tuple[Path, str, Optional[str], Optional[in
 
     spec = options.model
     if spec.startswith(("http:", "https:")):
-        # The cache layout of weights.resolve_checkpoint for URLs (one folder per URL).
-        return weights._url_cache_dir(spec, options.cache_dir) / weights.url_filename(spec), spec, None, None
+        return weights.url_cached_path(spec, options.cache_dir), spec, None, None
     entry = _registry_entry(options)
     return weights.cached_path(entry, options.cache_dir), entry.name, entry.sha256, entry.size
 

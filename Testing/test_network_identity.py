@@ -82,12 +82,5 @@ def test_multimask_output_returns_three_masks():
     coords, labels, _ = _prompts()
     with torch.inference_mode():
         emb = torch.randn(1, SMALL.prompt_embed_dim, 8, 8, 8)
-        sparse, dense = ours.prompt_encoder(points=(coords[:1], labels[:1]), boxes=None, masks=None)
-        logits, iou = ours.mask_decoder(
-            image_embeddings=emb,
-            image_pe=ours.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
+        logits, iou = decode_step(ours, emb, coords[:1], labels[:1], None, multimask_output=True)
     assert logits.shape == (1, 3, 32, 32, 32) and iou.shape == (1, 3)

@@ -13,7 +13,7 @@ import pytest
 from http_fixtures import registry_entry, write_registry
 
 from SAMMed3DLib.errors import CheckpointError, DownloadError, RegistryError
-from SAMMed3DLib.weights import cached_path, default_cache_dir, load_registry, resolve_checkpoint
+from SAMMed3DLib.weights import cached_path, default_cache_dir, load_registry, resolve_checkpoint, url_cached_path
 
 DATA = random.Random(1).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -100,6 +100,7 @@ def test_http_url_spec_is_cached_per_url(srv, tmp_path):
     a = resolve_checkpoint(url, cache_dir=cache, sha256=SHA, **FAST)
     b = resolve_checkpoint(other, cache_dir=cache, **FAST)
     assert a != b and a.read_bytes() == DATA and b.read_bytes() == DATA[::-1]
+    assert (a, b) == (url_cached_path(url, cache), url_cached_path(other, cache))  # the public lookup agrees
     srv.stop()
     assert resolve_checkpoint(url, cache_dir=cache, **FAST) == a
 

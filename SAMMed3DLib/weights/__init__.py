@@ -5,14 +5,14 @@ Public API: :func:`resolve_checkpoint` (registry id, path or URL → local file)
 This package never imports torch, so listing models stays fast.
 """
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from ..errors import CheckpointError, RegistryError
 from .cache import cached_path as cached_path
-from .cache import checkpoints_dir, default_cache_dir, sha256_file
+from .cache import checkpoints_dir, default_cache_dir, sha256_file, url_cache_dir
+from .cache import url_cached_path as url_cached_path
 from .download import (
     DEFAULT_BACKOFF,
     DEFAULT_RETRIES,
@@ -62,7 +62,7 @@ def resolve_checkpoint(
     if local is not None:
         return _checked_local(local, sha256)
     if is_remote(text):
-        return download(text, _url_cache_dir(text, cache_dir), sha256=sha256, filename=url_filename(text), **options)
+        return download(text, url_cache_dir(text, cache_dir), sha256=sha256, filename=url_filename(text), **options)
     if os.path.isfile(text):
         return _checked_local(Path(text), sha256)
     entries = as_registry(registry)
@@ -89,12 +89,6 @@ def _checked_local(path: Path, sha256: Optional[str]) -> Path:
                 f"{path} does not match its checksum: expected SHA-256 {sha256.lower()}, got {actual}"
             )
     return path
-
-
-def _url_cache_dir(url: str, cache_dir: Optional[PathLike]) -> Path:
-    """A folder per URL, so two different URLs ending in the same file name never collide."""
-    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    return checkpoints_dir(cache_dir) / "urls" / key
 
 
 def _looks_like_path(text: str) -> bool:

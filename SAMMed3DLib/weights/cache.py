@@ -16,6 +16,7 @@ from platformdirs import user_cache_dir
 
 from ..errors import DownloadError
 from .registry import ModelEntry
+from .urls import url_filename
 
 APP_NAME = "SAMMed3D"
 SUBDIR = "checkpoints"
@@ -42,6 +43,18 @@ def checkpoints_dir(cache_dir: Optional[PathLike] = None) -> Path:
 def cached_path(entry: ModelEntry, cache_dir: Optional[PathLike] = None) -> Path:
     """Where ``entry``'s checkpoint is (or will be) cached; the file may not exist yet."""
     return checkpoints_dir(cache_dir) / entry.filename
+
+
+def url_cache_dir(url: str, cache_dir: Optional[PathLike] = None) -> Path:
+    """The folder a plain URL's download is cached in: one per URL, so two URLs ending in the same
+    file name never collide."""
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    return checkpoints_dir(cache_dir) / "urls" / key
+
+
+def url_cached_path(url: str, cache_dir: Optional[PathLike] = None) -> Path:
+    """Where a plain URL's checkpoint is (or will be) cached; the file may not exist yet."""
+    return url_cache_dir(url, cache_dir) / url_filename(url)
 
 
 def sibling(path: Path, suffix: str) -> Path:
