@@ -42,6 +42,19 @@ class Attention(nn.Module):
         qkv = qkv.permute(4, 0, 5, 1, 2, 3, 6).reshape(3, b * self.num_heads, s1, s2, s3, self.head_dim)
         return qkv[0], qkv[1], qkv[2]
 
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, batch: int
+    ) -> torch.Tensor:
+        """Fused attention of ``[B*heads, Nq, hd]`` queries over ``[B*heads, Nk, hd]`` keys with an additive
+        ``[B*heads, Nq, Nk]`` bias. Passed as 4-D ``[B, heads, …]`` tensors, which lets PyTorch use its fused
+        (flash) CPU kernel rather than the unfused path it takes for 3-D inputs."""
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, self.num_heads, *t.shape[1:])
+
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=heads(bias))
+        return out.reshape(batch * self.num_heads, *out.shape[2:])
+
     def _merge_heads(self, out: torch.Tensor, batch: int, side: int) -> torch.Tensor:
         """``[B*heads, side³, head_dim]`` → projected ``[B, side, side, side, C]``."""
         out = out.reshape(batch, self.num_heads, side, side, side, self.head_dim)
@@ -55,11 +68,8 @@ class Attention(nn.Module):
         t_d, t_h, t_w = self._tables()
         bias = combine_terms(term_d(q, t_d), term_h(q, t_h), term_w(q, t_w), side)
         n = side**3
-        out = F.scaled_dot_product_attention(
-            q.reshape(-1, n, self.head_dim),
-            k.reshape(-1, n, self.head_dim),
-            v.reshape(-1, n, self.head_dim),
-            attn_mask=bias,
+        out = self._attend(
+            q.reshape(-1, n, self.head_dim), k.reshape(-1, n, self.head_dim), v.reshape(-1, n, self.head_dim), bias, b
         )
         return self._merge_heads(out, b, side)
 
@@ -84,17 +94,14 @@ class Attention(nn.Module):
         t_d = term_d(q, full_d[:n])
         t_h = term_h(q_row, full_h[:n])
         t_w = term_w(q_row, full_w)
-        real_bias = combine_terms(t_d, t_h, t_w, n)
-        k_dot = torch.einsum("nabcd,nd->nabc", q, k_bias.repeat(b, 1)) * self.scale
-        pad_logit = (k_dot + padded_keys_log_mass(t_d, t_h, t_w, n)).reshape(bh, n**3, 1)
         tokens = n**3
+        # The real keys' bias and the padded keys' pooled logit side by side: [B*heads, n³, n³ + 1].
+        bias = q.new_empty(bh, tokens, tokens + 1)
+        combine_terms(t_d, t_h, t_w, n, out=bias[:, :, :tokens])
+        k_dot = torch.einsum("nabcd,nd->nabc", q, k_bias.repeat(b, 1)) * self.scale
+        bias[:, :, tokens] = (k_dot + padded_keys_log_mass(t_d, t_h, t_w, n)).reshape(bh, tokens)
         zero_key = q.new_zeros(bh, 1, self.head_dim)
         keys = torch.cat([k.reshape(bh, tokens, self.head_dim), zero_key], dim=1)
         values = torch.cat([v.reshape(bh, tokens, self.head_dim), v_bias.repeat(b, 1)[:, None, :]], dim=1)
-        out = F.scaled_dot_product_attention(
-            q.reshape(bh, tokens, self.head_dim),
-            keys,
-            values,
-            attn_mask=torch.cat([real_bias, pad_logit], dim=2),
-        )
+        out = self._attend(q.reshape(bh, tokens, self.head_dim), keys, values, bias, b)
         return self._merge_heads(out, b, n)

@@ -15,6 +15,7 @@ the checkpoints expect; the comparison test against the reference package proves
 """
 
 from functools import lru_cache
+from typing import Optional
 
 import torch
 
@@ -52,15 +53,23 @@ def term_w(q_row: torch.Tensor, table_w: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nabwd,wld->nabwl", q_row, table_w)
 
 
-def combine_terms(t_d: torch.Tensor, t_h: torch.Tensor, t_w: torch.Tensor, n: int) -> torch.Tensor:
+def combine_terms(
+    t_d: torch.Tensor, t_h: torch.Tensor, t_w: torch.Tensor, n: int, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Bias between the ``n³`` queries and the ``n³`` keys of the grid corner ``[0, n)³``.
 
     ``t_d`` is ``[N,n,n,n,L]``; ``t_h`` and ``t_w`` are ``[N,n,n,W,L]`` with ``W, L >= n``.
-    Returns ``[N, n³, n³]`` (query and key tokens flattened in X-Y-Z order).
+    Returns ``[N, n³, n³]`` (query and key tokens flattened in X-Y-Z order), written into ``out`` when
+    given (any ``[N, n³, n³]`` view whose last axis has stride 1, e.g. a slice of a wider buffer).
     """
-    bias = t_d[:, :, :, :, None, None, :n] + t_h[:, :, :, None, :n, None, :n] + t_w[:, :, :, None, None, :n, :n]
     batch = t_d.shape[0]
-    return bias.reshape(batch, n**3, n**3)
+    if out is None:
+        out = t_d.new_empty(batch, n**3, n**3)
+    # The h and w terms do not depend on the query's last index: add them on the small grid first,
+    # then broadcast once into the output (no full-size temporary, no copy to contiguous).
+    hw = t_h[:, :, :, None, :n, None, :n] + t_w[:, :, :, None, None, :n, :n]
+    torch.add(t_d[:, :, :, :, None, None, :n], hw, out=out.view(batch, n, n, n, n, n, n))
+    return out
 
 
 def padded_keys_log_mass(t_d: torch.Tensor, t_h: torch.Tensor, t_w: torch.Tensor, n: int) -> torch.Tensor:
