@@ -84,3 +84,28 @@ def test_multimask_output_returns_three_masks():
         emb = torch.randn(1, SMALL.prompt_embed_dim, 8, 8, 8)
         logits, iou = decode_step(ours, emb, coords[:1], labels[:1], None, multimask_output=True)
     assert logits.shape == (1, 3, 32, 32, 32) and iou.shape == (1, 3)
+
+
+def test_bias_written_into_a_buffer_slice_equals_the_plain_result():
+    from SAMMed3DLib.modeling.rel_pos import combine_terms
+
+    gen = torch.Generator().manual_seed(4)
+    n, window = 5, 9
+    t_d, t_h, t_w = (torch.randn(3, n, n, w, window, generator=gen) for w in (n, window, window))
+    with torch.no_grad():
+        plain = combine_terms(t_d, t_h, t_w, n)
+        buffer = torch.full((3, n**3, n**3 + 1), float("nan"))
+        combine_terms(t_d, t_h, t_w, n, out=buffer[:, :, : n**3])
+    assert torch.equal(buffer[:, :, : n**3], plain) and buffer[:, :, n**3].isnan().all()
+    expected = t_d[:, :, :, :, None, None, :n] + t_h[:, :, :, None, :n, None, :n] + t_w[:, :, :, None, None, :n, :n]
+    assert torch.allclose(plain, expected.reshape(3, n**3, n**3), atol=1e-5)
+
+
+def test_encoder_supports_autograd_outside_inference():
+    from SAMMed3DLib.modeling import TINY_CONFIG, build_sam_med3d
+
+    torch.manual_seed(0)
+    model = build_sam_med3d(TINY_CONFIG)
+    model.image_encoder(torch.randn(1, 1, 128, 128, 128)).sum().backward()
+    rel = model.image_encoder.blocks[0].attn.rel_pos_h.grad
+    assert rel is not None and rel.abs().sum() > 0

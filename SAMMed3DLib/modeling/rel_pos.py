@@ -63,12 +63,17 @@ def combine_terms(
     given (any ``[N, n³, n³]`` view whose last axis has stride 1, e.g. a slice of a wider buffer).
     """
     batch = t_d.shape[0]
-    if out is None:
-        out = t_d.new_empty(batch, n**3, n**3)
     # The h and w terms do not depend on the query's last index: add them on the small grid first,
     # then broadcast once into the output (no full-size temporary, no copy to contiguous).
     hw = t_h[:, :, :, None, :n, None, :n] + t_w[:, :, :, None, None, :n, :n]
-    torch.add(t_d[:, :, :, :, None, None, :n], hw, out=out.view(batch, n, n, n, n, n, n))
+    t_d = t_d[:, :, :, :, None, None, :n]
+    if torch.is_grad_enabled() and (t_d.requires_grad or hw.requires_grad):
+        # out= has no autograd; when gradients are wanted, take the differentiable route.
+        bias = (t_d + hw).reshape(batch, n**3, n**3)
+        return bias if out is None else out.copy_(bias)
+    if out is None:
+        out = hw.new_empty(batch, n**3, n**3)
+    torch.add(t_d, hw, out=out.view(batch, n, n, n, n, n, n))
     return out
 
 
