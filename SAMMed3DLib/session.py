@@ -241,6 +241,14 @@ class InteractiveSession:
         """Re-apply the step last undone."""
         return self._travel(backwards=False)
 
+    def discard_last_step(self) -> sitk.Image:
+        """Undo the last step exactly (as :meth:`undo`) and drop it, with any redo history, so that it cannot
+        be redone: for a step whose result could not be used (e.g. the caller failed to store it)."""
+        if self.can_undo:
+            self.undo()
+            del self._history[self._cursor :]
+        return self.mask
+
     def _travel(self, backwards: bool) -> sitk.Image:
         """Flip the edits of the step behind (undo) or ahead of (redo) the history cursor (all or nothing)."""
         start = time.perf_counter()

@@ -367,7 +367,6 @@ class SegmentationController:
         session = target.session
         mrml.prepare_segmentation(target.segmentation, target.geometry, mrml.node_name(action.inputs.volume))
         region = regions.union(session.last_changed_region, target.extra_region)
-        target.extra_region = None
         edit = mrml.apply_mask(
             target.segmentation,
             target.segment_id,
@@ -376,34 +375,48 @@ class SegmentationController:
             region,
             protect_others=self.options.protect_others,
         )
+        target.extra_region = None  # only now: a failed write leaves it for the next click
         target.done.append(Step(action.point, action.positive, edit))
         target.undone.clear()
         target.settle_beyond(HISTORY_LIMIT)
         self.status = self._timing_text(session)
 
     def _forget_click(self, target: Target, action: Action) -> None:
-        """A click that ran but could not be written to the scene: take it back from the session too."""
+        """A click that ran but could not be written to the scene: take it back from the session for good.
+        Committing it dropped the session's redo history (and, with a full history, its oldest step)."""
+        from .session import HISTORY_LIMIT
+
         if target.session is not None and len(target.session.clicks) > len(target.points()):
-            target.session.undo()
+            target.session.discard_last_step()
+            target.undone.clear()
+            target.settle_beyond(HISTORY_LIMIT - 1)
+
+    def _write_step(self, target: Target, step: Step, undo: bool) -> None:
+        """Write ``step``'s edit out of (``undo``) or back into the segment. The session has already undone or
+        redone the step: if the write fails, it goes back the other way (to match the scene) and the error rises."""
+        try:
+            if step.edit is not None:
+                mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=undo)
+        except Exception:
+            (target.session.redo if undo else target.session.undo)()
+            raise
 
     def _apply_undo(self, target: Target, inputs: Inputs) -> None:
-        step = target.done.pop()
-        if step.edit is not None:
-            mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=True)
+        step = target.done[-1]
+        self._write_step(target, step, undo=True)
+        target.undone.append(target.done.pop())
         self._remove_last_point(step, inputs)
-        target.undone.append(step)
         self.status = f"undone ({len(target.done)} clicks)"
 
     def _apply_redo(self, target: Target, inputs: Inputs) -> None:
-        step = target.undone.pop()
-        if step.edit is not None:
-            mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=False)
+        step = target.undone[-1]
+        self._write_step(target, step, undo=False)
+        target.done.append(target.undone.pop())
         node = inputs.positive if step.positive else inputs.negative
         if node is not None:
             # Counted first: adding the point fires the event the panel turns into process_new_points().
             self._consumed[mrml.node_id(node)] = mrml.point_count(node) + 1
             mrml.add_point(node, step.point)
-        target.done.append(step)
         self.status = f"redone ({len(target.done)} clicks)"
 
     def _apply_reset(self, target: Target, inputs: Inputs) -> None:

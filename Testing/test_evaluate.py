@@ -159,4 +159,4 @@ def test_evaluate_json_write_failure_is_one_error(tmp_path, evaluate_files, tiny
     code = main(evaluate_argv(image_path, tmp_path / "lbl.nrrd", tiny_checkpoint, "--clicks", "1", "--json", str(out)))
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and not out.exists()
-    assert err == [f"error: cannot write {tmp_path / 'vanished' / 'res.json'}: No such file or directory"]
+    assert err == [f"error: cannot write {out}: No such file or directory"]  # the user's path, not the staging one

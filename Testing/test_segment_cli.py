@@ -150,9 +150,11 @@ def test_outputs_are_all_or_nothing(tmp_path, phantom, tiny_checkpoint, capfd):
     err = error_lines(capfd)
     assert code == 2 and not out.exists() and len(err) == 1 and "--save-roi /proc/roi.nii.gz" in err[0]
     # A --save-roi that fails only when written (no writer for the extension): the mask is not kept.
-    code, out = run_segment(tmp_path, path, *args, "--save-roi", str(tmp_path / "roi.xyz"), weights=tiny_checkpoint)
+    roi = tmp_path / "roi.xyz"
+    code, out = run_segment(tmp_path, path, *args, "--save-roi", str(roi), weights=tiny_checkpoint)
     err = error_lines(capfd)
-    assert code == 2 and len(err) == 1 and "cannot write" in err[0] and "roi.xyz" in err[0]
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: cannot write {roi} (")
+    assert f'writer for "{roi}"' in err[0] and ".sammed3d-" not in err[0]  # the user's path, not the staging one
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
     # A missing output folder is an error, never created.
     missing = tmp_path / "new" / "mask.nii.gz"
@@ -189,10 +191,60 @@ def test_failed_write_prints_one_line(tmp_path, phantom, tiny_checkpoint, capfd,
     code, out = run_segment(tmp_path, path, "--positive", ",".join(map(str, click)), weights=tiny_checkpoint)
     err = error_lines(capfd)
     assert code == 2 and not out.exists()
-    assert err == [
-        f"error: cannot write {unwritable / 'mask.nii.gz'} (nifti library failed to write image: "
-        f"{unwritable / 'mask.nii.gz'})"
-    ]
+    assert err == [f"error: cannot write {out} (nifti library failed to write image: {out})"]
+
+
+def test_same_file_for_both_outputs_fails_before_any_work(tmp_path, phantom, capfd):
+    """Found next to the other output checks: the image is not read nor the (here missing) model loaded."""
+    path, _, click = phantom
+    for roi in (tmp_path / "mask.nii.gz", tmp_path / "." / "mask.nii.gz"):
+        argv = ["--positive", ",".join(map(str, click)), "--save-roi", str(roi)]
+        code, out = run_segment(tmp_path, path, *argv, weights=tmp_path / "missing.pth")
+        assert code == 2 and error_lines(capfd) == [f"error: --out and --save-roi name the same file: {roi}"]
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "failing_call", [1, 2, 3, 4], ids=["set-aside-first", "set-aside-second", "move-in-first", "move-in-second"]
+)
+def test_commit_puts_the_old_files_back_when_a_move_fails(tmp_path, monkeypatch, failing_call):
+    """Whichever move fails (setting an old file aside, or moving a new one in), nothing changes and nothing stays."""
+    import os
+
+    import SAMMed3DLib.images as images
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text("old a")
+    second.write_text("old b")
+    replace, calls = os.replace, []
+
+    def failing_replace(source, destination):
+        calls.append((source, destination))
+        if len(calls) == failing_call:
+            raise PermissionError(13, "Permission denied")
+        replace(source, destination)
+
+    monkeypatch.setattr(images.os, "replace", failing_replace)
+    failure = r"into place \(Permission denied\); no file was changed$"
+    with pytest.raises(InputError, match=failure) as caught, images.StagedOutputs() as outputs:
+        outputs.stage(first, lambda p: images.write_text("new a", p))
+        outputs.stage(second, lambda p: images.write_text("new b", p))
+    assert ".sammed3d-" not in str(caught.value)
+    assert first.read_text() == "old a" and second.read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no staging or set-aside files
+    source, destination = calls[failing_call - 1]  # the failed move is the one the case is named after
+    assert (source if failing_call <= 2 else destination) == (first if failing_call in (1, 3) else second)
+
+
+def test_commit_replaces_all_files_on_success(tmp_path):
+    import SAMMed3DLib.images as images
+
+    (tmp_path / "a.json").write_text("old a")
+    with images.StagedOutputs() as outputs:
+        outputs.stage(tmp_path / "a.json", lambda p: images.write_text("new a", p))
+        outputs.stage(tmp_path / "b.json", lambda p: images.write_text("new b", p))
+    assert (tmp_path / "a.json").read_text() == "new a" and (tmp_path / "b.json").read_text() == "new b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 
 def test_native_stderr_is_held_back_on_failure_only(capfd):

@@ -5,8 +5,10 @@ import threading
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from slicer_scene import build_app_scene
 
+from SAMMed3DLib import mrml
 from SAMMed3DLib import session as session_module
 from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
 
@@ -125,3 +127,101 @@ def test_auto_extend_reaches_a_segment_in_progress(scenario):
     assert scenario.controller._current_target().session is session and scenario.controller.last_error is None
     scenario.controller.set_options(auto_extend=False)
     assert session.auto_extend is False
+
+
+def _fail_once(monkeypatch, name: str) -> None:
+    """Make ``mrml.<name>`` raise on its next call only (a scene write that fails)."""
+    real = getattr(mrml, name)
+
+    def fail(*args, **kwargs):
+        monkeypatch.setattr(mrml, name, real)
+        raise RuntimeError("scene write failed")
+
+    monkeypatch.setattr(mrml, name, fail)
+
+
+def _check_consistent(scenario, clicks) -> None:
+    """Session, controller history, point lists and segment all hold exactly ``clicks``."""
+    target = scenario.controller._current_target()
+    assert _same_clicks(target.session.clicks, clicks) and _same_clicks(target.points(), clicks)
+    for node, positive in ((scenario.positive, True), (scenario.negative, False)):
+        assert _same_clicks(
+            [(p, positive) for p in mrml.control_points_ras(node)], [c for c in clicks if c[1] == positive]
+        )
+    region = scenario.geometry.full_region()
+    neighbour = mrml.read_segment(scenario.segmentation, scenario.neighbour, scenario.geometry, region)
+    session_voxels = sitk.GetArrayFromImage(target.session.mask) != 0
+    assert np.array_equal(scenario.target_voxels(), session_voxels & ~neighbour), "segment and session differ"
+    assert scenario.controller.can_redo == target.session.can_redo == bool(target.undone)
+
+
+def test_a_click_the_scene_rejects_leaves_no_redo_behind(scenario, monkeypatch):
+    """Click A, click B, undo, click C whose scene write fails: the session committed C (dropping B's redo), so
+    taking C back must not turn it into a redo step while the scene still offers B."""
+    a, b, c = (SPHERE_CENTER_RAS, True), (BELOW, False), (ABOVE, False)
+    scenario.click(*a)
+    scenario.click(*b)
+    _undo(scenario)
+    after_a = scenario.target_voxels()
+    _fail_once(monkeypatch, "apply_mask")
+    scenario.click(*c)
+    assert [text for text, error in scenario.controller.messages if error] == [
+        "Unexpected error: RuntimeError('scene write failed')"
+    ]
+    assert not scenario.controller.can_redo
+    _check_consistent(scenario, [a])
+    assert np.array_equal(scenario.target_voxels(), after_a)
+    scenario.controller.redo()  # nothing to redo: neither B nor C comes back
+    scenario.controller.wait()
+    _check_consistent(scenario, [a])
+    scenario.click(*c)
+    after_ac = scenario.target_voxels()
+    _check_consistent(scenario, [a, c])
+    _undo(scenario)
+    _check_consistent(scenario, [a])
+    assert np.array_equal(scenario.target_voxels(), after_a)
+    scenario.controller.redo()
+    scenario.controller.wait()
+    _check_consistent(scenario, [a, c])
+    assert np.array_equal(scenario.target_voxels(), after_ac)
+    assert len(scenario.controller.messages) == 1
+
+
+@pytest.mark.parametrize("action", ["undo", "redo"])
+def test_a_failed_undo_or_redo_write_changes_nothing(scenario, monkeypatch, action):
+    a, b = (SPHERE_CENTER_RAS, True), (BELOW, False)
+    scenario.click(*a)
+    scenario.click(*b)
+    if action == "redo":
+        _undo(scenario)
+    expected = [a, b] if action == "undo" else [a]
+    target = scenario.controller._current_target()
+    voxels, history = scenario.target_voxels(), (list(target.done), list(target.undone))
+    _fail_once(monkeypatch, "revert_edit")
+    getattr(scenario.controller, action)()
+    scenario.controller.wait()
+    errors = [text for text, error in scenario.controller.messages if error]
+    assert errors == ["Unexpected error: RuntimeError('scene write failed')"]
+    _check_consistent(scenario, expected)
+    assert np.array_equal(scenario.target_voxels(), voxels) and (target.done, target.undone) == history
+    getattr(scenario.controller, action)()  # the retry works
+    scenario.controller.wait()
+    _check_consistent(scenario, [a] if action == "undo" else [a, b])
+    assert len(scenario.controller.messages) == 1
+
+
+def test_a_rejected_click_on_a_full_history_keeps_undo_in_step(scenario, monkeypatch):
+    """Committing the rejected click pushed the oldest step out of the session's full history; the scene's
+    history follows, so undo still stops where the session does."""
+    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 2)
+    a, b, c = (SPHERE_CENTER_RAS, True), (BELOW, False), (ABOVE, False)
+    scenario.click(*a)
+    after_a = scenario.target_voxels()
+    scenario.click(*b)
+    _fail_once(monkeypatch, "apply_mask")
+    scenario.click(*c)
+    _check_consistent(scenario, [a, b])
+    assert len(scenario.controller._current_target().done) == 1  # as many undo steps as the session holds
+    _undo(scenario, 2)  # only b is still undoable in the session
+    _check_consistent(scenario, [a])
+    assert not scenario.controller.can_undo and np.array_equal(scenario.target_voxels(), after_a)

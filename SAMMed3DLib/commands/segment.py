@@ -29,15 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
-    from ..images import StagedOutputs, check_output_path, read_image, write_image
+    from ..images import StagedOutputs, check_distinct_outputs, check_output_path, read_image, write_image
     from ..markups import parse_points
     from ..model import load_model
     from ..session import InteractiveSession
 
     start = time.perf_counter()
-    check_output_path(args.out, "--out")
+    outputs = {"--out": check_output_path(args.out, "--out")}
     if args.save_roi:
-        check_output_path(args.save_roi, "--save-roi")
+        outputs["--save-roi"] = check_output_path(args.save_roi, "--save-roi")
+    check_distinct_outputs(outputs)  # before any work, as the checks above
     positives = [p for spec in args.positive for p in parse_points(spec)]
     negatives = [p for spec in args.negative for p in parse_points(spec)]
     image = read_image(args.image)
@@ -54,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         session.add_click(point, positive)
         steps.append({k: round(v, 4) for k, v in session.last_timings.items()})
     tick = time.perf_counter()
-    with StagedOutputs() as outputs:  # both files or neither
-        outputs.stage(args.out, lambda path: write_image(session.mask, path))
+    with StagedOutputs() as staged:  # both files or neither
+        staged.stage(args.out, lambda path: write_image(session.mask, path))
         if args.save_roi:
-            outputs.stage(args.save_roi, lambda path: write_image(session.roi_input_image(), path))
+            staged.stage(args.save_roi, lambda path: write_image(session.roi_input_image(), path))
     write_s = time.perf_counter() - tick
     if args.timings:
         report = {
