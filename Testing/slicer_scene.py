@@ -52,3 +52,18 @@ def build_app_scene() -> AppScene:
     assert scene.GetNodeByID("vtkMRMLSelectionNodeSingleton") is not None
     assert scene.GetSubjectHierarchyNode() is not None
     return app
+
+
+def expect_one_error(scenario, fragment: str, action) -> str:
+    """Run ``action`` on a ``Scenario`` and check it reported exactly one error containing ``fragment``
+    and left the scene as it was (``scene_fingerprint``). Returns the error text."""
+    from SAMMed3DLib.slicer_scenario import scene_fingerprint
+
+    before = scene_fingerprint(scenario.scene)
+    count = len(scenario.controller.messages)
+    action()
+    scenario.controller.wait()
+    errors = [text for text, is_error in scenario.controller.messages[count:] if is_error]
+    assert len(errors) == 1 and fragment.lower() in errors[0].lower(), scenario.controller.messages[count:]
+    assert scene_fingerprint(scenario.scene) == before, "a failed action changed the scene"
+    return errors[0]

@@ -7,7 +7,7 @@ test_slicer_history.py; failed clicks that must leave the scene as it was: test_
 
 import numpy as np
 import pytest
-from slicer_scene import build_app_scene
+from slicer_scene import build_app_scene, expect_one_error
 
 from SAMMed3DLib import mrml
 from SAMMed3DLib.slicer_logic import Inputs
@@ -90,16 +90,6 @@ def assert_refined(scenario, kept: np.ndarray, after: np.ndarray) -> None:
     assert kept[k, j, i] and not after[k, j, i]
 
 
-def _expect_one_error(scenario, fragment: str, action) -> None:
-    before = scene_fingerprint(scenario.scene)
-    count = len(scenario.controller.messages)
-    action()
-    scenario.controller.wait()
-    errors = [text for text, is_error in scenario.controller.messages[count:] if is_error]
-    assert len(errors) == 1 and fragment.lower() in errors[0].lower(), errors
-    assert scene_fingerprint(scenario.scene) == before, "a failed action changed the scene"
-
-
 def _select_volume(scenario, volume):
     scenario.controller.set_inputs(
         Inputs(volume, scenario.segmentation, scenario.target, scenario.positive, scenario.negative)
@@ -109,7 +99,7 @@ def _select_volume(scenario, volume):
 
 def test_no_volume(scenario):
     _select_volume(scenario, None)
-    _expect_one_error(scenario, "select an input volume", lambda: scenario.click(SPHERE_CENTER_RAS))
+    expect_one_error(scenario, "select an input volume", lambda: scenario.click(SPHERE_CENTER_RAS))
 
 
 def test_2d_volume(scenario):
@@ -117,23 +107,23 @@ def test_2d_volume(scenario):
         scenario.scene, "Slice", np.full((1, 40, 40), 100, np.int16), oblique_ijk_to_ras((1, 1, 1), 0, (0, 0, 0))
     )
     _select_volume(scenario, flat)
-    _expect_one_error(scenario, "2-D", lambda: scenario.click((0.0, 0.0, 0.0)))
+    expect_one_error(scenario, "2-D", lambda: scenario.click((0.0, 0.0, 0.0)))
 
 
 def test_rgb_volume(scenario):
     rgb = add_volume(scenario.scene, "Photo", np.zeros((8, 40, 40, 3), np.uint8), np.eye(4), components=3)
     _select_volume(scenario, rgb)
-    _expect_one_error(scenario, "RGB", lambda: scenario.click((5.0, 5.0, 5.0)))
+    expect_one_error(scenario, "RGB", lambda: scenario.click((5.0, 5.0, 5.0)))
 
 
 def test_point_outside_the_volume(scenario):
-    _expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
+    expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
 
 
 def test_volume_under_a_transform_needs_hardening(scenario):
     transform = scenario.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     scenario.volume.SetAndObserveTransformNodeID(transform.GetID())
-    _expect_one_error(scenario, "transform", lambda: scenario.click(SPHERE_CENTER_RAS))
+    expect_one_error(scenario, "transform", lambda: scenario.click(SPHERE_CENTER_RAS))
     scenario.controller.set_options(harden_transforms=True)
     count = len(scenario.controller.messages)
     scenario.click(SPHERE_CENTER_RAS)
@@ -144,15 +134,15 @@ def test_segmentation_on_another_grid(scenario, app):
     other = add_volume(app.scene, "Other", np.full((10, 10, 10), 5, np.int16), np.diag([3.0, 3.0, 3.0, 1.0]))
     scenario.check_clicks_land_and_neighbour_is_untouched()
     _select_volume(scenario, other)
-    _expect_one_error(scenario, "different image grid", lambda: scenario.click((9.0, 9.0, 9.0)))
+    expect_one_error(scenario, "different image grid", lambda: scenario.click((9.0, 9.0, 9.0)))
 
 
 def test_no_weights(app, tmp_path):
     scenario = Scenario(app.scene)
     scenario.controller.set_options(model="sam-med3d-turbo", cache_dir=str(tmp_path / "empty-cache"))
-    _expect_one_error(scenario, "press download", lambda: scenario.click(SPHERE_CENTER_RAS))
+    expect_one_error(scenario, "press download", lambda: scenario.click(SPHERE_CENTER_RAS))
     scenario.controller.set_options(model=str(tmp_path / "missing.pth"))
-    _expect_one_error(scenario, "not found", lambda: scenario.click(SPHERE_CENTER_RAS))
+    expect_one_error(scenario, "not found", lambda: scenario.click(SPHERE_CENTER_RAS))
 
 
 def test_cancelled_download_changes_nothing(app, tmp_path, tiny_checkpoint):
@@ -228,7 +218,7 @@ def test_non_linear_transform_is_refused_even_with_hardening(scenario):
     transform.SetAndObserveTransformToParent(warp)
     scenario.volume.SetAndObserveTransformNodeID(transform.GetID())
     scenario.controller.set_options(harden_transforms=True)
-    _expect_one_error(scenario, "non-linear", lambda: scenario.click(SPHERE_CENTER_RAS))
+    expect_one_error(scenario, "non-linear", lambda: scenario.click(SPHERE_CENTER_RAS))
 
 
 def test_changing_the_device_keeps_the_segment_and_continues_from_it(scenario):

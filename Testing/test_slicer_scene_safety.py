@@ -8,7 +8,7 @@ import hashlib
 import json
 
 import pytest
-from slicer_scene import build_app_scene
+from slicer_scene import build_app_scene, expect_one_error
 
 from SAMMed3DLib import mrml
 from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
@@ -29,17 +29,6 @@ def _fresh_segmentation(scene, names=("A", "B")):
     return node, ids
 
 
-def _expect_one_error(scenario, fragment: str, action) -> str:
-    before = scene_fingerprint(scenario.scene)
-    count = len(scenario.controller.messages)
-    action()
-    scenario.controller.wait()
-    errors = [text for text, is_error in scenario.controller.messages[count:] if is_error]
-    assert len(errors) == 1 and fragment.lower() in errors[0].lower(), scenario.controller.messages[count:]
-    assert scene_fingerprint(scenario.scene) == before, "a failed action changed the scene"
-    return errors[0]
-
-
 def test_fingerprint_sees_preparation_and_layer_separation(app):
     volume = sphere_volume(app.scene)
     node, (a, _) = _fresh_segmentation(app.scene)
@@ -58,9 +47,9 @@ def test_bad_clicks_leave_a_fresh_segmentation_as_it_was(app):
     scenario = Scenario(app.scene, model=PhantomModel())
     node, (a, _) = _fresh_segmentation(app.scene)
     scenario.select(scenario.volume, node, a)
-    _expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
+    expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
     scenario.select(scenario.volume, node, "")
-    _expect_one_error(scenario, "select a segment", lambda: scenario.click(SPHERE_CENTER_RAS))
+    expect_one_error(scenario, "select a segment", lambda: scenario.click(SPHERE_CENTER_RAS))
     scenario.select(scenario.volume, node, a)  # and a good click then prepares it and works
     count = len(scenario.controller.messages)
     scenario.click(SPHERE_CENTER_RAS)
@@ -86,7 +75,7 @@ def test_a_click_never_downloads_over_a_damaged_cached_model(app, tmp_path, srv,
     scenario.controller.set_options(model="tiny", registry=str(registry), cache_dir=str(tmp_path / "cache"))
     node, (a, _) = _fresh_segmentation(app.scene)
     scenario.select(scenario.volume, node, a)
-    text = _expect_one_error(scenario, "press download", lambda: scenario.click(SPHERE_CENTER_RAS))
+    text = expect_one_error(scenario, "press download", lambda: scenario.click(SPHERE_CENTER_RAS))
     assert "damaged" in text and "SHA-256" in text
     assert srv.hits == [], "a click went to the network"
     assert cached.read_bytes() == damaged, "a click deleted the cached file"
