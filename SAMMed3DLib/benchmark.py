@@ -37,17 +37,27 @@ class BenchSettings:
     with_reference: bool = True
 
 
-def random_weights(seed: int = 0) -> Dict[str, torch.Tensor]:
-    """Official-architecture weights with every zero-initialised parameter made non-zero, so that a
-    wrong relative-position or padding treatment would show up in the identity check."""
-    torch.manual_seed(seed)
-    model = build_sam_med3d()
+def randomize_zero_initialised_(
+    model: torch.nn.Module, seed: int = 0, rel_pos_std: float = 0.1, std: float = 0.1
+) -> torch.nn.Module:
+    """Give the parameters that start at zero (relative-position tables, absolute position embedding,
+    biases) seeded normal values in place, so that a wrong relative-position or padding treatment
+    shows up in identity checks instead of hiding behind zeros. Works on any network with the
+    official parameter names (ours or the reference)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "rel_pos" in name or "pos_embed" in name or name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    return model.state_dict()
+            if "rel_pos" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * rel_pos_std)
+            elif "pos_embed" in name or name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def random_weights(seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Official-architecture weights with every zero-initialised parameter made non-zero."""
+    torch.manual_seed(seed)
+    return randomize_zero_initialised_(build_sam_med3d(), seed).state_dict()
 
 
 def fixed_inputs(seed: int = 1):

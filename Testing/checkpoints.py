@@ -10,20 +10,10 @@ from typing import Optional
 
 import torch
 
+from SAMMed3DLib.benchmark import randomize_zero_initialised_
 from SAMMed3DLib.modeling import TINY_CONFIG, SAMMed3D, SAMMed3DConfig, build_sam_med3d
 
 TINY = TINY_CONFIG
-
-
-def randomize_(model: SAMMed3D, seed: int = 0) -> SAMMed3D:
-    """Give the parameters that start at zero (positions, relative tables, biases) random values,
-    so that tests depending on them can fail."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "rel_pos" in name or "pos_embed" in name or name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    return model
 
 
 def official_layout(model: SAMMed3D, epoch: int = 3) -> dict:
@@ -47,7 +37,7 @@ def official_layout(model: SAMMed3D, epoch: int = 3) -> dict:
 def make_checkpoint(path: Path, config: Optional[SAMMed3DConfig] = TINY, seed: int = 0) -> Path:
     """Write a random-weight checkpoint in the official layout to ``path`` and return it."""
     torch.manual_seed(seed)
-    model = randomize_(build_sam_med3d(config), seed)
+    model = randomize_zero_initialised_(build_sam_med3d(config), seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(official_layout(model), path)

@@ -35,3 +35,13 @@ def srv():
 
     with FileServer() as server:
         yield server
+
+
+@pytest.fixture
+def app():
+    """A real MRML scene set up as the Slicer application sets up its own (Testing/slicer_scene.py)."""
+    from slicer_scene import build_app_scene
+
+    app = build_app_scene()
+    yield app
+    app.close()

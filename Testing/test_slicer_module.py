@@ -7,7 +7,7 @@ test_slicer_history.py; failed clicks that must leave the scene as it was: test_
 
 import numpy as np
 import pytest
-from slicer_scene import build_app_scene, expect_one_error
+from slicer_scene import expect_one_error
 
 from SAMMed3DLib import mrml
 from SAMMed3DLib.slicer_logic import Inputs
@@ -22,13 +22,6 @@ from SAMMed3DLib.slicer_scenario import (
 from SAMMed3DLib.slicer_scenario import (
     tiny_checkpoint as write_tiny_checkpoint,
 )
-
-
-@pytest.fixture
-def app():
-    app = build_app_scene()
-    yield app
-    app.close()
 
 
 @pytest.fixture

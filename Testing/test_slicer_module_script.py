@@ -23,13 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SAMMed3D" / "SAMMed3D.py"
 
 
-@pytest.fixture
-def app_scene():
-    app = build_app_scene()
-    yield app
-    app.close()
-
-
 def _scripted_loadable_module_shim() -> types.ModuleType:
     shim = types.ModuleType("slicer.ScriptedLoadableModule")
 
@@ -120,23 +113,23 @@ def test_logic_creates_point_lists_segment_and_feeds_the_controller(slicer_modul
     logic.controller.cleanup()
 
 
-def test_panel_defaults_are_headless_and_keep_what_is_set(app_scene):
+def test_panel_defaults_are_headless_and_keep_what_is_set(app):
     from SAMMed3DLib import mrml, slicer_panel
     from SAMMed3DLib.slicer_scenario import sphere_volume
 
-    volume = sphere_volume(app_scene.scene)
+    volume = sphere_volume(app.scene)
     p = parameters()
-    slicer_panel.ensure_defaults(app_scene.scene, p)
+    slicer_panel.ensure_defaults(app.scene, p)
     lists = (p.positivePoints, p.negativePoints)
     assert p.inputVolume is volume and [n.GetName() for n in lists] == ["SAM positive", "SAM negative"]
     for node, (_, colour) in zip(lists, mrml.POINT_LISTS):
         assert node.GetDisplayNode().GetSelectedColor() == pytest.approx(colour)
         assert not node.GetDisplayNode().GetPointLabelsVisibility()
-    slicer_panel.ensure_defaults(app_scene.scene, p)  # a second call changes nothing
+    slicer_panel.ensure_defaults(app.scene, p)  # a second call changes nothing
     assert (p.positivePoints, p.negativePoints) == lists
-    first = slicer_panel.add_segment(app_scene.scene, p)
+    first = slicer_panel.add_segment(app.scene, p)
     segmentation = p.segmentation
-    second = slicer_panel.add_segment(app_scene.scene, p)  # the same segmentation, one more segment
+    second = slicer_panel.add_segment(app.scene, p)  # the same segmentation, one more segment
     assert p.segmentation is segmentation and p.segmentId == second != first
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
     parameter = segmentation.GetSegmentation().GetConversionParameter(mrml._GEOMETRY_PARAMETER)

@@ -7,18 +7,10 @@ parameters (reference geometry) and which segments share a labelmap layer.
 import hashlib
 import json
 
-import pytest
-from slicer_scene import build_app_scene, expect_one_error
+from slicer_scene import expect_one_error
 
 from SAMMed3DLib import mrml
 from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
-
-
-@pytest.fixture
-def app():
-    app = build_app_scene()
-    yield app
-    app.close()
 
 
 def _fresh_segmentation(scene, names=("A", "B")):
