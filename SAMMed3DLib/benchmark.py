@@ -138,6 +138,8 @@ def _load_network(kind: str, state_path: str, device: torch.device, precision: s
 def run_child(kind: str, state_path: str, out_path: str, repeats: int, device_name: str, precision: str) -> None:
     """Time one implementation and save its outputs and figures to ``out_path``."""
     device = torch.device(device_name)
+    if device.type == "cuda":  # fp32 means fp32 on both sides (PyTorch lets cuDNN convolutions use TF32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     model = _load_network(kind, state_path, device, precision)
     crop, coords, labels, mask = (t.to(device) for t in fixed_inputs())
     dtype = model.image_encoder.pos_embed.dtype

@@ -371,6 +371,8 @@ class InteractiveSession:
         timings["preprocess"] += time.perf_counter() - start
         start = time.perf_counter()
         embedding = self._model.encode(crop)
+        if embedding.is_cuda:  # kernels run asynchronously: wait, so that the time is the encoder's
+            torch.cuda.synchronize(embedding.device)
         timings["encode"] += time.perf_counter() - start
         self.last_encoded = True
         self._embeddings.put(self._model, roi, embedding)

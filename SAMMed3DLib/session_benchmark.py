@@ -63,13 +63,11 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def run_ours(state_path: str, device: str) -> Dict[str, object]:
     """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
-    from .modeling import build_sam_med3d
+    from .model import load_model
     from .session import InteractiveSession
 
     image = synthetic_volume()
-    model = build_sam_med3d()
-    model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
-    model = model.to(device).eval()
+    model = load_model(state_path, device=device)  # as the CLI and Slicer load it (a GPU is warmed up here)
     holder: Dict[str, InteractiveSession] = {}
     voxels: List[int] = []
 
