@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from . import regions
 from .regions import Region
-from .roi import ROI_SIZE, Grid, Roi, resample_onto, roi_image, to_roi_order
+from .roi import ROI_SIZE, Grid, Roi, resample_onto, to_roi_order
 
 LOW_RES = 32
 """Side of the decoder's logit grid (4x coarser than the ROI)."""
@@ -125,7 +125,7 @@ def _fill_blocks(values: np.ndarray, grid: Grid, region: Region, roi: Roi, logit
     full = covered & ~any_other
     empty = covered & ~any_positive
     mixed = ~(outside | full | empty)
-    interpolator = _BlockInterpolator(grid, roi_image(logits, roi), union)
+    interpolator = _BlockInterpolator(grid, _logits_image(logits, roi), union)
     if mixed.mean() > MIXED_FRACTION:
         interpolator(values, region)
         return
@@ -204,6 +204,16 @@ def _box_any(flags: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarr
         index = tuple(np.where(c, stop[..., a], start[..., a]) for a, c in enumerate(corner))
         count += (-1) ** (3 - sum(corner)) * table[index]
     return count > 0
+
+
+def _logits_image(logits: np.ndarray, roi: Roi) -> sitk.Image:
+    """The ``[i, j, k]`` logits as a SimpleITK image without reordering voxels: its index axes are (k, j, i),
+    so spacing and direction columns are the ROI's reversed (the same voxels in space as ``roi_image``)."""
+    image = sitk.GetImageFromArray(np.asarray(logits, dtype=np.float32))
+    image.SetSpacing(roi.grid.spacing[::-1])
+    image.SetOrigin(roi.grid.origin)
+    image.SetDirection(np.asarray(roi.grid.direction).reshape(3, 3)[:, ::-1].ravel().tolist())
+    return image
 
 
 class _BlockInterpolator:
