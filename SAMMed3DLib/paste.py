@@ -183,16 +183,19 @@ def _stencil_signs(logits: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Tuple[
     a block's stencil is widened to whole cells, so a block may be called mixed when it is not (it is
     then interpolated, with the same result), never uniform when it is not.
     """
-    cells = torch.from_numpy(logits)[None, None]
-    cell_max = F.max_pool3d(cells, CELL)[0, 0].numpy()
-    cell_min = -F.max_pool3d(-cells, CELL)[0, 0].numpy()
+    n = ROI_SIZE // CELL
+    # Four consecutive booleans along k read as one uint32: non-zero if any is set, all-ones if all are.
+    runs = np.ascontiguousarray(logits > 0).view(np.uint32).reshape(n, CELL, n, CELL, n)
+    any_positive = (runs != 0).any(axis=(1, 3))
+    any_other = (runs != ALL_FOUR).any(axis=(1, 3))
     start = np.clip(np.floor(lo), 0, ROI_SIZE - 1).astype(int) // CELL
     stop = np.clip(np.ceil(hi), 0, ROI_SIZE - 1).astype(int) // CELL + 1
-    return _box_any(cell_max > 0, start, stop), _box_any(cell_min <= 0, start, stop)
+    return _box_any(any_positive, start, stop), _box_any(any_other, start, stop)
 
 
 CELL = 4
-"""Side, in ROI voxels, of the cells that classify paste blocks."""
+"""Side, in ROI voxels, of the cells that classify paste blocks (4 booleans = one uint32)."""
+ALL_FOUR = np.frombuffer(np.ones(CELL, dtype=bool).tobytes(), dtype=np.uint32)[0]
 
 
 def _box_any(flags: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
@@ -240,10 +243,10 @@ class _BlockInterpolator:
         if self.union:
             target |= values > 0  # NaN compares False
             return
-        kept = target[outside] if outside.any() else None
+        kept = target.copy() if outside.any() else None
         np.greater(values, 0, out=target.view(bool))
         if kept is not None:
-            target[outside] = kept
+            np.copyto(target, kept, where=outside)
 
 
 def mask_to_prompt(mask: sitk.Image, roi: Roi) -> Optional[torch.Tensor]:
