@@ -222,6 +222,14 @@ def test_bad_image_raises_input_error(make, message):
         InteractiveSession(StandInModel(), image)
 
 
+def test_emptiness_is_judged_on_the_whole_volume():
+    values = np.full((16, 16, 16), 7.0)
+    with pytest.raises(InputError, match="empty: every voxel is 7"):
+        InteractiveSession(StandInModel(), make_image(values))
+    values[-1, -1, -1] = 8.0  # the only other value, in the last slice read
+    InteractiveSession(StandInModel(), make_image(values))
+
+
 def test_bad_clicks_leave_session_unchanged():
     image, truth = sphere_phantom()
     session = InteractiveSession(StandInModel(), image)
