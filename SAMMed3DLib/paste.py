@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from . import regions
 from .regions import Region
-from .roi import ROI_SIZE, Grid, Roi, resample_onto, to_roi_order
+from .roi import ROI_SIZE, Grid, Roi, resample_onto, roi_image_kji, to_roi_order
 
 LOW_RES = 32
 """Side of the decoder's logit grid (4x coarser than the ROI)."""
@@ -73,9 +73,8 @@ def write_region(mask: sitk.Image, region: Region, values: np.ndarray) -> None:
     mask[x : x + sx, y : y + sy, z : z + sz] = sitk.GetImageFromArray(np.ascontiguousarray(values, dtype=np.uint8))
 
 
-def positive_region(grid: Grid, roi: Roi, logits: np.ndarray) -> Optional[Region]:
-    """Image region that may hold voxels with positive ROI logits (one ROI voxel of margin)."""
-    positive = logits > 0
+def positive_region(grid: Grid, roi: Roi, positive: np.ndarray) -> Optional[Region]:
+    """Image region that may hold the ROI voxels set in boolean ``positive`` ``[i, j, k]`` (one ROI voxel of margin)."""
     if not positive.any():
         return None
     lo = [np.flatnonzero(positive.any(axis=tuple(a for a in range(3) if a != axis)))[[0, -1]] for axis in range(3)]
@@ -95,21 +94,24 @@ def paste_logits(
     """
     grid = Grid.of(mask)
     footprint = roi_box_region(grid, roi, np.zeros(3), np.full(3, ROI_SIZE - 1))
-    region = positive_region(grid, roi, logits)
+    positive = logits > 0
+    region = positive_region(grid, roi, positive)
     if not union:
         region = regions.union(region, regions.intersection(footprint, footprint if known is None else known))
     if region is None:
         return None, None
     before = read_region(mask, region)
     after = before.copy()
-    _fill_blocks(after, grid, region, roi, logits, union)
+    _fill_blocks(after, grid, region, roi, logits, positive, union)
     changed = before != after
     write_region(mask, region, after)  # last: a failure before it leaves the mask untouched
     return region, changed
 
 
-def _fill_blocks(values: np.ndarray, grid: Grid, region: Region, roi: Roi, logits: np.ndarray, union: bool) -> None:
-    """Set the z-y-x ``values`` of ``region`` from the logits.
+def _fill_blocks(
+    values: np.ndarray, grid: Grid, region: Region, roi: Roi, logits: np.ndarray, positive: np.ndarray, union: bool
+) -> None:
+    """Set the z-y-x ``values`` of ``region`` from the logits (``positive``: ``logits > 0``).
 
     Linear interpolation is a convex combination of the 8 surrounding ROI voxels, so a block whose
     stencil voxels are all positive (or all ≤ 0) and lie inside the ROI is filled without interpolating;
@@ -121,11 +123,11 @@ def _fill_blocks(values: np.ndarray, grid: Grid, region: Region, roi: Roi, logit
     lo, hi = _block_roi_bounds(grid, roi, region, edges)
     covered = np.all((lo >= -0.5) & (hi <= ROI_SIZE - 0.5), axis=-1)
     outside = np.any((hi < -0.5) | (lo > ROI_SIZE - 0.5), axis=-1)
-    any_positive, any_other = _stencil_signs(logits, lo, hi)
+    any_positive, any_other = _stencil_signs(positive, lo, hi)
     full = covered & ~any_other
     empty = covered & ~any_positive
     mixed = ~(outside | full | empty)
-    interpolator = _BlockInterpolator(grid, _logits_image(logits, roi), union)
+    interpolator = _BlockInterpolator(grid, roi_image_kji(logits, roi), union)
     if mixed.mean() > MIXED_FRACTION:
         interpolator(values, region)
         return
@@ -176,7 +178,7 @@ def _block_roi_bounds(grid: Grid, roi: Roi, region: Region, edges: List[np.ndarr
     return lo, hi
 
 
-def _stencil_signs(logits: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _stencil_signs(positive: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Per block: whether any ROI voxel of its interpolation stencil is positive, and whether any is not.
 
     Decided on ``CELL``³ cells of the ROI (a summed-area table of 32³ cells instead of 128³ voxels):
@@ -185,7 +187,7 @@ def _stencil_signs(logits: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Tuple[
     """
     n = ROI_SIZE // CELL
     # Four consecutive booleans along k read as one uint32: non-zero if any is set, all-ones if all are.
-    runs = np.ascontiguousarray(logits > 0).view(np.uint32).reshape(n, CELL, n, CELL, n)
+    runs = np.ascontiguousarray(positive).view(np.uint32).reshape(n, CELL, n, CELL, n)
     any_positive = (runs != 0).any(axis=(1, 3))
     any_other = (runs != ALL_FOUR).any(axis=(1, 3))
     start = np.clip(np.floor(lo), 0, ROI_SIZE - 1).astype(int) // CELL
@@ -209,16 +211,6 @@ def _box_any(flags: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarr
     return count > 0
 
 
-def _logits_image(logits: np.ndarray, roi: Roi) -> sitk.Image:
-    """The ``[i, j, k]`` logits as a SimpleITK image without reordering voxels: its index axes are (k, j, i),
-    so spacing and direction columns are the ROI's reversed (the same voxels in space as ``roi_image``)."""
-    image = sitk.GetImageFromArray(np.asarray(logits, dtype=np.float32))
-    image.SetSpacing(roi.grid.spacing[::-1])
-    image.SetOrigin(roi.grid.origin)
-    image.SetDirection(np.asarray(roi.grid.direction).reshape(3, 3)[:, ::-1].ravel().tolist())
-    return image
-
-
 class _BlockInterpolator:
     """Linear interpolation of the logits (SimpleITK) onto parts of the image grid; one filter reused."""
 
@@ -239,10 +231,10 @@ class _BlockInterpolator:
         self.resampler.SetOutputOrigin(tuple(self.grid.to_physical(np.asarray(block[0], dtype=float)).tolist()))
         resampled = self.resampler.Execute(self.source)
         values = sitk.GetArrayViewFromImage(resampled)  # a view: ``resampled`` stays referenced while used
-        outside = np.isnan(values)
         if self.union:
-            target |= values > 0  # NaN compares False
+            target |= values > 0  # NaN (outside the ROI) compares False
             return
+        outside = np.isnan(values)
         kept = target.copy() if outside.any() else None
         np.greater(values, 0, out=target.view(bool))
         if kept is not None:

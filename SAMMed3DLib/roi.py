@@ -281,11 +281,19 @@ def model_input(image: sitk.Image, roi: Roi) -> np.ndarray:
 
 
 def roi_image(values: np.ndarray, roi: Roi) -> sitk.Image:
-    """A ``[i, j, k]`` ROI array as a SimpleITK image with the ROI's true geometry (for saving/inspection)."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(values, dtype=np.float32).transpose(2, 1, 0)))
-    image.SetSpacing(roi.grid.spacing)
+    """A ``[i, j, k]`` ROI array as a SimpleITK image with the ROI's true geometry and index axes (i, j, k),
+    for saving and inspection."""
+    return sitk.PermuteAxes(roi_image_kji(values, roi), [2, 1, 0])
+
+
+def roi_image_kji(values: np.ndarray, roi: Roi) -> sitk.Image:
+    """The same voxels in space as :func:`roi_image` without reordering them (no copy of a transposed
+    array): the image's index axes are (k, j, i), so its spacing and direction columns are the ROI's reversed.
+    For resampling, where the index order does not matter."""
+    image = sitk.GetImageFromArray(np.asarray(values, dtype=np.float32))
+    image.SetSpacing(roi.grid.spacing[::-1])
     image.SetOrigin(roi.grid.origin)
-    image.SetDirection(roi.grid.direction)
+    image.SetDirection(np.asarray(roi.grid.direction).reshape(3, 3)[:, ::-1].ravel().tolist())
     return image
 
 
