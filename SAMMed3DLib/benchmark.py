@@ -109,7 +109,8 @@ def _timed(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -
     return times
 
 
-def _load_network(kind: str, state_path: str, device: torch.device, precision: str) -> torch.nn.Module:
+def load_network(kind: str, state_path: str, device: torch.device, precision: str) -> torch.nn.Module:
+    """``reference`` (medim, test-only) or ``ours`` in eval mode on ``device`` with the saved random weights."""
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     if kind == "reference":
         try:
@@ -140,7 +141,7 @@ def run_child(kind: str, state_path: str, out_path: str, repeats: int, device_na
     device = torch.device(device_name)
     if device.type == "cuda":  # fp32 means fp32 on both sides (PyTorch lets cuDNN convolutions use TF32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    model = _load_network(kind, state_path, device, precision)
+    model = load_network(kind, state_path, device, precision)
     crop, coords, labels, mask = (t.to(device) for t in fixed_inputs())
     dtype = model.image_encoder.pos_embed.dtype
     if device.type == "cuda":

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .benchmark import peak_rss_mb, run_in_child
+from .benchmark import load_network, peak_rss_mb, run_in_child
 from .errors import SAMMed3DError
 from .modeling import decode_step
 
@@ -129,20 +129,13 @@ class _LesionShaped:
 def run_official(state_path: str, device: str) -> Dict[str, object]:
     """The same clicks through the official-style whole-volume pipeline (torchio + medim)."""
     try:
-        import medim
         import torchio as tio
     except ImportError as exc:
         raise SAMMed3DError(f"the official-style pipeline needs the test-only torchio and medim ({exc})") from exc
-    import contextlib
-    import io
-
     from torch.nn import functional as F
 
     image = synthetic_volume()
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = medim.create_model("SAM-Med3D")
-    model.load_state_dict(torch.load(state_path, weights_only=True), strict=True)
-    model = model.to(device).eval()
+    model = load_network("reference", state_path, torch.device(device), "fp32")
     previous: List[Optional[torch.Tensor]] = [None]
     clicks: List[torch.Tensor] = []
 
