@@ -1,7 +1,7 @@
 """SAM-Med3D: interactive 3-D segmentation in 3D Slicer.
 
 Shape of the Slicer scripted-module template: Module, parameter node, thin Widget (Qt wiring only), thin Logic
-(delegates to SAMMed3DLib.slicer_logic), Test (runs SAMMed3DLib.slicer_scenario, the same code as pytest).
+(delegates to SAMMed3DLib.slicer.controller), Test (runs SAMMed3DLib.slicer.scenario, the same code as pytest).
 """
 
 import importlib.util
@@ -31,8 +31,8 @@ def _make_engine_importable() -> None:
 
 _make_engine_importable()
 
-from SAMMed3DLib import slicer_panel  # noqa: E402
-from SAMMed3DLib.slicer_logic import DEFAULT_MODEL, Inputs, SegmentationController  # noqa: E402
+from SAMMed3DLib.slicer import panel as slicer_panel  # noqa: E402
+from SAMMed3DLib.slicer.controller import DEFAULT_MODEL, Inputs, SegmentationController  # noqa: E402
 
 POLL_MS = 50  # worker polling period
 PROGRESS_DELAY_S = 0.4  # a busy indicator appears only for work that takes longer than this
@@ -394,7 +394,7 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic):
 
 
 class SAMMed3DTest(ScriptedLoadableModuleTest):
-    """Runs SAMMed3DLib.slicer_scenario in the application scene: the same checks as the headless pytest."""
+    """Runs SAMMed3DLib.slicer.scenario in the application scene: the same checks as the headless pytest."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -406,7 +406,7 @@ class SAMMed3DTest(ScriptedLoadableModuleTest):
         self.test_real_network()
 
     def test_phantom_scenario(self) -> None:
-        from SAMMed3DLib.slicer_scenario import PhantomModel, Scenario
+        from SAMMed3DLib.slicer.scenario import PhantomModel, Scenario
 
         self.delayDisplay("Phantom: click, protection, undo/redo, second volume")
         scenario = Scenario(slicer.mrmlScene, model=PhantomModel())
@@ -417,7 +417,7 @@ class SAMMed3DTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Phantom scenario passed")
 
     def test_real_network(self) -> None:
-        from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, Scenario, tiny_checkpoint
+        from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, Scenario, tiny_checkpoint
 
         self.delayDisplay("Real network (tiny random weights) end to end")
         with tempfile.TemporaryDirectory() as folder:

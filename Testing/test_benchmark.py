@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from SAMMed3DLib.benchmark import BenchSettings, format_report, summarise
+from SAMMed3DLib.bench.network import BenchSettings, format_report, summarise
 
 
 def _child(embedding_shift: float = 0.0, seconds: float = 1.0) -> dict:

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 import torch
-from checkpoints import TINY, official_layout
-from reference import matched_pair
+from support.checkpoints import TINY, official_layout
+from support.reference import matched_pair
 
 from SAMMed3DLib import CheckpointError, load_model
 from SAMMed3DLib.modeling import SAMMed3DConfig, build_sam_med3d

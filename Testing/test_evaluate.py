@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from phantoms import sphere_phantom, two_spheres_phantom
-from standin import StandInModel
+from support.phantoms import sphere_phantom, two_spheres_phantom
+from support.standin import StandInModel
 
 from SAMMed3DLib import InputError, InteractiveSession
+from SAMMed3DLib.bench.evaluation import random_click, ritm_click, simulate
 from SAMMed3DLib.cli import main
-from SAMMed3DLib.evaluation import random_click, ritm_click, simulate
 
 
 def test_ritm_clicks_centre_of_largest_error():
@@ -150,7 +150,7 @@ def test_evaluate_json_path_checked_before_work(
 
 
 def test_evaluate_json_write_failure_is_one_error(tmp_path, evaluate_files, tiny_checkpoint, capfd, monkeypatch):
-    import SAMMed3DLib.images as images
+    import SAMMed3DLib.cli.images as images
 
     image_path, labels = evaluate_files
     sitk.WriteImage(labels, str(tmp_path / "lbl.nrrd"))

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from reference import matched_pair
+from support.reference import matched_pair
 
 from SAMMed3DLib.modeling import SAMMed3DConfig, decode_step
 

@@ -30,18 +30,20 @@ def cmake_sets(path: Path) -> Dict[str, List[str]]:
     return {k: [v.replace("${MODULE_NAME}", module) for v in items] for k, items in sets.items()}
 
 
-def engine_python_files() -> List[str]:
-    return sorted(
-        p.relative_to(ROOT).as_posix() for p in (ROOT / "SAMMed3DLib").rglob("*.py") if "__pycache__" not in p.parts
-    )
+NOT_SHIPPED = ("cli", "bench", "server")
+"""Rooms of SAMMed3DLib that Slicer never runs: the command line, the benchmarks, the server."""
 
 
-def test_every_engine_module_is_packaged():
+def shipped_python_files() -> List[str]:
+    """The engine and SAMMed3DLib/slicer/: every .py Slicer runs (``__main__`` only starts the command line)."""
+    files = (p.relative_to(ROOT) for p in (ROOT / "SAMMed3DLib").rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(p.as_posix() for p in files if p.parts[1] not in NOT_SHIPPED and p.name != "__main__.py")
+
+
+def test_the_extension_ships_exactly_the_engine_and_the_slicer_side():
     listed = cmake_sets(MODULE_DIR / "CMakeLists.txt")["ENGINE_PYTHON_SCRIPTS"]
-    missing = sorted(set(engine_python_files()) - set(listed))
-    stale = sorted(f for f in listed if not (ROOT / f).is_file())
-    assert not missing, f"add to ENGINE_PYTHON_SCRIPTS in SAMMed3D/CMakeLists.txt: {missing}"
-    assert not stale, f"listed in SAMMed3D/CMakeLists.txt but absent: {stale}"
+    assert listed == shipped_python_files(), "ENGINE_PYTHON_SCRIPTS in SAMMed3D/CMakeLists.txt must list, sorted, " \
+        f"the engine and slicer/ files: {shipped_python_files()}"
 
 
 def test_every_resource_is_packaged():
@@ -90,7 +92,7 @@ def test_installed_layout_imports_and_finds_the_registry(tmp_path):
         shutil.copy(ROOT / resource, target / resource)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import SAMMed3DLib, SAMMed3DLib.slicer_logic, SAMMed3DLib.mrml;"
+        "import SAMMed3DLib, SAMMed3DLib.slicer.controller, SAMMed3DLib.slicer.mrml;"
         "from SAMMed3DLib.weights import default_registry_path, load_registry;"
         "assert str(default_registry_path()).startswith(sys.argv[1]), default_registry_path();"
         "assert load_registry();"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from phantoms import make_image, sphere_phantom
+from support.phantoms import make_image, sphere_phantom
 
 from SAMMed3DLib import InputError
 from SAMMed3DLib import paste as P

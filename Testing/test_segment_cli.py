@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from phantoms import centre_ras, sphere_phantom
+from support.phantoms import centre_ras, sphere_phantom
 
 from SAMMed3DLib import InputError
 from SAMMed3DLib.cli import main
-from SAMMed3DLib.images import read_image
-from SAMMed3DLib.markups import parse_points, read_markups
+from SAMMed3DLib.cli.images import read_image
+from SAMMed3DLib.cli.markups import parse_points, read_markups
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_failed_write_prints_one_line(tmp_path, phantom, tiny_checkpoint, capfd,
     """The NIfTI library's own "** ERROR (nifti_image_write_engine)" line is held back."""
     from pathlib import Path
 
-    import SAMMed3DLib.images as images
+    import SAMMed3DLib.cli.images as images
 
     path, _, click = phantom
     unwritable = Path("/proc/sammed3d-no-such-folder")  # as staging folder: the NIfTI writer itself fails
@@ -211,7 +211,7 @@ def test_commit_puts_the_old_files_back_when_a_move_fails(tmp_path, monkeypatch,
     """Whichever move fails (setting an old file aside, or moving a new one in), nothing changes and nothing stays."""
     import os
 
-    import SAMMed3DLib.images as images
+    import SAMMed3DLib.cli.images as images
 
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     first.write_text("old a")
@@ -237,7 +237,7 @@ def test_commit_puts_the_old_files_back_when_a_move_fails(tmp_path, monkeypatch,
 
 
 def test_commit_replaces_all_files_on_success(tmp_path):
-    import SAMMed3DLib.images as images
+    import SAMMed3DLib.cli.images as images
 
     (tmp_path / "a.json").write_text("old a")
     with images.StagedOutputs() as outputs:
@@ -251,7 +251,7 @@ def test_native_stderr_is_held_back_on_failure_only(capfd):
     import os
     import sys
 
-    from SAMMed3DLib.images import native_stderr_held
+    from SAMMed3DLib.cli.images import native_stderr_held
 
     with native_stderr_held():
         os.write(2, b"** WARNING from native code\n")

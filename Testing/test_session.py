@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from phantoms import (
+from support.phantoms import (
     centre_ras,
     cylinder_phantom,
     dice,
@@ -13,7 +13,7 @@ from phantoms import (
     sphere_phantom,
     two_spheres_phantom,
 )
-from standin import StandInModel
+from support.standin import StandInModel
 
 from SAMMed3DLib import InputError, InteractiveSession
 

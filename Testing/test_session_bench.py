@@ -1,6 +1,6 @@
 """``bench-session`` report formatting (the timed runs themselves are not part of the test suite)."""
 
-from SAMMed3DLib.session_benchmark import format_report
+from SAMMed3DLib.bench.session import format_report
 
 
 def figures(first: float, refine: float) -> dict:

@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from slicer_scene import build_app_scene
+from support.slicer_scene import build_app_scene
 
-from SAMMed3DLib import mrml
 from SAMMed3DLib import session as session_module
-from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
+from SAMMed3DLib.slicer import mrml
+from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
 
 BELOW = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, -16.0)))  # mm RAS, inside the sphere
 ABOVE = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, 16.0)))

@@ -1,17 +1,17 @@
 """The Slicer module's logic on real MRML (slicer-core): clicks → segment, protection, undo/redo, bad inputs.
 
 Every scene is built as the application builds its own (Testing/slicer_scene.py). The scenario functions are
-the ones ``SAMMed3DTest`` runs inside Slicer (SAMMed3DLib/slicer_scenario.py). Queued clicks and the undo limit:
+the ones ``SAMMed3DTest`` runs inside Slicer (SAMMed3DLib/slicer/scenario.py). Queued clicks and the undo limit:
 test_slicer_history.py; failed clicks that must leave the scene as it was: test_slicer_scene_safety.py.
 """
 
 import numpy as np
 import pytest
-from slicer_scene import expect_one_error
+from support.slicer_scene import expect_one_error
 
-from SAMMed3DLib import mrml
-from SAMMed3DLib.slicer_logic import Inputs
-from SAMMed3DLib.slicer_scenario import (
+from SAMMed3DLib.slicer import mrml
+from SAMMed3DLib.slicer.controller import Inputs
+from SAMMed3DLib.slicer.scenario import (
     SPHERE_CENTER_RAS,
     PhantomModel,
     Scenario,
@@ -19,7 +19,7 @@ from SAMMed3DLib.slicer_scenario import (
     oblique_ijk_to_ras,
     scene_fingerprint,
 )
-from SAMMed3DLib.slicer_scenario import (
+from SAMMed3DLib.slicer.scenario import (
     tiny_checkpoint as write_tiny_checkpoint,
 )
 

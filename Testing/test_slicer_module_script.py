@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import slicer
-from slicer_scene import build_app_scene
+from support.slicer_scene import build_app_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SAMMed3D" / "SAMMed3D.py"
@@ -99,7 +99,7 @@ def test_logic_creates_point_lists_segment_and_feeds_the_controller(slicer_modul
     logic = module.SAMMed3DLogic()
     assert logic.controller.options.cache_dir.endswith("SAMMed3D")
     assert "sam-med3d-turbo" in [entry_id for entry_id, _, _ in logic.registryModels()]
-    from SAMMed3DLib.slicer_scenario import sphere_volume
+    from SAMMed3DLib.slicer.scenario import sphere_volume
 
     volume = sphere_volume(app.scene)
     p = parameters()
@@ -114,8 +114,9 @@ def test_logic_creates_point_lists_segment_and_feeds_the_controller(slicer_modul
 
 
 def test_panel_defaults_are_headless_and_keep_what_is_set(app):
-    from SAMMed3DLib import mrml, slicer_panel
-    from SAMMed3DLib.slicer_scenario import sphere_volume
+    from SAMMed3DLib.slicer import mrml
+    from SAMMed3DLib.slicer import panel as slicer_panel
+    from SAMMed3DLib.slicer.scenario import sphere_volume
 
     volume = sphere_volume(app.scene)
     p = parameters()
@@ -137,7 +138,7 @@ def test_panel_defaults_are_headless_and_keep_what_is_set(app):
 
 
 def test_a_declined_pytorch_install_removes_the_point_once(slicer_module):
-    from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, sphere_volume
+    from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, sphere_volume
 
     module, app = slicer_module
     logic = module.SAMMed3DLogic()
@@ -163,7 +164,7 @@ import sys
 sys.modules["torch"] = None  # as on first use: PyTorch is installed later, by the PyTorch extension
 sys.modules["filelock"] = None  # and Slicer's Python may lack the cache's small packages too
 import slicer, slicer.util
-from slicer_scene import build_app_scene
+from support.slicer_scene import build_app_scene
 from test_slicer_module_script import load_module_script, parameters
 
 statuses, installed = [], []

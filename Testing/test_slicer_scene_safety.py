@@ -7,10 +7,10 @@ parameters (reference geometry) and which segments share a labelmap layer.
 import hashlib
 import json
 
-from slicer_scene import expect_one_error
+from support.slicer_scene import expect_one_error
 
-from SAMMed3DLib import mrml
-from SAMMed3DLib.slicer_scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
+from SAMMed3DLib.slicer import mrml
+from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
 
 
 def _fresh_segmentation(scene, names=("A", "B")):

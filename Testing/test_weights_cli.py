@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from http_fixtures import closed_port_url, registry_entry, write_registry
+from support.http_fixtures import closed_port_url, registry_entry, write_registry
 
 from SAMMed3DLib.cli import main
 
@@ -125,7 +125,7 @@ def test_models_never_imports_torch(tmp_path):
         "import sys\n"
         "from SAMMed3DLib.cli import main\n"
         f"rc = main(['models', '--cache-dir', {str(tmp_path)!r}])\n"
-        "import SAMMed3DLib.commands.download, SAMMed3DLib.weights\n"
+        "import SAMMed3DLib.cli.download, SAMMed3DLib.weights\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('rc', rc)\n"
     )

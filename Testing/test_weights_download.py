@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from http_fixtures import closed_port_url
+from support.http_fixtures import closed_port_url
 
 from SAMMed3DLib.errors import DownloadError
 from SAMMed3DLib.weights import DownloadCancelledError, download

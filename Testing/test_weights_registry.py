@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from http_fixtures import registry_entry
+from support.http_fixtures import registry_entry
 
 from SAMMed3DLib.errors import RegistryError
 from SAMMed3DLib.weights import default_registry_path, load_registry

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from http_fixtures import registry_entry, write_registry
+from support.http_fixtures import registry_entry, write_registry
 
 from SAMMed3DLib.errors import CheckpointError, DownloadError, RegistryError
 from SAMMed3DLib.weights import cached_path, default_cache_dir, load_registry, resolve_checkpoint, url_cached_path

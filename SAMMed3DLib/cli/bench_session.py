@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bench.session import run_session_benchmark
     from ..device import resolve_device
-    from ..session_benchmark import run_session_benchmark
 
     device = resolve_device(args.device)
     report = run_session_benchmark(str(device), args.threads, reference=not args.no_reference)

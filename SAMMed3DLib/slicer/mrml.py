@@ -17,9 +17,9 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from . import regions
-from .errors import InputError
-from .regions import Region
+from .. import regions
+from ..errors import InputError
+from ..regions import Region
 
 """(index_start, size), both in SimpleITK / IJK order (x, y, z)."""
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from SAMMed3DLib.benchmark import randomize_zero_initialised_
+from SAMMed3DLib.bench.network import randomize_zero_initialised_
 from SAMMed3DLib.modeling import TINY_CONFIG, SAMMed3D, SAMMed3DConfig, build_sam_med3d
 
 TINY = TINY_CONFIG

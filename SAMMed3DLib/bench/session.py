@@ -20,9 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .benchmark import load_network, peak_rss_mb, run_in_child
-from .errors import SAMMed3DError
-from .modeling import decode_step
+from ..errors import SAMMed3DError
+from ..modeling import decode_step
+from .network import load_network, peak_rss_mb, run_in_child
 
 SIZE = (512, 512, 300)
 """Volume size (x, y, z)."""
@@ -63,8 +63,8 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def run_ours(state_path: str, device: str) -> Dict[str, object]:
     """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
-    from .model import load_model
-    from .session import InteractiveSession
+    from ..model import load_model
+    from ..session import InteractiveSession
 
     image = synthetic_volume()
     model = load_model(state_path, device=device)  # as the CLI and Slicer load it (a GPU is warmed up here)
@@ -199,7 +199,7 @@ def run_session_benchmark(
     device: str = "cpu", threads: Optional[int] = None, reference: bool = True, say=print
 ) -> Dict[str, object]:
     """Both sides on the same random full-size weights; prints the figures and returns them."""
-    from .benchmark import random_weights
+    from .network import random_weights
 
     with tempfile.TemporaryDirectory() as workdir:
         state_path = os.path.join(workdir, "weights.pt")

@@ -19,7 +19,7 @@ import vtk
 from vtk.util import numpy_support
 
 from . import mrml
-from .slicer_logic import Inputs, SegmentationController
+from .controller import Inputs, SegmentationController
 
 SPHERE_CENTER_RAS = (12.0, -20.0, 30.0)  # mm
 SPHERE_RADIUS = 24.0  # mm
@@ -139,7 +139,7 @@ class PhantomModel:
 
 def tiny_checkpoint(path: Path) -> Path:
     """A few-MB random-weight network in the official layout (the real architecture, tiny widths)."""
-    from .modeling import TINY_CONFIG, build_sam_med3d
+    from ..modeling import TINY_CONFIG, build_sam_med3d
 
     torch.manual_seed(0)
     path = Path(path)

@@ -8,7 +8,7 @@ import io
 
 import torch
 
-from SAMMed3DLib.benchmark import randomize_zero_initialised_
+from SAMMed3DLib.bench.network import randomize_zero_initialised_
 from SAMMed3DLib.modeling import SAMMed3DConfig, build_sam_med3d
 
 

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import List, Tuple
 
-from .errors import InputError
+from ..errors import InputError
 
 Point = Tuple[float, float, float]
 

@@ -1,7 +1,8 @@
-"""``python -m SAMMed3DLib COMMAND``: the command-line entry point.
+"""``python -m SAMMed3DLib COMMAND``: the command line, with its image-file and markups-file helpers.
 
-Each command lives in ``SAMMed3DLib/commands/<name>.py`` with ``add_arguments(parser)`` and
+Each command lives in ``SAMMed3DLib/cli/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when chosen, so ``models`` never imports torch.
+May import the engine and the benchmarks; nothing else imports it. Never imports slicer, vtk or Qt.
 """
 
 import argparse
@@ -9,7 +10,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .errors import SAMMed3DError
+from ..errors import SAMMed3DError
 
 COMMANDS = {
     "segment": "segment a volume from clicks given in RAS millimetres or Slicer markups files",
@@ -19,11 +20,11 @@ COMMANDS = {
     "bench": "benchmark the network against the official implementation",
     "bench-session": "benchmark interactive clicks against the official-style pipeline",
 }
-"""Command name → one-line help; the module is ``commands/<name with _ for ->.py``."""
+"""Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
 
 
 def _command_module(name: str):
-    return importlib.import_module(f"{__package__}.commands.{name.replace('-', '_')}")
+    return importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
 
 
 def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple, Union
 
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 PathLike = Union["os.PathLike[str]", str]
 STAGING_PREFIX = ".sammed3d-"

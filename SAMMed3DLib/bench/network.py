@@ -18,8 +18,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .errors import SAMMed3DError
-from .modeling import build_sam_med3d, decode_step
+from ..errors import SAMMed3DError
+from ..modeling import build_sam_med3d, decode_step
 
 IDENTITY_TOLERANCE = 1e-4
 N_CLICKS = 5
@@ -130,7 +130,7 @@ def load_network(kind: str, state_path: str, device: torch.device, precision: st
         model = build_sam_med3d()
         model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
-    from .device import PRECISIONS
+    from ..device import PRECISIONS
 
     model.image_encoder.to(PRECISIONS[precision])
     return model

@@ -24,7 +24,7 @@ def missing_packages() -> List[str]:
 def registry_models(registry: Any = None) -> List[Tuple[str, str, str]]:
     """(id, name, description) of each model in the registry (default model_weights.json). Raises
     ``ImportError`` while :data:`PIP_PACKAGES` are missing and ``SAMMed3DError`` for a broken registry."""
-    from .weights import load_registry
+    from ..weights import load_registry
 
     return [(e.id, e.name, e.description) for e in load_registry(registry).values()]
 

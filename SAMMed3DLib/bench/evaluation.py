@@ -12,9 +12,9 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .roi import voxel_to_ras
-from .session import InteractiveSession
+from ..errors import InputError
+from ..roi import voxel_to_ras
+from ..session import InteractiveSession
 
 SAMPLERS = ("random", "ritm")
 CROPS = ("bbox", "click")

@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
-    from ..images import StagedOutputs, check_distinct_outputs, check_output_path, read_image, write_image
-    from ..markups import parse_points
     from ..model import load_model
     from ..session import InteractiveSession
+    from .images import StagedOutputs, check_distinct_outputs, check_output_path, read_image, write_image
+    from .markups import parse_points
 
     start = time.perf_counter()
     outputs = {"--out": check_output_path(args.out, "--out")}

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark import BenchSettings, run_benchmark, write_json
+    from ..bench.network import BenchSettings, run_benchmark, write_json
     from ..device import resolve_device
 
     if args.repeats < 1 or args.reference_repeats < 1:

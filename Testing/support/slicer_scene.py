@@ -57,7 +57,7 @@ def build_app_scene() -> AppScene:
 def expect_one_error(scenario, fragment: str, action) -> str:
     """Run ``action`` on a ``Scenario`` and check it reported exactly one error containing ``fragment``
     and left the scene as it was (``scene_fingerprint``). Returns the error text."""
-    from SAMMed3DLib.slicer_scenario import scene_fingerprint
+    from SAMMed3DLib.slicer.scenario import scene_fingerprint
 
     before = scene_fingerprint(scenario.scene)
     count = len(scenario.controller.messages)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .errors import InputError
-from .slicer_worker import Progress
+from ..errors import InputError
+from .worker import Progress
 
 DEFAULT_MODEL = "sam-med3d-turbo"
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -36,7 +36,7 @@ def _is_local(spec: str) -> bool:
 
 def _registry_entry(options: Options):
     """The registry entry of ``options.model``, or one ``InputError`` naming what is wrong."""
-    from .weights import load_registry
+    from ..weights import load_registry
 
     entry = load_registry(options.registry).get(options.model)
     if entry is None:
@@ -49,7 +49,7 @@ def _registry_entry(options: Options):
 def _cache_slot(options: Options) -> Tuple[Path, str, Optional[str], Optional[int]]:
     """Where Download puts ``options.model`` (a registry id or an http(s) URL): (path, display name,
     expected SHA-256, expected size in bytes)."""
-    from . import weights
+    from .. import weights
 
     spec = options.model
     if spec.startswith(("http:", "https:")):
@@ -74,8 +74,8 @@ def check_weights_present(options: Options) -> None:
 def local_checkpoint(options: Options) -> str:
     """Worker thread: the verified local weights file for a click. Never uses the network and never deletes:
     a missing or corrupted cached file is one ``InputError`` that offers Download."""
-    from .weights import resolve_checkpoint
-    from .weights.cache import verify_cached
+    from ..weights import resolve_checkpoint
+    from ..weights.cache import verify_cached
 
     if _is_local(options.model):
         return str(resolve_checkpoint(options.model))  # a local file: checked, never copied or fetched
@@ -93,7 +93,7 @@ def local_checkpoint(options: Options) -> str:
 
 def download_checkpoint(options: Options, progress: Optional[Progress]) -> str:
     """Worker thread (Download button): fetch ``options.model`` into the cache, verified; cancel via ``progress``."""
-    from .weights import resolve_checkpoint
+    from ..weights import resolve_checkpoint
 
     callback = progress.update if progress is not None else None
     return str(
@@ -103,7 +103,7 @@ def download_checkpoint(options: Options, progress: Optional[Progress]) -> str:
 
 def device_note(requested: str) -> str:
     """'CPU' / 'CUDA' / 'MPS' for ``requested``, and a warning when the request fell back to the CPU."""
-    from .device import resolve_device
+    from ..device import resolve_device
 
     actual = resolve_device(requested).type
     if requested not in ("auto", "cpu") and actual == "cpu":
@@ -144,8 +144,8 @@ class ModelStore:
 
     def _load(self, key: Tuple[str, str], options: Options) -> Any:
         """Worker thread: verified local weights → network on the resolved device (cached for later clicks)."""
-        from .device import resolve_device
-        from .model import load_model
+        from ..device import resolve_device
+        from ..model import load_model
 
         device = resolve_device(options.device)
         model = (self._loader or load_model)(local_checkpoint(options), device=device)

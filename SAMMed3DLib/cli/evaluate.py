@@ -24,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import SimpleITK as sitk
 
+    from ..bench.evaluation import simulate
     from ..errors import InputError
-    from ..evaluation import simulate
-    from ..images import StagedOutputs, check_output_path, read_image, write_text
     from ..model import load_model
     from ..roi import check_same_grid
+    from .images import StagedOutputs, check_output_path, read_image, write_text
 
     if args.clicks < 1:
         raise InputError("--clicks must be at least 1")

@@ -2,7 +2,7 @@
 
 :class:`SegmentationController` owns the model cache, one :class:`~SAMMed3DLib.InteractiveSession` per
 (volume, segment) and the undo history of the segment in the scene. Model loading and inference run on a
-:class:`~SAMMed3DLib.slicer_worker.BackgroundWorker`; every MRML read/write happens in :meth:`poll` on the
+:class:`~SAMMed3DLib.slicer.worker.BackgroundWorker`; every MRML read/write happens in :meth:`poll` on the
 main thread (Slicer calls it from a ``qt.QTimer``, tests through :meth:`wait`). Actions (clicks, undo, redo,
 reset, finish) are queued and run in order, so a click made while a prediction runs is never lost.
 """
@@ -11,10 +11,11 @@ import collections
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import mrml, regions
-from .errors import InputError, SAMMed3DError
-from .slicer_models import DEFAULT_MODEL, DEVICES, ModelStore, Options, device_note, download_checkpoint
-from .slicer_worker import BackgroundWorker, Job, Progress
+from .. import regions
+from ..errors import InputError, SAMMed3DError
+from . import mrml
+from .models import DEFAULT_MODEL, DEVICES, ModelStore, Options, device_note, download_checkpoint
+from .worker import BackgroundWorker, Job, Progress
 
 __all__ = ["DEFAULT_MODEL", "DEVICES", "Inputs", "Options", "SegmentationController"]
 
@@ -292,7 +293,7 @@ class SegmentationController:
     def _volume_image(self, volume) -> Tuple[Any, mrml.VolumeGeometry, Any]:
         """The volume as an engine image, converted once per image content and transform (cached), with
         the embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
-        from .session import EmbeddingCache  # torch loads only when the engine is first used
+        from ..session import EmbeddingCache  # torch loads only when the engine is first used
 
         harden = self.options.harden_transforms
         mrml.check_scalar_volume(volume)
@@ -346,7 +347,7 @@ class SegmentationController:
 
     def _click(self, load: Callable[[], Any], target: Target, action: Action) -> Any:
         """Worker thread: the session's mask (SimpleITK image) after the click."""
-        from . import InteractiveSession
+        from .. import InteractiveSession
 
         model = load()
         if target.session is None:
@@ -362,7 +363,7 @@ class SegmentationController:
     # --- main-thread parts: write the scene -----------------------------------------------------------------
 
     def _apply_click(self, target: Target, action: Action) -> None:
-        from .session import HISTORY_LIMIT  # read now: tests may lower it
+        from ..session import HISTORY_LIMIT  # read now: tests may lower it
 
         session = target.session
         mrml.prepare_segmentation(target.segmentation, target.geometry, mrml.node_name(action.inputs.volume))
@@ -384,7 +385,7 @@ class SegmentationController:
     def _forget_click(self, target: Target, action: Action) -> None:
         """A click that ran but could not be written to the scene: take it back from the session for good.
         Committing it dropped the session's redo history (and, with a full history, its oldest step)."""
-        from .session import HISTORY_LIMIT
+        from ..session import HISTORY_LIMIT
 
         if target.session is not None and len(target.session.clicks) > len(target.points()):
             target.session.discard_last_step()
