@@ -20,6 +20,7 @@ import SimpleITK as sitk
 import torch
 
 from .errors import InputError
+from .inputs import check_image, check_point_inside, check_same_grid
 from .paste import LOW_RES, mask_to_prompt, paste_logits, read_region, upsample, write_region
 from .regions import Region
 from .regions import union as region_union
@@ -27,9 +28,6 @@ from .roi import (
     ROI_SIZE,
     Grid,
     Roi,
-    check_image,
-    check_point_inside,
-    check_same_grid,
     fits_in_roi,
     lps_to_ras,
     model_input,

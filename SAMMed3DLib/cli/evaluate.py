@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench.evaluation import simulate
     from ..errors import InputError
+    from ..inputs import check_same_grid
     from ..model import load_model
-    from ..roi import check_same_grid
     from .images import StagedOutputs, check_output_path, read_image, write_text
 
     if args.clicks < 1:
