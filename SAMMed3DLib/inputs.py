@@ -10,11 +10,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .roi import Grid, direction_matrix, lps_to_ras
+from .roi import ROI_SPACING, Grid, direction_matrix, lps_to_ras
 
 GRID_TOLERANCE = 1e-3
 """Largest difference at which two grids count as the same: mm for spacing and origin, unitless for the
 direction cosines (file formats that store the geometry in float32 round it well below this)."""
+MIN_AXIS_ANGLE = 30.0
+"""Smallest angle between two image axes accepted, degrees: a gantry tilt shears axes by up to ~30°, while
+axes a degree apart come from a broken header and make every position along them meaningless."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_image(image: sitk.Image) -> None:
@@ -30,21 +34,78 @@ def check_image(image: sitk.Image) -> None:
         )
     if min(image.GetSize()) < 2:
         raise InputError(f"the image size {image.GetSize()} is not a volume (an axis has fewer than 2 voxels)")
+    _check_geometry(image)
+    _check_values(image)
+
+
+def _check_geometry(image: sitk.Image) -> None:
+    """Finite positive spacing, finite origin, axes clearly apart, at least one model voxel along each axis."""
+    spacing, origin = np.asarray(image.GetSpacing()), np.asarray(image.GetOrigin())
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0) or not np.all(np.isfinite(origin)):
+        raise InputError(f"the image's spacing {image.GetSpacing()} or origin {image.GetOrigin()} is not usable")
     direction = direction_matrix(image)
     # ITK refuses only an exactly singular matrix; nearly parallel axes are as unusable.
-    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
-        raise InputError(f"the image's direction matrix {image.GetDirection()} is degenerate")
-    _check_values(image)
+    if not np.all(np.isfinite(direction)) or _smallest_axis_angle(direction) < MIN_AXIS_ANGLE:
+        raise InputError(
+            f"the image's direction matrix {_rounded(image.GetDirection())} is degenerate: its axes must be unit "
+            f"vectors at least {MIN_AXIS_ANGLE:g}° apart"
+        )
+    extent = spacing * np.asarray(image.GetSize())
+    if np.any(extent < ROI_SPACING):
+        raise InputError(
+            f"the image measures {_rounded(extent)} mm along its axes, less than one {ROI_SPACING} mm model voxel "
+            "along some axis (is the spacing in metres?)"
+        )
+
+
+def _smallest_axis_angle(direction: np.ndarray) -> float:
+    """Smallest angle, in degrees, between two of the direction matrix's columns (0 unless all are unit vectors)."""
+    norms = np.linalg.norm(direction, axis=0)
+    if np.any(np.abs(norms - 1.0) > 1e-2):
+        return 0.0
+    unit = direction / norms
+    cosines = np.abs(unit.T @ unit)[np.triu_indices(3, k=1)]
+    return float(np.degrees(np.arccos(np.clip(cosines.max(), 0.0, 1.0))))
 
 
 def _check_values(image: sitk.Image) -> None:
     values = sitk.GetArrayViewFromImage(image)
-    if values.dtype.kind in "fc" and not bool(np.isfinite(values).all()):
-        raise InputError("the image contains NaN or infinite values")
+    if values.dtype.kind == "f":
+        _check_float_range(values)
     first = values.flat[0]
     # Slice by slice, so that a real volume answers at its first slice instead of a whole-volume pass.
     if not any(bool((plane != first).any()) for plane in values):
         raise InputError(f"the image is empty: every voxel is {first:g}")
+
+
+def _check_float_range(values: np.ndarray) -> None:
+    """Finite, and within float32 range (the model input is float32): two passes, no copy."""
+    low, high = float(values.min()), float(values.max())  # NaN anywhere makes both NaN
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError("the image contains NaN or infinite values")
+    if max(-low, high) > FLOAT32_MAX:
+        raise InputError(f"the image's values reach {max(-low, high):.3g}, beyond float32 range (3.4e38)")
+
+
+def check_label_map(label: sitk.Image, image: sitk.Image, name: str) -> np.ndarray:
+    """The label values (z-y-x array) of ``label`` (``name`` in messages), checked: on ``image``'s grid, finite,
+    whole numbers, at least one non-zero voxel. A float label map with whole values is accepted."""
+    check_same_grid(label, image, name)
+    values = sitk.GetArrayFromImage(label)
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)):
+            raise InputError(f"{name} contains NaN or infinite values; a label map holds whole numbers")
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            raise InputError(
+                f"{name} holds non-integer values (e.g. {fractional.flat[0]:g}); a label map holds whole numbers "
+                "(is it a probability map or an intensity image?)"
+            )
+    elif values.dtype.kind not in "iub":
+        raise InputError(f"{name} has voxels of type {values.dtype}; a label map holds whole numbers")
+    if not values.any():
+        raise InputError(f"{name} has no labelled voxels")
+    return values
 
 
 def check_same_grid(other: sitk.Image, image: sitk.Image, name: str) -> None:

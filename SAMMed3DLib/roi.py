@@ -261,7 +261,7 @@ def znormalize(values: np.ndarray) -> np.ndarray:
     """
     values = values.astype(np.float32, copy=True)
     foreground = values[values > 0]
-    if foreground.size < 2 or float(foreground.std(ddof=1)) == 0.0:
+    if foreground.size < 2 or float(foreground.std(ddof=1, dtype=np.float64)) == 0.0:  # float32 squares overflow
         foreground = values.reshape(-1)
     mean = float(foreground.mean(dtype=np.float64))
     std = float(foreground.std(ddof=1, dtype=np.float64)) if foreground.size > 1 else 0.0
