@@ -4,7 +4,7 @@ Each check raises InputError with one message meant for the user, before any wor
 conventions are those of :mod:`SAMMed3DLib.roi`: LPS millimetres, SimpleITK index order (x, y, z).
 """
 
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +19,8 @@ MIN_AXIS_ANGLE = 30.0
 """Smallest angle between two image axes accepted, degrees: a gantry tilt shears axes by up to ~30°, while
 axes a degree apart come from a broken header and make every position along them meaningless."""
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_LABELS = 1000
+"""Most distinct non-zero labels in a label map: anatomy atlases have a few hundred; more is an intensity image."""
 
 
 def check_image(image: sitk.Image) -> None:
@@ -87,9 +89,10 @@ def _check_float_range(values: np.ndarray) -> None:
         raise InputError(f"the image's values reach {max(-low, high):.3g}, beyond float32 range (3.4e38)")
 
 
-def check_label_map(label: sitk.Image, image: sitk.Image, name: str) -> np.ndarray:
-    """The label values (z-y-x array) of ``label`` (``name`` in messages), checked: on ``image``'s grid, finite,
-    whole numbers, at least one non-zero voxel. A float label map with whole values is accepted."""
+def check_label_map(label: sitk.Image, image: sitk.Image, name: str) -> Tuple[np.ndarray, List[int]]:
+    """(the label map as a z-y-x array, its non-zero labels) of ``label`` (``name`` in messages), checked: on
+    ``image``'s grid, finite, whole numbers, at least one and at most MAX_LABELS labels. A float label map
+    with whole values is accepted."""
     check_same_grid(label, image, name)
     values = sitk.GetArrayFromImage(label)
     if values.dtype.kind == "f":
@@ -103,9 +106,14 @@ def check_label_map(label: sitk.Image, image: sitk.Image, name: str) -> np.ndarr
             )
     elif values.dtype.kind not in "iub":
         raise InputError(f"{name} has voxels of type {values.dtype}; a label map holds whole numbers")
-    if not values.any():
+    labels = [int(v) for v in np.unique(values) if v != 0]
+    if not labels:
         raise InputError(f"{name} has no labelled voxels")
-    return values
+    if len(labels) > MAX_LABELS:
+        raise InputError(
+            f"{name} has {len(labels)} different values; a label map has at most {MAX_LABELS} (is it an image?)"
+        )
+    return values, labels
 
 
 def check_same_grid(other: sitk.Image, image: sitk.Image, name: str) -> None:

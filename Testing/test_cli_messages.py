@@ -117,3 +117,14 @@ def test_bench_json_into_a_missing_folder_fails_before_the_run(tmp_path, capfd, 
     missing = tmp_path / "no" / "report.json"
     line = one_error(capfd, run([command, "--no-reference", "--device", "cpu", "--json", str(missing)]))
     assert line == f"error: --json {missing}: the folder {missing.parent} does not exist"
+
+
+def test_unknown_output_format_is_refused_before_work_naming_the_users_path(tmp_path, capfd):
+    """Found beyond the issue's list: the format probe's temporary folder must not show in the message."""
+    image, _, _ = two_spheres_phantom()
+    sitk.WriteImage(image, str(tmp_path / "img.nrrd"))
+    out = tmp_path / "mask.xyz"
+    argv = ["segment", "--image", str(tmp_path / "img.nrrd"), "--weights", str(tmp_path / "missing.pth")]
+    line = one_error(capfd, run([*argv, "--positive", "0,0,0", "--out", str(out)]))
+    assert line.startswith(f"error: --out {out}: cannot write this format") and ".sammed3d-" not in line
+    assert f'"{out}"' in line

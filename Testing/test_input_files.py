@@ -60,6 +60,20 @@ def test_nifti2_truncated_is_refused(tmp_path):
         check_nifti_data(path)
 
 
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_header_promising_terabytes_is_refused_before_itk_allocates(tmp_path, name):
+    """Found beyond the issue's list: a 4000³ float32 header (256 GB) over 1 kB of data never reaches ITK."""
+    import nibabel
+
+    path = tmp_path / name
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), str(tmp_path / "small.nii"))
+    data = bytearray((tmp_path / "small.nii").read_bytes())
+    data[42:48] = np.array([4000, 4000, 4000], dtype="<i2").tobytes()
+    path.write_bytes(gzip.compress(bytes(data)) if name.endswith(".gz") else bytes(data))
+    with pytest.raises(InputError, match="is truncated: its header promises 256000000000 bytes"):
+        read_image(path)
+
+
 @pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -91,5 +91,13 @@ def test_bad_label_maps_are_refused(values, message):
 
 def test_float_label_map_with_whole_values_is_accepted():
     image = make_image(np.arange(512).reshape(8, 8, 8))
-    labels = I.check_label_map(make_image(np.arange(512).reshape(8, 8, 8) % 3, pixel_type=np.float32), image, "x")
-    assert sorted(np.unique(labels).tolist()) == [0.0, 1.0, 2.0]
+    values = make_image(np.arange(512).reshape(8, 8, 8) % 3, pixel_type=np.float32)
+    labels, found = I.check_label_map(values, image, "x")
+    assert found == [1, 2] and labels.shape == (8, 8, 8)
+
+
+def test_intensity_image_as_label_map_is_refused():
+    """Found beyond the issue's list: the image given as its own label map evaluated thousands of "labels"."""
+    image = make_image(np.arange(4096).reshape(16, 16, 16))
+    with pytest.raises(InputError, match=r"has 4095 different values; a label map has at most 1000 \(is it an image"):
+        I.check_label_map(image, image, "the label map")

@@ -199,3 +199,31 @@ def test_read_only_destination_is_refused_not_replaced(tmp_path, phantom, tiny_c
     code = main(segment_argv(image, click, tiny_checkpoint, out))
     assert code == 2 and errors(capfd) == [f"error: --out {out} is read-only; it is not replaced"]
     assert out.read_bytes() == b"keep me"
+
+
+def test_interrupt_after_the_commit_is_decided_finishes_it(tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) between two moves: the decided commit is completed before the error goes on."""
+    import SAMMed3DLib.cli.outputs as outputs
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("old a")
+    b.write_text("old b")
+
+    def interrupt(step):
+        if step == "replaced a.json":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "commit_step_hook", interrupt)
+    with pytest.raises(KeyboardInterrupt), StagedOutputs() as staged:
+        staged.stage(a, lambda p: write_text("new a", p))
+        staged.stage(b, lambda p: write_text("new b", p))
+    assert a.read_text() == "new a" and b.read_text() == "new b" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_special_files_are_never_replaced(tmp_path, kind):
+    target = Path("/dev/null") if kind == "device" else tmp_path / "pipe"
+    if kind == "fifo":
+        os.mkfifo(target)
+    with pytest.raises(InputError, match="not a regular file"):
+        check_output_path(target, "--out")

@@ -38,8 +38,6 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..bench.evaluation import simulate
     from ..inputs import check_label_map
     from ..model import load_model
@@ -51,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_outputs_spare_inputs({"--json": check_output_path(args.json, "--json")}, inputs)
     image = read_image(args.image)
-    labels = check_label_map(read_image(args.label), image, f"the label map {args.label}")
-    values = [int(v) for v in np.unique(labels) if v != 0]
+    labels, values = check_label_map(read_image(args.label), image, f"the label map {args.label}")
     model = load_model(args.weights, device=args.device)
     results = {}
     for value in values:

@@ -35,16 +35,17 @@ def read_image(path: PathLike) -> sitk.Image:
     path = Path(path)
     if path.is_dir():
         return _read_dicom_series(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path} does not exist")
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file or a folder")
+    if is_nifti(path):  # ITK reads a short NIfTI as zeros and its NaN/Inf as 0: the raw bytes decide, first
+        check_nifti_data(path)  # (so that a header promising terabytes never reaches ITK's allocation)
     try:
         with native_stderr_held():
-            image = sitk.ReadImage(str(path))
+            return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path} is not an image SimpleITK can read ({_first_line(exc)})") from exc
-    if is_nifti(path):  # ITK reads a short NIfTI as zeros and its NaN/Inf as 0: the raw bytes decide
-        check_nifti_data(path)
-    return image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -130,7 +131,8 @@ def check_format_holds(image: sitk.Image, path: PathLike, option: str) -> None:
                 sitk.WriteImage(probe, str(target))
                 reader.ReadImageInformation()
         except RuntimeError as exc:
-            raise InputError(f"{option} {path}: cannot write this format ({_first_line(exc)})") from exc
+            reason = _first_line(exc).replace(str(target), str(path))
+            raise InputError(f"{option} {path}: cannot write this format ({reason})") from exc
         try:
             check_geometry_kept(probe, reader, path)
         except InputError as exc:

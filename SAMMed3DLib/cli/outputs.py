@@ -22,6 +22,7 @@ writing their two journals are the one case left half done.)
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ def check_output_path(path: PathLike, option: str) -> Path:
         raise InputError(f"{option} {path}: the folder {folder} does not exist")
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name")
+    if _is_special(path):
+        raise InputError(f"{option} {path} is not a regular file (a device, pipe or socket); it is not replaced")
     if _is_read_only(path):
         raise InputError(f"{option} {path} is read-only; it is not replaced")
     try:
@@ -74,6 +77,15 @@ def check_output_path(path: PathLike, option: str) -> Path:
         raise InputError(f"{option} {path}: cannot write in {folder} ({exc.strerror or exc})") from exc
     recover_staging(folder)
     return path
+
+
+def _is_special(path: Path) -> bool:
+    """An existing entry that is not a regular file, folder or link (replacing ``/dev/null`` as root would be bad)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _is_read_only(path: Path) -> bool:
@@ -184,16 +196,27 @@ class StagedOutputs:
 
         On failure every file already in place is as it was before, and InputError says why.
         """
+        decided = False
         try:
             moves = self._planned_moves()
             _step("planned")
             folders = [folder for _, folder in self._staged]
             _write_journals(moves, folders)
+            decided = True
             _step("journal")
             _move_into_place(moves, folders)
             _step("moved")
         except _CommitError as exc:  # previous files that could not be put back: their staging folders stay
             self._staged = [(path, folder) for path, folder in self._staged if folder not in exc.kept]
+            raise
+        except InputError:
+            raise
+        except BaseException:  # interrupted (Ctrl-C): once decided, finish now, or leave it to the next run
+            if decided:
+                journal = self._journal()
+                self._staged.clear()
+                with suppress(InputError, OSError):
+                    _roll_forward(journal)
             raise
         finally:
             self.discard()
@@ -206,6 +229,9 @@ class StagedOutputs:
         for lock in self._locks:
             os.close(lock)
         self._locks.clear()
+
+    def _journal(self) -> Path:
+        return self._staged[0][1] / JOURNAL
 
     def _planned_moves(self) -> List[_Move]:
         """One move per staged file, with the previous file at its destination kept in its staging folder."""
@@ -225,6 +251,8 @@ class StagedOutputs:
         for source in self._protected:
             if _overwrites(destination, source):
                 raise InputError(f"writing {output} would replace the input {source}; nothing was written")
+        if _is_special(destination):
+            raise InputError(f"{destination} is not a regular file; it is not replaced")
         if _is_read_only(destination):
             raise InputError(f"{destination} is read-only; it is not replaced")
         if destination.is_dir() and not destination.is_symlink():
@@ -366,7 +394,7 @@ def _roll_forward(journal: Path) -> None:
                     f"an earlier run was killed while writing {destination}; its new file is {staged} and cannot "
                     f"be moved into place ({exc.strerror or exc})"
                 ) from exc
-            print(f"note: completed the interrupted write of {destination} by an earlier run", file=sys.stderr)
+            print(f"note: completed the interrupted write of {destination}", file=sys.stderr)
     for staging in folders:
         shutil.rmtree(staging, ignore_errors=True)
 
