@@ -208,10 +208,13 @@ class HttpTransfer:
     def _too_much(self) -> str:
         if self.size is not None:
             return f"wrong size: the server sent more than the expected {self.size} bytes"
-        return f"the server sent more than {self.limit} bytes, {self._cap_text()}"
+        return f"the server sent more than {self.limit} bytes, {_UNKNOWN_SIZE_CAP}"
 
     def _cap_text(self) -> str:
-        return f"more than the {self.limit} bytes allowed for a file of unknown size (max_size, --max-size)"
+        return f"more than the {self.limit} bytes allowed, {_UNKNOWN_SIZE_CAP}"
+
+
+_UNKNOWN_SIZE_CAP = "the most accepted for a file of unknown size (max_size, --max-size)"
 
 
 def _blocks(response: requests.Response) -> Iterator[bytes]:
