@@ -41,6 +41,13 @@ def test_endless_body_stops_at_the_registry_size(srv, tmp_path):
     assert_clean(tmp_path)
 
 
+def test_endless_web_page_is_cut_off(srv, tmp_path):
+    url = srv.add("/m.pth", html="<html><body>", endless=True)
+    with pytest.raises(DownloadError, match=r"web page of more than 1048576 bytes"):
+        download(url, tmp_path, **FAST)
+    assert_clean(tmp_path)
+
+
 def test_announced_size_over_the_cap_is_refused_before_reading(srv, tmp_path):
     url = srv.add("/m.pth", DATA)
     with pytest.raises(DownloadError, match=rf"offers {len(DATA)} bytes, more than the 100000 bytes allowed"):

@@ -24,6 +24,7 @@ from .options import DownloadOptions
 CHUNK = 64 << 10  # bytes per read at most; a dropped connection loses at most one read, so keep it small
 MIN_BYTES_PER_WINDOW = 1024  # bytes that must arrive within each read time-out, else the transfer is stalled
 MAX_CONFIRM_PAGES = 3  # HTML confirmation pages followed per request
+MAX_PAGE_BYTES = 1 << 20  # a confirmation page is a few kB
 
 
 class TransientError(Exception):
@@ -167,13 +168,23 @@ class HttpTransfer:
             _check_status(response, offset, self.size)
             if "text/html" not in response.headers.get("Content-Type", "").lower():
                 return response
-            page = response.text
-            response.close()
+            page = self._read_page(response)
             confirmed = confirm_url(page, response.url, response.cookies.get_dict())
             if confirmed is None:
                 raise SourceError("the server sent a web page instead of the file (not public, or quota exceeded?)")
             self.url = confirmed
         raise SourceError("too many confirmation pages; the file could not be fetched")
+
+    def _read_page(self, response: requests.Response) -> str:
+        """An HTML answer's text, at most ``MAX_PAGE_BYTES`` of it (an endless page cannot fill the memory)."""
+        with response:
+            data = bytearray()
+            for block in _blocks(response):
+                data += block
+                self.deadline.check()
+                if len(data) > MAX_PAGE_BYTES:
+                    raise SourceError(f"the server sent a web page of more than {MAX_PAGE_BYTES} bytes, not the file")
+        return data.decode(response.encoding or "utf-8", errors="replace")
 
     def _receive(self, response: requests.Response, offset: int) -> None:
         """Write the body after ``offset`` (or from 0 if the server ignored Range) into ``part``."""

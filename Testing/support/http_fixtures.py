@@ -150,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route.redirect:
             return self._redirect(hit, route.redirect)
         if route.html is not None:
-            return self._page(hit, route.html)
+            return self._page(hit, route.html, endless=route.endless)
         if route.confirm_page and "confirm" not in hit.query:
             action = self.app.base + urlsplit(self.path).path
             file_id = hit.query.get("id", ["x"])[0]
@@ -173,14 +173,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _page(self, hit: Hit, page: str) -> None:
+    def _page(self, hit: Hit, page: str, endless: bool = False) -> None:
         body = page.encode()
         hit.status = 200
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        if not endless:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        if endless:
+            self._send_forever(hit)
 
     def _file(self, route: Route, hit: Hit) -> None:
         data, start = route.data, _range_start(hit.range) if route.ranges else None
