@@ -195,3 +195,17 @@ def test_a_file_copied_in_by_hand_is_checked_in_full_once(reg, cache):
     path.write_bytes(DATA)
     assert cache_status("open", registry=reg, cache_dir=cache, deep=True).state == "verified"
     assert path.with_name("open.pth.sha256").read_text().split()[0] == SHA
+
+
+def test_load_model_without_download_uses_only_the_cache(srv, tiny_checkpoint, tmp_path):
+    from SAMMed3DLib import load_model
+
+    data = tiny_checkpoint.read_bytes()
+    reg = write_registry(tmp_path / "r.json", registry_entry("tiny-net", [srv.add("/tiny-net.pth", data)]))
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match="tiny-net is not downloaded yet"):
+        load_model("tiny-net", registry=reg, cache_dir=cache, download=False)
+    assert srv.hits == []
+    resolve_checkpoint("tiny-net", registry=reg, cache_dir=cache, **FAST)
+    model = load_model("tiny-net", registry=reg, cache_dir=cache, download=False)
+    assert model.image_encoder.patch_embed.proj.weight.shape[0] == 48 and len(srv.hits) == 1
