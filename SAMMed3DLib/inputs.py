@@ -9,8 +9,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from .coordinates import lps_to_ras
 from .errors import InputError
-from .roi import ROI_SPACING, Grid, direction_matrix, lps_to_ras
+from .roi import ROI_SPACING, Grid, direction_matrix
 
 GRID_TOLERANCE = 1e-3
 """Largest difference at which two grids count as the same: mm for spacing and origin, unitless for the
