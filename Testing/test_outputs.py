@@ -227,3 +227,15 @@ def test_special_files_are_never_replaced(tmp_path, kind):
         os.mkfifo(target)
     with pytest.raises(InputError, match="not a regular file"):
         check_output_path(target, "--out")
+
+
+def test_an_input_folder_protects_its_files(tmp_path):
+    """A DICOM series folder as --image: replacing one of its files is refused; a new file beside them is not."""
+    from SAMMed3DLib.cli.outputs import check_outputs_spare_inputs
+
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "slice1.dcm").write_bytes(b"dicom")
+    with pytest.raises(InputError, match=r"--out .*slice1.dcm is the input --image"):
+        check_outputs_spare_inputs({"--out": series / ".." / "series" / "slice1.dcm"}, [("--image", series)])
+    check_outputs_spare_inputs({"--out": series / "mask.nii.gz"}, [("--image", series)])
