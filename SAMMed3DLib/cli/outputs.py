@@ -417,7 +417,8 @@ def _staging_folder(folder: Path) -> Tuple[Path, int]:
     except OSError as exc:
         raise InputError(f"cannot write in {folder} ({exc.strerror or exc})") from exc
     if fcntl is not None:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with suppress(OSError):  # a file system without locks: other runs fall back to the folder's age
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return staging, handle
 
 
