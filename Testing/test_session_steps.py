@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from support.phantoms import centre_ras, far_spheres_phantom, sphere_phantom, two_spheres_phantom
+from support.session_state import snapshot
 from support.standin import StandInModel
 
 from SAMMed3DLib import InputError, InteractiveSession, SAMMed3DError
@@ -17,19 +18,6 @@ from SAMMed3DLib.history import History
 
 def arr(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
-
-
-def snapshot(session: InteractiveSession) -> dict:
-    """Everything a step may change, comparable with ``==`` (the mask as bytes)."""
-    return {
-        "mask": arr(session.mask).tobytes(),
-        "clicks": session.clicks,
-        "roi": session.roi,
-        "state": session._state,
-        "known": session._known,
-        "history": session._history,
-        "focus": session._focus,
-    }
 
 
 def test_each_result_reports_its_own_step():
