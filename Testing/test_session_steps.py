@@ -106,8 +106,10 @@ def test_default_history_keeps_a_hundred_steps():
     image, truth = sphere_phantom(size=(20, 20, 20))
     session = InteractiveSession(StandInModel(), image)
     assert session.history_limit == 100
-    with pytest.raises(InputError, match="history limit"):
-        InteractiveSession(StandInModel(), image, history_limit=0)
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(InputError, match="history limit"):
+            InteractiveSession(StandInModel(), image, history_limit=bad)
+    assert InteractiveSession(StandInModel(), image, history_limit=np.int64(3)).history_limit == 3
 
 
 def test_history_value():
