@@ -150,7 +150,14 @@ def test_resetting_an_untouched_refinement_adds_no_undo_step():
 def test_focus_needs_points():
     image, truth = sphere_phantom()
     session = InteractiveSession(StandInModel(), image)
-    for bad, message in [([], "at least one point"), (["abc"], "three coordinates"), ([(1e4, 0, 0)], "outside")]:
+    for bad, message in [
+        ([], "at least one point"),
+        (np.zeros((0, 3)), "at least one point"),
+        (None, "a list of points"),
+        ("1,2,3", "a list of points"),
+        (["abc"], "three coordinates"),
+        ([(1e4, 0, 0)], "outside"),
+    ]:
         with pytest.raises(InputError, match=message):
             session.focus(bad)
     assert session._focus is None
@@ -263,3 +270,24 @@ def test_damaged_weights_of_the_real_network_are_reported(tiny_checkpoint):
     with pytest.raises(NetworkOutputError, match="mask decoder logits"):
         session.add_click(centre_ras(truth))
     assert not arr(session.mask).any() and session.clicks == [] and not session.can_undo
+
+
+def test_segment_with_nan_weights_is_one_error_line_and_no_output(tmp_path, tiny_checkpoint, capsys):
+    """NaN in a checkpoint once gave an empty mask and exit status 0."""
+    from SAMMed3DLib.cli import main
+
+    checkpoint = torch.load(tiny_checkpoint, weights_only=False)
+    for name, tensor in checkpoint["model_state_dict"].items():
+        if name.startswith("mask_decoder.") and tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    damaged = tmp_path / "damaged.pth"
+    torch.save(checkpoint, damaged)
+    image, truth = sphere_phantom(size=(32, 32, 32))
+    sitk.WriteImage(image, str(tmp_path / "image.nii.gz"))
+    out = tmp_path / "mask.nii.gz"
+    point = ",".join(str(v) for v in centre_ras(truth))
+    argv = ["segment", "--image", str(tmp_path / "image.nii.gz"), "--weights", str(damaged), "--out", str(out)]
+    code = main([*argv, "--positive", point, "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and "NaN" in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["damaged.pth", "image.nii.gz"]
