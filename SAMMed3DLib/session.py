@@ -252,7 +252,8 @@ class InteractiveSession:
                 changed = before != after
                 if changed.any():
                     write_region(self._mask, region, after)
-                    edits.append((region, np.packbits(changed)))
+                    edits.append((region, changed))  # recorded before packing: a failure there still rolls back
+                    edits[-1] = (region, np.packbits(changed))
             if not edits and not self._state.clicks:
                 return self._result(work, None, payload)
             step = _Step(tuple(edits), self._state, _State(), payload)
