@@ -18,8 +18,8 @@ from SAMMed3DLib.slicer.scenario import (
     Scenario,
     add_volume,
     oblique_ijk_to_ras,
-    sphere_voxels,
     sphere_volume,
+    sphere_voxels,
 )
 
 DEFECT_2 = "issue 9 defect 2: fixed by the controller redesign"
