@@ -104,7 +104,11 @@ def test_the_slice_image_and_a_segment_are_rendered_in_their_colours(scene, red)
     assert not tinted(pixels[far_y - 5 : far_y + 6, far_x - 5 : far_x + 6], colour).any()
     assert pixels[far_y, far_x].min() > 200 and (pixels[far_y, far_x] == pixels[far_y, far_x, 0]).all()  # grey
     segmentation.GetDisplayNode().SetVisibility(False)
-    assert not tinted(red.pixels(), colour).any(), "the segment is drawn while hidden"
+    hidden = red.pixels()
+    assert not tinted(hidden, colour).any(), "the segment is drawn while hidden"
+    fill = segmentation.GetDisplayNode().GetOpacity2DFill()  # the fill blends with the slice image under it
+    expected = fill * np.multiply(colour, 255.0) + (1 - fill) * hidden[y, x]
+    assert np.allclose(pixels[y, x], expected, atol=3), (pixels[y, x], expected)
 
 
 def test_a_400_px_slice_view_renders_in_tens_of_milliseconds(scene, red):
