@@ -111,6 +111,16 @@ def test_the_slice_image_and_a_segment_are_rendered_in_their_colours(scene, red)
     assert np.allclose(pixels[y, x], expected, atol=3), (pixels[y, x], expected)
 
 
+def test_keys_over_the_view_reach_its_widgets(red):
+    red.move(*red.ras_to_xy(SPHERE_CENTER_RAS))
+    offset = red.node.GetSliceOffset()
+    red.key("f")  # Slicer's slice-view key: next slice
+    step = red.node.GetSliceOffset() - offset
+    assert 0.5 < step < 3.0, step  # one slice of the oblique 0.9 × 1.1 × 2.2 mm phantom
+    red.key("b")
+    assert red.node.GetSliceOffset() == pytest.approx(offset)
+
+
 def test_a_400_px_slice_view_renders_in_tens_of_milliseconds(scene, red):
     red.render()
     times = []
