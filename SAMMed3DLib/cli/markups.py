@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 from typing import List, Tuple
 
+from ..coordinates import lps_to_ras
 from ..errors import InputError
 
 Point = Tuple[float, float, float]
 
-_TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": (-1.0, -1.0, 1.0)}
+_TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": tuple(lps_to_ras((1.0, 1.0, 1.0)).tolist())}  # per-axis signs
 
 POINT_LIKE = re.compile(r"^-(?:[\d.]|inf|nan)", re.IGNORECASE)
 """Command-line values that start like a negative number ("-12.5,30,4", "-inf,0,0", "-.5;1;2"): for argparse
