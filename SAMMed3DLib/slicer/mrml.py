@@ -27,12 +27,29 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _MATRIX_TOLERANCE = 1e-4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VolumeGeometry:
-    """A voxel grid in world RAS: ``ijk_to_ras`` (4×4, mm) and ``dims`` (nx, ny, nz)."""
+    """A voxel grid in world RAS: ``ijk_to_ras`` (4×4, mm, read-only) and ``dims`` (nx, ny, nz).
+
+    Compared by value (exact matrix and dims): the controller keeps a session only while its volume's grid is
+    the same, and a dataclass's generated ``==`` on an ndarray field raises instead of answering."""
 
     ijk_to_ras: np.ndarray
     dims: Tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        matrix = np.array(self.ijk_to_ras, dtype=float)
+        matrix.flags.writeable = False
+        object.__setattr__(self, "ijk_to_ras", matrix)
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VolumeGeometry):
+            return NotImplemented
+        return self.dims == other.dims and np.array_equal(self.ijk_to_ras, other.ijk_to_ras)
+
+    def __hash__(self) -> int:
+        return hash((self.dims, self.ijk_to_ras.tobytes()))
 
     def vtk_matrix(self) -> vtk.vtkMatrix4x4:
         m = vtk.vtkMatrix4x4()
