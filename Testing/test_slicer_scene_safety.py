@@ -39,7 +39,7 @@ def test_bad_clicks_leave_a_fresh_segmentation_as_it_was(app):
     scenario = Scenario(app.scene, model=PhantomModel())
     node, (a, _) = _fresh_segmentation(app.scene)
     scenario.select(scenario.volume, node, a)
-    expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
+    expect_one_error(scenario, "outside the image volume", lambda: scenario.click((500.0, 0.0, 0.0)))
     scenario.select(scenario.volume, node, "")
     expect_one_error(scenario, "select a segment", lambda: scenario.click(SPHERE_CENTER_RAS))
     scenario.select(scenario.volume, node, a)  # and a good click then prepares it and works
