@@ -40,9 +40,8 @@ from SAMMed3DLib.slicer.controller import (  # noqa: E402
     Inputs,
     SegmentationController,
 )
+from SAMMed3DLib.slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S  # noqa: E402
 
-POLL_MS = 20  # worker polling period
-POLL_WAIT_S = 0.05  # each poll waits this long for the worker, releasing the GIL Slicer's main loop holds
 PROGRESS_DELAY_S = 0.4  # a busy indicator appears only for work that takes longer than this
 LOCAL_CHECKPOINT = "__local__"
 SHORTCUTS = (("A", "placePositive"), ("S", "placeNegative"), ("Ctrl+Z", "undo"), ("Ctrl+Y", "redo"),
@@ -116,7 +115,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.on_place_mode = self._updatePlaceButtons
         self.logic.dependencies_ready = self._ensureDependencies
         self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
+        self.timer.setInterval(int(1000 * POLL_INTERVAL_S))
         self.timer.connect("timeout()", self._poll)
         self.logic.on_work = self.timer.start
         self.ui.progressBar.setVisible(False)

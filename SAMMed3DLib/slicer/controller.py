@@ -56,6 +56,7 @@ class SegmentationController:
         self._running: Optional[Tuple[Action, Job]] = None
         self._continue: set = set()  # target keys whose next session starts from the segment's content
         self._showing = False  # the controller itself is changing the point lists: their events are ours
+        self._last_error: Optional[str] = None
         self.last_step: Any = None  # the engine's StepResult last written to the scene (status line, tests)
         self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
 
@@ -228,8 +229,8 @@ class SegmentationController:
 
     @property
     def last_error(self) -> Optional[str]:
-        errors = [text for text, is_error in self.messages if is_error]
-        return errors[-1] if errors else None
+        """The newest error message, None once a later step was written to the scene successfully."""
+        return self._last_error
 
     # --- queue ----------------------------------------------------------------------------------------------
 
@@ -400,7 +401,7 @@ class SegmentationController:
             target.session.discard_last_step()
             raise
         target.replaced = None  # only now: a failed write leaves it for the next click
-        self.last_step = result
+        self.last_step, self._last_error = result, None
         self.status = self._timing_text(result)
         self._show_points()
 
@@ -414,7 +415,7 @@ class SegmentationController:
         except Exception:
             (target.session.redo if undo else target.session.undo)()
             raise
-        self.last_step = result
+        self.last_step, self._last_error = result, None
         self.status = f"{'undone' if undo else 'redone'} ({len(result.clicks)} clicks)"
         self._show_points()
 
@@ -486,6 +487,8 @@ class SegmentationController:
 
     def _report(self, text: str, is_error: bool) -> None:
         self.messages.append((text, is_error))
+        if is_error:
+            self._last_error = text
         if self.on_message is not None:
             self.on_message(text, is_error)
 

@@ -18,6 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
 
+POLL_INTERVAL_S = 0.02
+"""Period of the GUI's poll timer (seconds) while work is pending."""
+POLL_WAIT_S = 0.05
+"""How long each poll waits for the worker (seconds): the GUI stays responsive at this granularity, and the
+worker gets the GIL for all but the main loop's own event handling between ticks."""
+
+
 def _ignore(_: Any) -> None:
     """Default completion handler: nothing to do on the main thread."""
 
