@@ -89,8 +89,10 @@ class SegmentationController:
             self._queue(Show)
 
     def enter(self, scene) -> None:
-        """The module is shown: observe the point lists and place mode of ``scene``."""
+        """The module is shown: observe the point lists and place mode of ``scene``; the lists show the selected
+        target's clicks (points placed in them meanwhile, from elsewhere, are not clicks)."""
         self.place_mode.enter(scene, (self.inputs.positive, self.inputs.negative))
+        self._show_points()
 
     def exit(self) -> None:
         """The module is left: no observers, no place mode in our lists, Slicer's active place list restored."""

@@ -42,6 +42,10 @@ class PlaceMode:
         if interaction is not None:
             event = interaction.InteractionModeChangedEvent
             self._observations.append((interaction, interaction.AddObserver(event, self._mode_changed)))
+        selection = scene.GetNodeByID(SELECTION_NODE)
+        if selection is not None:  # another module may make another list the active one
+            event = selection.ActivePlaceNodeIDChangedEvent
+            self._observations.append((selection, selection.AddObserver(event, self._mode_changed)))
 
     def watch(self, lists: Tuple[Any, ...]) -> None:
         """Observe these point lists instead of the previous ones (a new selection while entered)."""
