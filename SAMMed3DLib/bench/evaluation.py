@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..metrics import dice
 from ..roi import voxel_to_ras
 from ..session import InteractiveSession
 
@@ -26,12 +27,6 @@ class ClickResult:
     positive: bool
     dice: float
     seconds: float
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean arrays (1.0 when both are empty)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
 
 
 def random_click(truth: np.ndarray, prediction: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, bool]:
@@ -119,7 +114,7 @@ def simulate(
         voxel, positive = SAMPLER_FUNCTIONS[sampler](truth[window], prediction[window], rng)
         voxel = voxel + np.array([s.start for s in window])
         point = voxel_to_ras(image, voxel[::-1])
-        mask = session.add_click(point, positive)
-        prediction = sitk.GetArrayViewFromImage(mask) > 0
-        results.append(ClickResult(point, positive, dice(prediction, truth), session.last_timings["total"]))
+        step = session.add_click(point, positive)
+        prediction = sitk.GetArrayViewFromImage(step.mask) > 0
+        results.append(ClickResult(point, positive, dice(prediction, truth), step.timings["total"]))
     return results

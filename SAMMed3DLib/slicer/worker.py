@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
-
 POLL_INTERVAL_S = 0.02
 """Period of the GUI's poll timer (seconds) while work is pending."""
 POLL_WAIT_S = 0.05
