@@ -1,8 +1,8 @@
 """The module's worker under a main loop that holds the GIL as Slicer's does (Testing/support/mainloop.py).
 
 Required by issue 9: the first click through the module, and a download, each within 1.2x of the same work run
-directly (engine click on the main thread; download from the local test server). Each side is timed
-five times each, interleaved, and the fastest run of each is compared (the machine is shared, so single runs are noisy).
+directly (engine click on the main thread; download from the local test server). Each side is timed REPEATS
+times, interleaved, and the fastest runs are compared (the machine is shared, so single runs are noisy).
 """
 
 import os
