@@ -375,16 +375,16 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic, SegmentationController):
             node.RemoveObserver(tag)
             self._parameterObservation = None
         self._parameters = p
-        node = getattr(p, "parameterNode", None)
-        if node is not None:
-            tag = node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: self.useParameters())
-            self._parameterObservation = (node, tag)
+        if hasattr(p, "AddObserver"):  # the wrapper forwards observers to its MRML node, as the template uses it
+            tag = p.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: self.useParameters())
+            self._parameterObservation = (p, tag)
         self.useParameters()
 
     def useParameters(self) -> None:
-        """Options and selection from the parameter node."""
+        """Options and selection from the parameter node (none: nothing selected, e.g. while the scene closes)."""
         p = self._parameters
         if p is None:
+            self.set_inputs(Inputs())
             return
         self.set_options(model=p.model, device=p.device, auto_extend=p.autoExtend,
                          start_from_existing=p.startFromExisting, protect_others=p.protectOthers,
