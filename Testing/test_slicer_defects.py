@@ -1,9 +1,13 @@
 """Audit defects of issue 9 on real MRML (slicer-core), each with a test that failed on the old code."""
 
 import numpy as np
+import pytest
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 
 from SAMMed3DLib.slicer import controller, markups, mrml
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 BELOW = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, -16.0)))  # mm RAS, inside the sphere
 

@@ -6,10 +6,13 @@ import threading
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import build_app_scene
 
 from SAMMed3DLib.slicer import markups, mrml
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 BELOW = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, -16.0)))  # mm RAS, inside the sphere
 ABOVE = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, 16.0)))

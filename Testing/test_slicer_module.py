@@ -7,6 +7,7 @@ test_slicer_history.py; failed clicks that must leave the scene as it was: test_
 
 import numpy as np
 import pytest
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import expect_one_error
 
 from SAMMed3DLib.slicer import mrml
@@ -22,6 +23,8 @@ from SAMMed3DLib.slicer.scenario import (
 from SAMMed3DLib.slicer.scenario import (
     tiny_checkpoint as write_tiny_checkpoint,
 )
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 
 @pytest.fixture

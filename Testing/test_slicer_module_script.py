@@ -17,7 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 import slicer
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import build_app_scene
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SAMMed3D" / "SAMMed3D.py"

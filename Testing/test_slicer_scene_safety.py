@@ -7,10 +7,14 @@ parameters (reference geometry) and which segments share a labelmap layer.
 import hashlib
 import json
 
+import pytest
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import expect_one_error
 
 from SAMMed3DLib.slicer import mrml
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 
 def _fresh_segmentation(scene, names=("A", "B")):

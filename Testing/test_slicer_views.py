@@ -7,10 +7,13 @@ Keyboard shortcuts are Qt's, taken before the view sees the key: a test calls wh
 
 import numpy as np
 import pytest
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.views import SliceView, defined_points, place_mode, preview_points
 
 from SAMMed3DLib.slicer.controller import DELETED_POINT
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 ANTERIOR = np.add(SPHERE_CENTER_RAS, (0.0, 12.0, 0.0))  # inside the sphere, on the axial slice of its centre
 POSTERIOR = np.add(SPHERE_CENTER_RAS, (0.0, -12.0, 0.0))

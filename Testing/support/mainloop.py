@@ -13,6 +13,8 @@ import ctypes.util
 import time
 from typing import Callable
 
+import pytest
+
 _LIBC = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6")
 _LIBC.usleep.argtypes = [ctypes.c_uint]
 
@@ -39,3 +41,19 @@ def run_loop(tick: Callable[[], bool], interval_s: float, timeout_s: float = 120
             return time.perf_counter() - start
         if fired - start > timeout_s:
             raise TimeoutError(f"the module was still busy after {timeout_s} s under the main loop")
+
+
+def wait_under_loop(controller, timeout: float = 120.0) -> None:
+    """``SegmentationController.wait`` as Slicer runs the module: its GUI timer's poll under the GIL-holding loop."""
+    from SAMMed3DLib.slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S
+
+    if controller.busy:
+        run_loop(lambda: controller.poll(POLL_WAIT_S), POLL_INTERVAL_S, timeout)
+
+
+@pytest.fixture
+def under_main_loop(monkeypatch):
+    """Every ``wait()`` of the module's controller (the scenario's clicks, undo, download…) runs under the loop."""
+    from SAMMed3DLib.slicer.controller import SegmentationController
+
+    monkeypatch.setattr(SegmentationController, "wait", wait_under_loop)
