@@ -15,7 +15,7 @@ queued and run in order, so a click made while a prediction runs is never lost.
 import collections
 from dataclasses import replace
 from functools import singledispatchmethod
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from .. import regions
 from ..errors import InputError, SAMMed3DError
@@ -23,7 +23,7 @@ from . import markups, mrml
 from .actions import Action, Click, Finish, Redo, Reset, Show, Undo
 from .models import DEFAULT_MODEL, DEVICES, ModelStore, ModuleOptions, device_note, download_checkpoint
 from .placing import PlaceMode
-from .targets import Inputs, SceneStep, Target, TargetKey, folded
+from .targets import Inputs, SceneStep, Target, TargetKey, VolumeCache, folded
 from .worker import BackgroundWorker, Job, Progress
 
 __all__ = ["DEFAULT_MODEL", "DEVICES", "Inputs", "ModuleOptions", "SegmentationController"]
@@ -50,7 +50,7 @@ class SegmentationController:
         self.models = ModelStore(model_loader)
         self.history_limit: Optional[int] = None  # undo steps per session; None: the engine's default
         self.place_mode = PlaceMode(self.process_points, self._place_mode_changed)
-        self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
+        self._volumes = VolumeCache()
         self._targets: collections.OrderedDict[TargetKey, Target] = collections.OrderedDict()
         self._actions: Deque[Action] = collections.deque()
         self._running: Optional[Tuple[Action, Job]] = None
@@ -287,7 +287,7 @@ class SegmentationController:
     def _start_click(self, action: Click) -> Job:
         """Check every input first (nothing in the scene changes on bad input), then run the click."""
         inputs = action.inputs
-        image, geometry, embeddings = self._volume_image(inputs.volume)
+        image, geometry, embeddings = self._volumes.get(inputs.volume, self.options.harden_transforms)
         mrml.check_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
@@ -301,17 +301,19 @@ class SegmentationController:
 
     @_start.register
     def _start_undo(self, action: Undo) -> Optional[Job]:
-        target = self._session_target(action)
-        if target is None or not target.session.can_undo:
-            return None
-        return self._job(target.session.undo, lambda result: self._apply_travel(target, result, undo=True), action)
+        return self._start_travel(action, undo=True)
 
     @_start.register
     def _start_redo(self, action: Redo) -> Optional[Job]:
+        return self._start_travel(action, undo=False)
+
+    def _start_travel(self, action: Action, undo: bool) -> Optional[Job]:
+        """Undo or redo one session step, when the session has one (its history is the only one)."""
         target = self._session_target(action)
-        if target is None or not target.session.can_redo:
+        if target is None or not (target.session.can_undo if undo else target.session.can_redo):
             return None
-        return self._job(target.session.redo, lambda result: self._apply_travel(target, result, undo=False), action)
+        step = target.session.undo if undo else target.session.redo
+        return self._job(step, lambda result: self._apply_travel(target, result, undo=undo), action)
 
     @_start.register
     def _start_reset(self, action: Reset) -> Optional[Job]:
@@ -335,21 +337,6 @@ class SegmentationController:
     def _session_target(self, action: Action) -> Optional[Target]:
         target = self._targets.get(action.inputs.key)
         return target if target is not None and target.session is not None else None
-
-    def _volume_image(self, volume) -> Tuple[Any, mrml.VolumeGeometry, Any]:
-        """The volume as an engine image, checked and converted once per image content and transform (cached),
-        with the embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
-        from ..session import EmbeddingCache  # torch loads only when the engine is first used
-
-        harden = self.options.harden_transforms
-        if volume is None or volume.GetImageData() is None:
-            mrml.check_scalar_volume(volume)  # the one error for a missing volume or image
-        key = mrml.volume_cache_key(volume, harden)
-        if key not in self._images:
-            image, geometry = mrml.read_volume(volume, harden=harden)
-            self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}
-            self._images[key] = (image, geometry, EmbeddingCache())
-        return self._images[key]
 
     def _prepare_target(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any) -> Target:
         """The (cached) target of ``inputs`` on ``geometry``; reads the segment once, writes nothing."""

@@ -4,7 +4,7 @@ are no longer in the session's history. The undo history itself is the session's
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .. import regions
 from . import mrml
@@ -69,3 +69,24 @@ class Target:
     def clicks(self) -> Tuple[Tuple[Tuple[float, float, float], bool], ...]:
         """The session's clicks, oldest first: (RAS point in mm, positive); none before the first click."""
         return tuple(self.session.clicks) if self.session is not None else ()
+
+
+class VolumeCache:
+    """Volumes as engine images, checked and converted once per image content and transform, each with the
+    embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
+
+    def __init__(self) -> None:
+        self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
+
+    def get(self, volume, harden: bool) -> Tuple[Any, mrml.VolumeGeometry, Any]:
+        """(SimpleITK image, grid in world RAS, EmbeddingCache) of ``volume``; raises ``InputError`` for bad input."""
+        from ..embeddings import EmbeddingCache  # torch loads only when the engine is first used
+
+        if volume is None or volume.GetImageData() is None:
+            mrml.check_scalar_volume(volume)  # the one error for a missing volume or image
+        key = mrml.volume_cache_key(volume, harden)
+        if key not in self._images:
+            image, geometry = mrml.read_volume(volume, harden=harden)
+            self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}  # one version per volume
+            self._images[key] = (image, geometry, EmbeddingCache())
+        return self._images[key]
