@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from support.phantoms import centre_ras, far_spheres_phantom, sphere_phantom, two_spheres_phantom
+from support.session_state import snapshot
 from support.standin import StandInModel
 
 from SAMMed3DLib import InputError, InteractiveSession, SAMMed3DError
@@ -17,19 +18,6 @@ from SAMMed3DLib.history import History
 
 def arr(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
-
-
-def snapshot(session: InteractiveSession) -> dict:
-    """Everything a step may change, comparable with ``==`` (the mask as bytes)."""
-    return {
-        "mask": arr(session.mask).tobytes(),
-        "clicks": session.clicks,
-        "roi": session.roi,
-        "state": session._state,
-        "known": session._known,
-        "history": session._history,
-        "focus": session._focus,
-    }
 
 
 def test_each_result_reports_its_own_step():
@@ -118,8 +106,10 @@ def test_default_history_keeps_a_hundred_steps():
     image, truth = sphere_phantom(size=(20, 20, 20))
     session = InteractiveSession(StandInModel(), image)
     assert session.history_limit == 100
-    with pytest.raises(InputError, match="history limit"):
-        InteractiveSession(StandInModel(), image, history_limit=0)
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(InputError, match="history limit"):
+            InteractiveSession(StandInModel(), image, history_limit=bad)
+    assert InteractiveSession(StandInModel(), image, history_limit=np.int64(3)).history_limit == 3
 
 
 def test_history_value():
@@ -160,7 +150,14 @@ def test_resetting_an_untouched_refinement_adds_no_undo_step():
 def test_focus_needs_points():
     image, truth = sphere_phantom()
     session = InteractiveSession(StandInModel(), image)
-    for bad, message in [([], "at least one point"), (["abc"], "three coordinates"), ([(1e4, 0, 0)], "outside")]:
+    for bad, message in [
+        ([], "at least one point"),
+        (np.zeros((0, 3)), "at least one point"),
+        (None, "a list of points"),
+        ("1,2,3", "a list of points"),
+        (["abc"], "three coordinates"),
+        ([(1e4, 0, 0)], "outside"),
+    ]:
         with pytest.raises(InputError, match=message):
             session.focus(bad)
     assert session._focus is None
@@ -273,3 +270,24 @@ def test_damaged_weights_of_the_real_network_are_reported(tiny_checkpoint):
     with pytest.raises(NetworkOutputError, match="mask decoder logits"):
         session.add_click(centre_ras(truth))
     assert not arr(session.mask).any() and session.clicks == [] and not session.can_undo
+
+
+def test_segment_with_nan_weights_is_one_error_line_and_no_output(tmp_path, tiny_checkpoint, capsys):
+    """NaN in a checkpoint once gave an empty mask and exit status 0."""
+    from SAMMed3DLib.cli import main
+
+    checkpoint = torch.load(tiny_checkpoint, weights_only=False)
+    for name, tensor in checkpoint["model_state_dict"].items():
+        if name.startswith("mask_decoder.") and tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    damaged = tmp_path / "damaged.pth"
+    torch.save(checkpoint, damaged)
+    image, truth = sphere_phantom(size=(32, 32, 32))
+    sitk.WriteImage(image, str(tmp_path / "image.nii.gz"))
+    out = tmp_path / "mask.nii.gz"
+    point = ",".join(str(v) for v in centre_ras(truth))
+    argv = ["segment", "--image", str(tmp_path / "image.nii.gz"), "--weights", str(damaged), "--out", str(out)]
+    code = main([*argv, "--positive", point, "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and "NaN" in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["damaged.pth", "image.nii.gz"]
