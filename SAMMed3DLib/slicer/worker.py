@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
-POLL_INTERVAL_S = 0.02
-"""Period of the GUI's poll timer (seconds) while work is pending."""
+POLL_INTERVAL_S = 0.0
+"""Period of the GUI's poll timer (seconds) while work is pending: 0, a Qt timer that fires whenever the event
+queue is empty, since each poll already waits (a first tick 20 ms late delayed every click by 20 ms)."""
 POLL_WAIT_S = 0.05
 """How long each poll waits for the worker (seconds): the GUI stays responsive at this granularity, and the
 worker gets the GIL for all but the main loop's own event handling between ticks."""
