@@ -123,7 +123,7 @@ def test_first_click_under_the_main_loop_is_within_1_2x_of_the_engine(app, tiny_
     assert ratio <= LIMIT
 
 
-@pytest.mark.parametrize("megabytes", [48])
+@pytest.mark.parametrize("megabytes", [96])
 def test_download_under_the_main_loop_is_within_1_2x_of_a_direct_one(app, srv, tmp_path, megabytes):
     url = srv.add("/model.pth", _checkpoint_bytes(megabytes))
 
