@@ -5,6 +5,8 @@ import json
 import os
 from typing import Callable
 
+from ..device import DEVICES
+
 HELP = "click-simulation evaluation against a label map: Dice after each simulated click"
 
 
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crop", choices=("bbox", "click"), default="bbox", help="first ROI centred on the label's box (official)"
     )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:

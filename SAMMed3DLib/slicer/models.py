@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..device import DEVICES as ENGINE_DEVICES
 from ..errors import InputError
 from .worker import Progress
 
 DEFAULT_MODEL = "sam-med3d-turbo"
-DEVICES = {"auto": "auto", "cuda": "CUDA", "mps": "MPS (Apple)", "cpu": "CPU"}
-"""The devices the panel offers, value → label: the one list (parameter node choice, device menu, notes)."""
+DEVICES = dict(zip(ENGINE_DEVICES, ("auto", "CUDA", "MPS (Apple)", "CPU")))
+"""The devices the panel offers (the engine's list), value → label: parameter node choice, device menu, notes."""
 
 
 @dataclass(frozen=True)
