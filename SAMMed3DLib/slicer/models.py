@@ -111,11 +111,12 @@ NO_TORCH_NOTE = "PyTorch is not installed yet (it is installed on first use)."
 def device_note(requested: str) -> str:
     """What the panel shows about the device: 'running on CUDA' / a CPU warning, a fallback warning when the
     requested device is absent, or :data:`NO_TORCH_NOTE` before PyTorch is installed."""
+    from ..device import resolve_device
+
     try:
-        from ..device import resolve_device
-    except ImportError:
+        actual = resolve_device(requested).type
+    except ImportError:  # torch itself is missing
         return NO_TORCH_NOTE
-    actual = resolve_device(requested).type
     if requested not in ("auto", "cpu") and actual == "cpu":
         return f"{DEVICES.get(requested, requested)} is not available here; running on the CPU (much slower)."
     return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {DEVICES[actual]}"
