@@ -19,6 +19,7 @@ COMMANDS = {
     "models": "list the registry's checkpoints and what is cached",
     "bench": "benchmark the network against the official implementation",
     "bench-session": "benchmark interactive clicks against the official-style pipeline",
+    "serve": "serve the engine over HTTP on Ray Serve (one worker per GPU)",
 }
 """Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
 

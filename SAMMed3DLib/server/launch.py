@@ -1,0 +1,75 @@
+"""Start (or join) Ray, the worker actors and the Serve gateway; block until interrupted."""
+
+import signal
+import threading
+from typing import Any, Callable, List, Optional
+
+import ray
+from ray import serve
+
+from .config import NAMESPACE, ServerConfig, check_config
+from .worker import start_worker
+
+APP_NAME = "sammed3d"
+
+
+def connect(config: ServerConfig) -> None:
+    """Join ``config.address``, or start a private local Ray bound to 127.0.0.1 with few resources."""
+    options = {"namespace": NAMESPACE, "log_to_driver": False, "include_dashboard": False}
+    if config.address:
+        ray.init(address=config.address, **options)
+    else:
+        ray.init(num_cpus=config.num_cpus, _node_ip_address="127.0.0.1", **options)
+
+
+def worker_plan(config: ServerConfig) -> "tuple[int, float]":
+    """(workers, GPUs each): one per GPU of the cluster by default, else one CPU worker."""
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if config.device in ("auto", "cuda") else 0
+    count = config.workers or max(1, gpus)
+    return count, (1.0 if gpus >= count else 0.0)
+
+
+def start_workers(config: ServerConfig) -> List[Any]:
+    """The named worker actors, each with the model loaded (waits for them, so load errors surface here)."""
+    count, gpus = worker_plan(config)
+    cpus = 0 if gpus else min(1.0, config.num_cpus / count)
+    device = config.device if gpus or config.device != "auto" else "cpu"
+    handles = [start_worker(i, config.weights, device, config.limits, gpus, cpus) for i in range(count)]
+    ray.get([h.info.remote() for h in handles])
+    return handles
+
+
+def start(config: ServerConfig) -> List[Any]:
+    """Check the configuration, start Ray, the workers and the gateway; the worker handles."""
+    from .gateway import Gateway
+
+    check_config(config)
+    connect(config)
+    handles = start_workers(config)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(Gateway.bind(config, len(handles)), name=APP_NAME, route_prefix="/")
+    return handles
+
+
+def stop() -> None:
+    """Remove the gateway and disconnect (a private local Ray stops with it)."""
+    try:
+        serve.delete(APP_NAME)
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def serve_forever(config: ServerConfig, ready: Optional[Callable[[str], None]] = None) -> None:
+    """Run until SIGINT or SIGTERM; ``ready`` gets the base URL once requests are accepted."""
+    done = threading.Event()
+    handles = start(config)  # held: a worker actor with no reference left is destroyed
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after Ray's own set-up, which installs handlers
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        if ready is not None:
+            ready(f"http://{config.host}:{config.port}")
+        done.wait()
+    finally:
+        del handles
+        stop()
