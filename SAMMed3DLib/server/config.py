@@ -28,7 +28,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker."""
+    """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker.
+    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves)."""
 
     weights: str
     device: str = "auto"
@@ -38,6 +39,7 @@ class ServerConfig:
     workers: Optional[int] = None
     address: Optional[str] = None
     num_cpus: int = 2
+    threads: Optional[int] = None
     limits: Limits = Limits()
 
 
@@ -58,6 +60,8 @@ def check_config(config: ServerConfig) -> None:
             f"refusing to listen on {config.host} without a token: anyone on the network could use the GPU and read "
             "uploaded volumes; give --token-file FILE (one line, the shared secret) or bind to 127.0.0.1"
         )
+    if config.threads is not None and config.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {config.threads}")
     if config.workers is not None and config.workers < 1:
         raise InputError(f"--workers must be at least 1, got {config.workers}")
     limits = config.limits

@@ -34,7 +34,7 @@ def start_workers(config: ServerConfig) -> List[Any]:
     count, gpus = worker_plan(config)
     cpus = 0 if gpus else min(1.0, config.num_cpus / count)
     device = config.device if gpus or config.device != "auto" else "cpu"
-    handles = [start_worker(i, config.weights, device, config.limits, gpus, cpus) for i in range(count)]
+    handles = [start_worker(config, i, device, gpus, cpus) for i in range(count)]
     ray.get([h.info.remote() for h in handles])
     return handles
 

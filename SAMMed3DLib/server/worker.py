@@ -2,21 +2,25 @@
 
 import threading
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import ray
 
-from .config import NAMESPACE, Limits, worker_name
+from .config import NAMESPACE, Limits, ServerConfig, worker_name
 from .core import Answer, WorkerCore
 
 
 class EngineWorker:
     """Loads the network once on ``device`` and serves sessions; a daemon thread frees idle sessions."""
 
-    def __init__(self, index: int, weights: str, device: str, limits: Limits) -> None:
+    def __init__(self, index: int, weights: str, device: str, limits: Limits, threads: Optional[int]) -> None:
+        import torch
+
         from .. import InteractiveSession, load_model
         from .legacy import make_session
 
+        if threads:  # CPU results depend on the thread count (reduction order): pin it when asked
+            torch.set_num_threads(threads)
         model = load_model(weights, device=device)
         self._core = WorkerCore(
             index,
@@ -48,11 +52,11 @@ class EngineWorker:
         return self._core.close(sid)
 
 
-def start_worker(index: int, weights: str, device: str, limits: Limits, gpus: float, cpus: float) -> Any:
+def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpus: float) -> Any:
     """Worker ``index`` as a named actor: threaded (one thread per session, plus two for health and sweeps),
     restarted by Ray if its process dies (the sessions are then lost; clients replay them)."""
     actor = ray.remote(EngineWorker).options(
-        name=worker_name(index), namespace=NAMESPACE, max_concurrency=limits.max_sessions + 2, max_restarts=-1,
-        num_gpus=gpus, num_cpus=cpus,
+        name=worker_name(index), namespace=NAMESPACE, max_concurrency=config.limits.max_sessions + 2,
+        max_restarts=-1, num_gpus=gpus, num_cpus=cpus,
     )
-    return actor.remote(index, weights, device, limits)
+    return actor.remote(index, config.weights, device, config.limits, config.threads)
