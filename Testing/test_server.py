@@ -129,8 +129,8 @@ def test_remote_steps_are_bit_identical_to_local(connection, tiny_model, phantom
 def test_initial_mask_and_auto_extend_reach_the_server(connection, tiny_model, phantom):
     image, centre = phantom
     initial = sitk.Cast(sitk.Image(image) > 200, sitk.sitkUInt8)
-    local = local_session(tiny_model, image, initial_mask=initial, auto_extend=True)
-    with RemoteSession(connection, image, initial_mask=initial, auto_extend=True) as remote:
+    local = local_session(tiny_model, image, initial_mask=initial, auto_extend=True, max_extend_steps=1)
+    with RemoteSession(connection, image, initial_mask=initial, auto_extend=True, max_extend_steps=1) as remote:
         assert np.array_equal(voxels(remote.mask), voxels(local.mask))
         for point, positive in clicks_around(centre, 2, seed=3):
             assert np.array_equal(voxels(remote.add_click(point, positive).mask),
@@ -278,3 +278,57 @@ def test_a_public_address_without_a_token_is_refused_before_ray_starts(tiny_chec
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in done.stderr
+
+
+def test_missing_weights_are_reported_before_ray_starts(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tmp_path / "missing.pth")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: checkpoint not found")
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+def _markups(path: Path, points) -> None:
+    controls = [{"position": list(p), "positionStatus": "defined"} for p in points]
+    path.write_text(json.dumps({"markups": [{"coordinateSystem": "RAS", "controlPoints": controls}]}))
+
+
+def test_a_dataset_on_the_server_survives_a_corrupt_case_and_reruns_only_what_is_missing(
+    server, tiny_model, phantom, tmp_path, capsys
+):
+    from SAMMed3DLib.cli import main
+
+    image, centre = phantom
+    images, prompts, out = tmp_path / "images", tmp_path / "prompts", tmp_path / "out"
+    images.mkdir()
+    prompts.mkdir()
+    plan = clicks_around(centre, 3, seed=20)
+    for name in ("a", "b"):
+        sitk.WriteImage(image, str(images / f"{name}.nii.gz"))
+        _markups(prompts / f"{name}.mrk.json", [p for p, s in plan if s])
+        _markups(prompts / f"{name}.negative.mrk.json", [p for p, s in plan if not s])
+    (images / "broken.nrrd").write_bytes(b"NRRD0004\nnot really\n")
+    _markups(prompts / "broken.mrk.json", [centre])
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    command = ["segment-dataset", "--images", str(images), "--prompts", str(prompts), "--out", str(out),
+               "--server", server[0], "--token-file", str(token_file)]
+
+    assert main(command) == 1
+    table = capsys.readouterr().out
+    assert "3 cases: 2 done, 0 skipped (already done), 1 failed" in table and "broken" in table
+    local = local_session(tiny_model, image)
+    for point, positive in sorted(plan, key=lambda c: not c[1]):  # positives first, as the command sends them
+        local.add_click(point, positive)
+    for name in ("a", "b"):
+        assert np.array_equal(voxels(sitk.ReadImage(str(out / f"{name}.nii.gz"))), voxels(local.mask))
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii.gz", "segment-dataset-report.json"]
+
+    kept = (out / "a.nii.gz").stat().st_mtime_ns
+    (out / "b.nii.gz").unlink()  # as if the first run had been interrupted before b
+    assert main(command) == 1
+    report = json.loads((out / "segment-dataset-report.json").read_text())
+    assert {c["case"]: c["status"] for c in report["cases"]} == {"a": "skipped", "b": "done", "broken": "failed"}
+    assert (out / "a.nii.gz").stat().st_mtime_ns == kept
+    assert np.array_equal(voxels(sitk.ReadImage(str(out / "b.nii.gz"))), voxels(local.mask))

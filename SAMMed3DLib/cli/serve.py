@@ -1,6 +1,7 @@
 """``serve``: the engine as an HTTP service on Ray Serve (see README, "A server for a team")."""
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from ..errors import InputError
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from(args)
     check_config(config)  # before Ray starts: a refused configuration costs nothing
+    if not config.address:  # one machine: fetch or check the weights once, here, with a plain error if missing
+        from ..weights import resolve_checkpoint
+
+        config = dataclasses.replace(config, weights=str(resolve_checkpoint(config.weights)))
     try:
         from ..server.launch import serve_forever
     except ImportError as exc:

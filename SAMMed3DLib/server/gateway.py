@@ -154,6 +154,9 @@ class Gateway:
             return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"the worker did not answer within {timeout:g} s") from None
+        except ray.exceptions.RayTaskError as exc:  # a failure that is not the client's: say what, not where
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            raise ApiError(500, "internal", f"the worker failed: {lines[-1] if lines else exc}") from None
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError) as exc:
             self._handles.pop(index, None)
             raise ApiError(503, "worker_lost", f"worker {index} is unavailable ({type(exc).__name__}: {exc}); "

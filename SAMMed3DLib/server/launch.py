@@ -7,6 +7,7 @@ from typing import Any, Callable, List, Optional
 import ray
 from ray import serve
 
+from ..errors import SAMMed3DError
 from .config import NAMESPACE, ServerConfig, check_config
 from .worker import start_worker
 
@@ -30,17 +31,26 @@ def worker_plan(config: ServerConfig) -> "tuple[int, float]":
 
 
 def start_workers(config: ServerConfig) -> List[Any]:
-    """The named worker actors, each with the model loaded (waits for them, so load errors surface here)."""
+    """The named worker actors (loading the model in the background: see :func:`wait_for_workers`)."""
     count, gpus = worker_plan(config)
     cpus = 0 if gpus else min(1.0, config.num_cpus / count)
     device = config.device if gpus or config.device != "auto" else "cpu"
-    handles = [start_worker(config, i, device, gpus, cpus) for i in range(count)]
-    ray.get([h.info.remote() for h in handles])
-    return handles
+    return [start_worker(config, i, device, gpus, cpus) for i in range(count)]
+
+
+def wait_for_workers(handles: List[Any]) -> None:
+    """Wait until every worker has its model; SAMMed3DError with the worker's reason if one cannot load it."""
+    try:
+        ray.get([h.info.remote() for h in handles])
+    except ray.exceptions.RayActorError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        lines = [line for line in str(cause).splitlines() if line.strip()]
+        raise SAMMed3DError(f"a worker could not load the model: {lines[-1] if lines else cause}") from None
 
 
 def start(config: ServerConfig) -> List[Any]:
-    """Check the configuration, start Ray, the workers and the gateway; the worker handles."""
+    """Check the configuration, start Ray, the workers and the gateway (the workers load the model while Serve
+    starts); the worker handles, to be held for as long as the server runs."""
     from .gateway import Gateway
 
     check_config(config)
@@ -48,6 +58,7 @@ def start(config: ServerConfig) -> List[Any]:
     handles = start_workers(config)
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(Gateway.bind(config, len(handles)), name=APP_NAME, route_prefix="/")
+    wait_for_workers(handles)
     return handles
 
 
@@ -63,13 +74,13 @@ def stop() -> None:
 def serve_forever(config: ServerConfig, ready: Optional[Callable[[str], None]] = None) -> None:
     """Run until SIGINT or SIGTERM; ``ready`` gets the base URL once requests are accepted."""
     done = threading.Event()
-    handles = start(config)  # held: a worker actor with no reference left is destroyed
-    for sig in (signal.SIGINT, signal.SIGTERM):  # after Ray's own set-up, which installs handlers
-        signal.signal(sig, lambda *_: done.set())
     try:
+        handles = start(config)  # held: a worker actor with no reference left is destroyed
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after Ray's own set-up, which installs handlers
+            signal.signal(sig, lambda *_: done.set())
         if ready is not None:
             ready(f"http://{config.host}:{config.port}")
         done.wait()
-    finally:
         del handles
+    finally:
         stop()
