@@ -7,7 +7,7 @@ interpolated from the original image by SimpleITK.
 
 Conventions used throughout:
 
-* physical points are LPS millimetres (SimpleITK); callers with RAS points use :func:`ras_to_lps`;
+* physical points are LPS millimetres (SimpleITK); callers with RAS points use :mod:`.coordinates`;
 * a direction matrix is 3x3 with one column per image axis (SimpleITK stores it row-major);
 * "index order" is SimpleITK's (x, y, z) = (i, j, k); numpy arrays from ``GetArrayFromImage`` are z-y-x;
 * the ROI array handed to the network is in the ROI's own index order ``[i, j, k]``, where the ROI axes
@@ -21,27 +21,16 @@ from typing import Iterable, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from .coordinates import RAS_TO_LPS, lps_to_ras
 from .errors import InputError
+from .modeling import IMAGE_SIZE as ROI_SIZE  # voxels per side of the model input: the network defines it
 from .regions import Index3
 
-ROI_SIZE = 128
-"""Voxels per side of the model input."""
 ROI_SPACING = 1.5
 """Isotropic spacing of the model input, mm (the training resolution)."""
 GRID_TOLERANCE = 1e-3
 """Largest difference at which two grids count as the same: mm for spacing and origin, unitless for the
 direction cosines (file formats that store the geometry in float32 round it well below this)."""
-
-
-_RAS_FLIP = np.array([-1.0, -1.0, 1.0])
-
-
-def ras_to_lps(point: Sequence[float]) -> np.ndarray:
-    """RAS mm → LPS mm (negate the first two coordinates); the same map turns LPS into RAS."""
-    return np.asarray(point, dtype=float).reshape(3) * _RAS_FLIP
-
-
-lps_to_ras = ras_to_lps
 
 
 def voxel_to_ras(image: sitk.Image, index_xyz: Sequence[float]) -> Tuple[float, float, float]:
@@ -142,7 +131,7 @@ def canonical_axes(direction_lps: np.ndarray) -> Tuple[Index3, Index3]:
     rotation (polar decomposition), visit image axes from the most to the least clearly aligned, and
     give each the still-free world axis with the largest component.
     """
-    ras = direction_lps * _RAS_FLIP[:, None]
+    ras = RAS_TO_LPS @ direction_lps
     u, _, vt = np.linalg.svd(ras)
     rotation = u @ vt
     axis_of = [0, 0, 0]

@@ -79,7 +79,8 @@ def test_session_on_cuda_gives_the_cpu_mask(tiny_checkpoint):
     for device in ("cpu", "cuda"):
         session = InteractiveSession(load_model(tiny_checkpoint, device=device), image)
         session.add_click(point_ras)
-        masks.append(sitk.GetArrayFromImage(session.add_click(point_ras, positive=False)))
-        assert session.last_timings["total"] > 0
+        result = session.add_click(point_ras, positive=False)
+        masks.append(sitk.GetArrayFromImage(result.mask))
+        assert result.timings["total"] > 0
     differing = np.count_nonzero(masks[0] != masks[1])
     assert masks[0].any() and differing <= 1e-4 * masks[0].size

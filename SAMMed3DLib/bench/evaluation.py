@@ -119,7 +119,7 @@ def simulate(
         voxel, positive = SAMPLER_FUNCTIONS[sampler](truth[window], prediction[window], rng)
         voxel = voxel + np.array([s.start for s in window])
         point = voxel_to_ras(image, voxel[::-1])
-        mask = session.add_click(point, positive)
-        prediction = sitk.GetArrayViewFromImage(mask) > 0
-        results.append(ClickResult(point, positive, dice(prediction, truth), session.last_timings["total"]))
+        step = session.add_click(point, positive)
+        prediction = sitk.GetArrayViewFromImage(step.mask) > 0
+        results.append(ClickResult(point, positive, dice(prediction, truth), step.timings["total"]))
     return results

@@ -64,35 +64,31 @@ def _timed(fn: Callable[[], object]) -> float:
 def run_ours(state_path: str, device: str) -> Dict[str, object]:
     """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
     from ..model import load_model
-    from ..session import InteractiveSession
+    from ..session import InteractiveSession, StepResult
 
     image = synthetic_volume()
     model = load_model(state_path, device=device)  # as the CLI and Slicer load it (a GPU is warmed up here)
     holder: Dict[str, InteractiveSession] = {}
     voxels: List[int] = []
 
-    def use(mask: sitk.Image) -> None:
-        """Read the result and let it go, as the Slicer module does (a snapshot still held when the next
-        click writes costs one copy of the volume, ~40 ms here)."""
-        voxels.append(int(sitk.GetArrayViewFromImage(mask).sum()))
+    def use(result: StepResult) -> Dict[str, float]:
+        """Read the step's mask and let the result go, as the Slicer module does (a snapshot still held when
+        the next click writes costs one copy of the volume, ~40 ms here); its timings."""
+        voxels.append(int(sitk.GetArrayViewFromImage(result.mask).sum()))
+        return dict(result.timings)
 
     def first() -> None:
         holder["s"] = InteractiveSession(model, image)
-        use(holder["s"].add_click(LESION_RAS))
+        breakdowns.append(use(holder["s"].add_click(LESION_RAS)))
 
+    breakdowns: List[Dict[str, float]] = []
     first_s = _timed(first)
     session = holder["s"]
-    first_breakdown = dict(session.last_timings)
-    refine = []
-    for i in range(5):
-        use(session.add_click(REFINE_RAS, positive=i % 2 == 0))
-        refine.append(dict(session.last_timings))
+    first_breakdown = breakdowns[0]
+    refine = [use(session.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
     lesion = InteractiveSession(_LesionShaped(model), image)
     lesion.add_click(LESION_RAS)
-    lesion_refine = []
-    for i in range(5):
-        use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0))
-        lesion_refine.append(dict(lesion.last_timings))
+    lesion_refine = [use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
     return {
         "first_click_s": first_s,
         "first_click_breakdown": first_breakdown,

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     session = InteractiveSession(model, image, auto_extend=args.auto_extend)
     steps = []
     for point, positive in [(p, True) for p in positives] + [(n, False) for n in negatives]:
-        session.add_click(point, positive)
-        steps.append({k: round(v, 4) for k, v in session.last_timings.items()})
+        result = session.add_click(point, positive)
+        steps.append({k: round(v, 4) for k, v in result.timings.items()})
     tick = time.perf_counter()
     with StagedOutputs() as staged:  # both files or neither
         staged.stage(args.out, lambda path: write_image(session.mask, path))

@@ -8,7 +8,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from SAMMed3DLib.roi import ras_to_lps, voxel_to_ras
+from SAMMed3DLib.coordinates import ras_to_lps
+from SAMMed3DLib.roi import voxel_to_ras
 
 BACKGROUND = 100.0
 OBJECT = 300.0
