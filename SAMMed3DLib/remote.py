@@ -186,6 +186,11 @@ class RemoteSession:
         return bool(self._state["can_redo"])
 
     @property
+    def history_limit(self) -> int:
+        """Undo steps the server keeps for this session."""
+        return self._history_limit
+
+    @property
     def session_id(self) -> str:
         return self._sid
 
@@ -232,6 +237,7 @@ class RemoteSession:
                                         headers={"Content-Type": FRAME_TYPE})
         header, _ = unpack_frame(response.content)
         self._sid = str(header["session"])
+        self._history_limit = int(header["history_limit"])
         self._state = _state_of(header)
         self._mask = sitk.Image(self._initial)
 

@@ -27,7 +27,6 @@ from SAMMed3DLib import InteractiveSession  # noqa: E402
 from SAMMed3DLib.errors import InputError  # noqa: E402
 from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL_HEADER, VERSION_HEADER, pack_frame  # noqa: E402
 from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, ServerConnection  # noqa: E402
-from SAMMed3DLib.server.legacy import make_session  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789abcdef"
@@ -103,7 +102,7 @@ def voxels(image: sitk.Image) -> np.ndarray:
 
 
 def local_session(tiny_model, image, **options):
-    return make_session(InteractiveSession, tiny_model, image, **options)
+    return InteractiveSession(tiny_model, image, **options)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -111,6 +110,7 @@ def test_remote_steps_are_bit_identical_to_local(connection, tiny_model, phantom
     image, centre = phantom
     local = local_session(tiny_model, image, history_limit=2)
     with RemoteSession(connection, image, history_limit=2) as remote:
+        assert remote.history_limit == local.history_limit == 2
         for i, (point, positive) in enumerate(clicks_around(centre, 4)):
             r, lo = remote.add_click(point, positive, payload=f"p{i}"), local.add_click(point, positive, payload=i)
             assert np.array_equal(voxels(r.mask), voxels(lo.mask))
@@ -332,3 +332,39 @@ def test_a_dataset_on_the_server_survives_a_corrupt_case_and_reruns_only_what_is
     assert {c["case"]: c["status"] for c in report["cases"]} == {"a": "skipped", "b": "done", "broken": "failed"}
     assert (out / "a.nii.gz").stat().st_mtime_ns == kept
     assert np.array_equal(voxels(sitk.ReadImage(str(out / "b.nii.gz"))), voxels(local.mask))
+
+
+def test_bench_server_compares_local_and_remote_clicks(server, tiny_checkpoint, tmp_path, capsys):
+    from SAMMed3DLib.cli import main
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    out = tmp_path / "bench.json"
+    assert main(["bench-server", "--weights", str(tiny_checkpoint), "--server", server[0], "--token-file",
+                 str(token_file), "--size", "48,48,32", "--clicks", "3", "--concurrency", "1,2",
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["identical_masks"] is True and set(figures["concurrency"]) == {"1", "2"}
+    assert "overhead" in capsys.readouterr().out
+
+
+def test_evaluate_a_dataset_on_the_server(server, tiny_model, tmp_path, capsys):
+    from SAMMed3DLib.bench.evaluation import simulate
+    from SAMMed3DLib.cli import main
+
+    image, truth = sphere_phantom(size=(48, 48, 40), centre_ras=(-70.0, -70.0, 60.0))
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    sitk.WriteImage(image, str(tmp_path / "data" / "imagesTr" / "one.nii.gz"))
+    sitk.WriteImage(truth, str(tmp_path / "data" / "labelsTr" / "one.nii.gz"))
+    sitk.WriteImage(image, str(tmp_path / "data" / "imagesTr" / "nolabel.nii.gz"))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    command = ["evaluate", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--clicks", "3",
+               "--server", server[0], "--token-file", str(token_file)]
+    assert main(command) == 1
+    out = capsys.readouterr().out
+    assert "2 cases: 1 done, 0 skipped (already done), 1 failed" in out and "mean Dice over 1 structures" in out
+    local = [s.dice for s in simulate(tiny_model, image, sitk.GetArrayFromImage(truth) > 0, 3)]
+    assert json.loads((tmp_path / "out" / "one.json").read_text())["dice"] == {"1": local}
+    assert main(command) == 1 and "1 skipped (already done)" in capsys.readouterr().out

@@ -35,11 +35,13 @@ def phantom(size: Sequence[int], spacing: float = 1.0, seed: int = 0) -> sitk.Im
 
 
 def refinement_clicks(image: sitk.Image, count: int, seed: int = 0) -> List[Click]:
-    """``count`` clicks within 20 mm of the image centre (one ROI: the first encodes, the rest refine)."""
+    """``count`` clicks within 20 mm of the image centre (less in a small image; one ROI: the first encodes,
+    the rest refine)."""
     rng = np.random.default_rng(seed)
+    reach = min(20.0, 0.3 * min(n * s for n, s in zip(image.GetSize(), image.GetSpacing())))
     centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
     ras = (-centre[0], -centre[1], centre[2])
-    return [(tuple(float(c + d) for c, d in zip(ras, rng.uniform(-20, 20, 3))), i % 3 != 1) for i in range(count)]
+    return [(tuple(float(c + d) for c, d in zip(ras, rng.uniform(-reach, reach, 3))), i % 3 != 1) for i in range(count)]
 
 
 def step_times(session, clicks: Sequence[Click]) -> Tuple[List[float], sitk.Image]:

@@ -22,11 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import contextlib
+    import time
 
     import SimpleITK as sitk
     import torch
 
-    from ..bench.server import concurrent_latencies, local_server, percentiles, phantom, refinement_clicks, step_times
+    from ..bench.server import concurrent_latencies, local_server, percentiles, phantom, refinement_clicks
     from ..model import load_model
     from ..remote import RemoteSession, ServerConnection
     from ..server.config import read_token
@@ -39,20 +40,21 @@ def run(args: argparse.Namespace) -> int:
     image = phantom(size)
     clicks = refinement_clicks(image, args.clicks)
     model = load_model(args.weights, device=args.device)
-    local_times, local_mask = step_times(InteractiveSession(model, image), clicks)
     token = read_token(args.token_file) if args.token_file else None
     server = contextlib.nullcontext(args.server) if args.server else local_server(
         args.weights, args.workers, torch.get_num_threads())
     with server as url:
         connection = ServerConnection(url, token)
-        remote = RemoteSession(connection, image)
-        remote_times = []
-        transfer = []
-        for point, positive in clicks:
+        local, remote = InteractiveSession(model, image), RemoteSession(connection, image)
+        local_times, remote_times, transfer = [], [], []
+        for point, positive in clicks:  # interleaved: both sides see the same load on a shared machine
+            start = time.perf_counter()
+            local.add_click(point, positive)
+            local_times.append(time.perf_counter() - start)
             result = remote.add_click(point, positive)
             remote_times.append(result.timings["total"])
             transfer.append(result.timings["transfer"])
-        identical = bool(np.array_equal(sitk.GetArrayFromImage(remote.mask), sitk.GetArrayFromImage(local_mask)))
+        identical = bool(np.array_equal(sitk.GetArrayFromImage(remote.mask), sitk.GetArrayFromImage(local.mask)))
         remote.close()
         load = {n: percentiles(concurrent_latencies(lambda im: RemoteSession(connection, im), image, clicks, n))
                 for n in counts}

@@ -18,9 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    from .evaluate_dataset import add_dataset_arguments  # --dataset: every case, locally or on a server
+
+    add_dataset_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .evaluate_dataset import check_single_case, run_dataset
+
+    if args.dataset is not None:
+        return run_dataset(args)
+    check_single_case(args)
     import numpy as np
     import SimpleITK as sitk
 

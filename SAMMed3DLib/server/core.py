@@ -102,7 +102,8 @@ class WorkerCore:
             if len(self._sessions) >= self.limits.max_sessions:
                 return _full(self.limits.max_sessions)
             self._sessions[sid] = _Entry(session)
-        return pack_frame({"session": sid, "worker": self.index, "version": __version__, **_state(session)})
+        return pack_frame({"session": sid, "worker": self.index, "version": __version__,
+                           "history_limit": session.history_limit, **_state(session)})
 
     def step(self, sid: str, op: str, args: Dict[str, Any]) -> Answer:
         """Run ``op`` (click, undo, redo, reset, discard, focus) on session ``sid``: the step's answer frame."""

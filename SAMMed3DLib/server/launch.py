@@ -15,12 +15,14 @@ APP_NAME = "sammed3d"
 
 
 def connect(config: ServerConfig) -> None:
-    """Join ``config.address``, or start a private local Ray bound to 127.0.0.1 with few resources."""
+    """Join ``config.address``, or start a private local Ray with few resources and no dashboard. (Ray's own
+    ports use the node's address whatever one asks, and are guarded by Ray's cluster token; the HTTP API
+    listens on ``config.host`` only.)"""
     options = {"namespace": NAMESPACE, "log_to_driver": False, "include_dashboard": False}
     if config.address:
         ray.init(address=config.address, **options)
     else:
-        ray.init(num_cpus=config.num_cpus, _node_ip_address="127.0.0.1", **options)
+        ray.init(num_cpus=config.num_cpus, **options)
 
 
 def worker_plan(config: ServerConfig) -> "tuple[int, float]":
@@ -49,15 +51,18 @@ def wait_for_workers(handles: List[Any]) -> None:
 
 
 def start(config: ServerConfig) -> List[Any]:
-    """Check the configuration, start Ray, the workers and the gateway (the workers load the model while Serve
-    starts); the worker handles, to be held for as long as the server runs."""
+    """Check the configuration, start Ray, the gateway, then the workers; the worker handles, to be held for as
+    long as the server runs. Serve starts first, alone: its HTTP proxy must come up within Serve's fixed 60 s,
+    which workers loading torch at the same time can break on a busy machine. Until the workers have loaded
+    the model, /v1/health answers "degraded"."""
     from .gateway import Gateway
 
     check_config(config)
     connect(config)
-    handles = start_workers(config)
+    count, _ = worker_plan(config)
     serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(Gateway.bind(config, len(handles)), name=APP_NAME, route_prefix="/")
+    serve.run(Gateway.bind(config, count), name=APP_NAME, route_prefix="/")
+    handles = start_workers(config)
     wait_for_workers(handles)
     return handles
 

@@ -17,14 +17,13 @@ class EngineWorker:
         import torch
 
         from .. import InteractiveSession, load_model
-        from .legacy import make_session
 
         if threads:  # CPU results depend on the thread count (reduction order): pin it when asked
             torch.set_num_threads(threads)
         model = load_model(weights, device=device)
         self._core = WorkerCore(
             index,
-            lambda image, **options: make_session(InteractiveSession, model, image, **options),
+            lambda image, **options: InteractiveSession(model, image, **options),
             limits,
             {"weights": str(weights), "device": str(model.device)},
         )
