@@ -34,6 +34,7 @@ from .protocol import (
     pack_bits,
     pack_frame,
     raw_volume,
+    region_slices,
     unpack_bits,
     unpack_frame,
     version_message,
@@ -240,6 +241,7 @@ class RemoteSession:
         self._history_limit = int(header["history_limit"])
         self._state = _state_of(header)
         self._mask = sitk.Image(self._initial)
+        self._voxels = sitk.GetArrayFromImage(self._initial)  # z-y-x mirror: finds what really changed
 
     def _step(self, op: str, args: Dict[str, Any], payload: Any = None) -> RemoteStepResult:
         start = time.perf_counter()
@@ -265,7 +267,7 @@ class RemoteSession:
         """Write the answer's region into the local mask and update the state; the result's fields."""
         region = as_region(header["changed"])
         if region is not None:
-            write_mask_region(self._mask, region, unpack_bits(bits, tuple(region[1][::-1])))
+            self._write(region, unpack_bits(bits, tuple(region[1][::-1])))
         self._state = _state_of(header)
         dropped = tuple(self._payloads.pop(i, None) for i in header["dropped"])
         timings = {k: float(v) for k, v in header["timings"].items()}
@@ -275,6 +277,19 @@ class RemoteSession:
         payload = self._payloads.get(header["payload"]) if header["payload"] is not None else None
         return {"mask": self.mask, "changed": region, "timings": timings, "encoded": bool(header["encoded"]),
                 "clicks": self._state["clicks"], "payload": payload, "dropped": dropped}
+
+    def _write(self, region, values: np.ndarray) -> None:
+        """Put the region's new z-y-x values into the mask, pasting only the box of voxels that differ (the
+        paste costs per voxel; a refinement usually changes a small part of the region it reports)."""
+        window = region_slices(region)
+        differs = values != self._voxels[window]
+        if not differs.any():
+            return
+        box = tuple(_extent(differs.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3))
+        self._voxels[window][box] = values[box]
+        start = tuple(int(r + b.start) for r, b in zip(region[0], box[::-1]))
+        size = tuple(b.stop - b.start for b in box[::-1])
+        write_mask_region(self._mask, (start, size), values[box])
 
     def _recover(self, reason: SessionLostError) -> str:
         """Open a new session and replay every step so far (retrying while the server comes back)."""
@@ -291,6 +306,12 @@ class RemoteSession:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+def _extent(flags: np.ndarray) -> slice:
+    """The slice from the first to the last True of a 1-D boolean array."""
+    where = np.flatnonzero(flags)
+    return slice(int(where[0]), int(where[-1]) + 1)
 
 
 def _state_of(header: Mapping[str, Any]) -> Dict[str, Any]:

@@ -74,9 +74,11 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def run_cases(cases: Sequence[Case], job: Callable[[Case], str], jobs: int, *, redo: bool = False,
-              progress=sys.stderr) -> List[Outcome]:
+              progress=None) -> List[Outcome]:
     """``job(case)`` (returns a short detail) for every case whose output is missing (all with ``redo``),
-    ``jobs`` at a time; every case gets an Outcome, in the order given."""
+    ``jobs`` at a time; every case gets an Outcome, in the order given. A line per finished case goes to
+    ``progress`` (default: standard error)."""
+    progress = progress or sys.stderr
     outcomes: Dict[str, Outcome] = {}
     todo = []
     for case in cases:
