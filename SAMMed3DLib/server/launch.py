@@ -26,10 +26,11 @@ def connect(config: ServerConfig) -> None:
 
 
 def worker_plan(config: ServerConfig) -> "tuple[int, float]":
-    """(workers, GPUs each): one per GPU of the cluster by default, else one CPU worker."""
+    """(workers, GPUs each): one per GPU of the cluster by default, else one CPU worker; more workers than GPUs
+    share them (fractions of a GPU)."""
     gpus = int(ray.cluster_resources().get("GPU", 0)) if config.device in ("auto", "cuda") else 0
     count = config.workers or max(1, gpus)
-    return count, (1.0 if gpus >= count else 0.0)
+    return count, (min(1.0, gpus / count) if gpus else 0.0)
 
 
 def start_workers(config: ServerConfig) -> List[Any]:
