@@ -4,6 +4,7 @@ An immutable value (every change returns a new history), so that a caller can ke
 started from and put it back if its step fails halfway. Steps are opaque to the history.
 """
 
+import numbers
 from dataclasses import dataclass
 from typing import Generic, Optional, Tuple, TypeVar
 
@@ -24,8 +25,9 @@ class History(Generic[S]):
     cursor: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, numbers.Integral) or self.limit < 1:
             raise InputError(f"the undo history limit must be a whole number of steps ≥ 1, got {self.limit!r}")
+        object.__setattr__(self, "limit", int(self.limit))  # numpy integers too, stored as a plain int
 
     @property
     def can_undo(self) -> bool:

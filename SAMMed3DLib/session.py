@@ -195,6 +195,8 @@ class InteractiveSession:
         """Centre the next new ROI on the bounding box of these RAS points (as the official evaluation crops
         around a structure's bounding box); a first click outside that ROI ignores it."""
         with self._exclusive():
+            if isinstance(points_ras, (str, bytes)) or not hasattr(points_ras, "__iter__"):
+                raise InputError(f"focus needs a list of points (R, A, S) in mm, got {points_ras!r}")
             points = [ras_to_lps(_as_point(p, "focus point")) for p in points_ras]
             if not points:
                 raise InputError("focus needs at least one point (R, A, S) in mm")
@@ -250,7 +252,8 @@ class InteractiveSession:
                 changed = before != after
                 if changed.any():
                     write_region(self._mask, region, after)
-                    edits.append((region, np.packbits(changed)))
+                    edits.append((region, changed))  # recorded before packing: a failure there still rolls back
+                    edits[-1] = (region, np.packbits(changed))
             if not edits and not self._state.clicks:
                 return self._result(work, None, payload)
             step = _Step(tuple(edits), self._state, _State(), payload)

@@ -12,8 +12,8 @@ from support.phantoms import centre_ras, sphere_phantom
 from support.reference import matched_pair
 
 from SAMMed3DLib import InteractiveSession, load_model
-from SAMMed3DLib.bench.evaluation import dice
 from SAMMed3DLib.bench.network import fixed_inputs, random_weights
+from SAMMed3DLib.metrics import dice
 from SAMMed3DLib.modeling import SAMMed3DConfig, decode_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

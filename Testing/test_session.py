@@ -13,6 +13,7 @@ from support.phantoms import (
     sphere_phantom,
     two_spheres_phantom,
 )
+from support.session_state import snapshot
 from support.standin import StandInModel
 
 from SAMMed3DLib import InputError, InteractiveSession
@@ -286,20 +287,6 @@ class FailingModel(StandInModel):
             self.fail_at = None
             raise RuntimeError("decode failed")
         return super().decode(*args)
-
-
-def snapshot(session: InteractiveSession) -> dict:
-    """Everything a step may change, comparable with ``==`` (the mask as bytes)."""
-    return {
-        "mask": arr(session.mask).tobytes(),
-        "clicks": session.clicks,
-        "can_undo": session.can_undo,
-        "can_redo": session.can_redo,
-        "roi": session.roi,
-        "state": session._state,
-        "known": session._known,
-        "history": session._history,
-    }
 
 
 @pytest.mark.parametrize("earlier", [0, 1], ids=["first-click", "after-a-click"])

@@ -104,7 +104,21 @@ def test_the_slice_image_and_a_segment_are_rendered_in_their_colours(scene, red)
     assert not tinted(pixels[far_y - 5 : far_y + 6, far_x - 5 : far_x + 6], colour).any()
     assert pixels[far_y, far_x].min() > 200 and (pixels[far_y, far_x] == pixels[far_y, far_x, 0]).all()  # grey
     segmentation.GetDisplayNode().SetVisibility(False)
-    assert not tinted(red.pixels(), colour).any(), "the segment is drawn while hidden"
+    hidden = red.pixels()
+    assert not tinted(hidden, colour).any(), "the segment is drawn while hidden"
+    fill = segmentation.GetDisplayNode().GetOpacity2DFill()  # the fill blends with the slice image under it
+    expected = fill * np.multiply(colour, 255.0) + (1 - fill) * hidden[y, x]
+    assert np.allclose(pixels[y, x], expected, atol=3), (pixels[y, x], expected)
+
+
+def test_keys_over_the_view_reach_its_widgets(red):
+    red.move(*red.ras_to_xy(SPHERE_CENTER_RAS))
+    offset = red.node.GetSliceOffset()
+    red.key("f")  # Slicer's slice-view key: next slice
+    step = red.node.GetSliceOffset() - offset
+    assert 0.5 < step < 3.0, step  # one slice of the oblique 0.9 × 1.1 × 2.2 mm phantom
+    red.key("b")
+    assert red.node.GetSliceOffset() == pytest.approx(offset)
 
 
 def test_a_400_px_slice_view_renders_in_tens_of_milliseconds(scene, red):

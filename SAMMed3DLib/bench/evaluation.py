@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..metrics import dice
 from ..roi import voxel_to_ras
 from ..session import InteractiveSession
 
@@ -26,12 +27,6 @@ class ClickResult:
     positive: bool
     dice: float
     seconds: float
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean arrays (1.0 when both are empty)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
 
 
 def random_click(truth: np.ndarray, prediction: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, bool]:

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..coordinates import ras_to_lps
 from ..errors import SAMMed3DError
 from ..modeling import decode_step
 from .network import load_network, peak_rss_mb, run_in_child
@@ -43,7 +44,7 @@ def synthetic_volume(seed: int = 0) -> sitk.Image:
     body = np.where(x**2 + y**2 <= 1, 40, -1000).astype(np.int16)
     rng = np.random.default_rng(seed)
     values = np.empty((nz, ny, nx), np.int16)
-    centre = np.asarray(LESION_RAS) * np.array([-1, -1, 1]) / np.asarray(SPACING)
+    centre = ras_to_lps(LESION_RAS) / np.asarray(SPACING)
     yy, xx = np.mgrid[0:ny, 0:nx]
     for z in range(nz):
         values[z] = body + rng.integers(-20, 21, (ny, nx), dtype=np.int16)
@@ -173,7 +174,7 @@ def _crop_or_pad_bounds(crop, subject):
 
 def _click_label(tio, image: sitk.Image, point_ras) -> "object":
     """A whole-volume label map with a 5 mm ball at the click (the official crop centres on a label)."""
-    lps = np.asarray(point_ras, float) * np.array([-1, -1, 1])
+    lps = ras_to_lps(point_ras)
     index = np.round(np.asarray(image.TransformPhysicalPointToContinuousIndex(lps.tolist()))).astype(int)
     label = np.zeros(image.GetSize(), np.uint8)  # x, y, z as torchio's tensor
     r = np.ceil(2.5 / np.asarray(image.GetSpacing())).astype(int)

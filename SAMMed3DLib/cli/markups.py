@@ -5,11 +5,12 @@ import os
 from pathlib import Path
 from typing import List, Tuple
 
+from ..coordinates import lps_to_ras
 from ..errors import InputError
 
 Point = Tuple[float, float, float]
 
-_TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": (-1.0, -1.0, 1.0)}
+_TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": tuple(lps_to_ras((1.0, 1.0, 1.0)).tolist())}  # per-axis signs
 
 
 def read_markups(path: "os.PathLike[str] | str") -> List[Point]:

@@ -116,6 +116,7 @@ class View:
         self.window.SetSize(*self.size)
         self.renderer = vtk.vtkRenderer()
         self.window.AddRenderer(self.renderer)
+        self._add_first_props()
         # A generic interactor: the platform one would want an X display to initialise.
         self.interactor = vtk.vtkGenericRenderWindowInteractor()
         self.interactor.SetRenderWindow(self.window)
@@ -132,6 +133,9 @@ class View:
         self.style = self._build()
         self.style.SetDisplayableManagers(self.managers_group)
         self.style.SetInteractor(self.interactor)
+
+    def _add_first_props(self) -> None:
+        """Add the props drawn under everything the displayable managers draw (before they add theirs)."""
 
     def _build(self):
         """Create the view logic and node; return the MRML interactor style (not yet attached)."""
@@ -220,6 +224,18 @@ class SliceView(View):
         self.orientation = orientation or SLICE_ORIENTATIONS.get(name, "Axial")
         super().__init__(app, size)
 
+    def _add_first_props(self) -> None:
+        # The slice logic blends the layers into one RGBA image in display pixels; a background 2-D image actor
+        # shows it unchanged (window 255, level 127.5), as CTK's light-box renderer manager does in Slicer. It
+        # must be the renderer's first prop: a segment fill added before it would blend with the clear colour.
+        self._image_mapper = vtk.vtkImageMapper()
+        self._image_mapper.SetColorWindow(255)
+        self._image_mapper.SetColorLevel(127.5)
+        self._image_actor = vtk.vtkActor2D()
+        self._image_actor.SetMapper(self._image_mapper)
+        self._image_actor.GetProperty().SetDisplayLocationToBackground()
+        self.renderer.AddViewProp(self._image_actor)
+
     def _build(self):
         self.renderer.GetActiveCamera().ParallelProjectionOn()
         self.logic = slicer.vtkMRMLSliceLogic()
@@ -230,15 +246,6 @@ class SliceView(View):
         self.node.SetOrientation(self.orientation)
         self.logic.ResizeSliceNode(*self.size)
         self.managers_group.SetMRMLDisplayableNode(self.node)
-        # The slice logic blends the layers into one RGBA image in display pixels; a background 2-D actor
-        # shows it unchanged (window 255, level 127.5), under the displayable managers' props.
-        self._image_mapper = vtk.vtkImageMapper()
-        self._image_mapper.SetColorWindow(255)
-        self._image_mapper.SetColorLevel(127.5)
-        self._image_actor = vtk.vtkActor2D()
-        self._image_actor.SetMapper(self._image_mapper)
-        self._image_actor.GetProperty().SetDisplayLocationToBackground()
-        self.renderer.AddViewProp(self._image_actor)
         self._connection = None
         self._observer = self.logic.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *_: self._update_image())
         self._update_image()
