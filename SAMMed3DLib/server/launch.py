@@ -1,5 +1,6 @@
 """Start (or join) Ray, the worker actors and the Serve gateway; block until interrupted."""
 
+import contextlib
 import signal
 import threading
 from typing import Any, Callable, List, Optional
@@ -20,7 +21,11 @@ def connect(config: ServerConfig) -> None:
     listens on ``config.host`` only.)"""
     options = {"namespace": NAMESPACE, "log_to_driver": False, "include_dashboard": False}
     if config.address:
-        ray.init(address=config.address, **options)
+        try:
+            ray.init(address=config.address, **options)
+        except ConnectionError as exc:
+            raise SAMMed3DError(f"cannot join the Ray cluster at {config.address}: {exc} (is `ray start --head` "
+                                "running there, and does this machine have the cluster's token?)") from None
     else:
         ray.init(num_cpus=config.num_cpus, **options)
 
@@ -69,12 +74,13 @@ def start(config: ServerConfig) -> List[Any]:
 
 
 def stop() -> None:
-    """Remove the gateway and disconnect (a private local Ray stops with it)."""
-    try:
-        serve.delete(APP_NAME)
-        serve.shutdown()
-    finally:
-        ray.shutdown()
+    """Remove the gateway and disconnect (a private local Ray stops with it); after a failed start, whatever
+    had started (an error here must not hide the one that stopped the start)."""
+    if ray.is_initialized():
+        with contextlib.suppress(Exception):
+            serve.delete(APP_NAME)
+            serve.shutdown()
+    ray.shutdown()
 
 
 def serve_forever(config: ServerConfig, ready: Optional[Callable[[str], None]] = None) -> None:
