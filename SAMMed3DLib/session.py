@@ -23,6 +23,7 @@ from .coordinates import lps_to_ras, ras_to_lps
 from .embeddings import EmbeddingCache, Network
 from .errors import InputError, NetworkOutputError, SessionBusyError
 from .history import HISTORY_LIMIT, History
+from .inputs import check_image, check_point_inside, check_same_grid
 from .modeling import IMAGE_SIZE, LOW_RES_SIZE
 from .paste import mask_to_prompt, paste_logits, read_region, upsample, write_region
 from .regions import Region
@@ -30,9 +31,6 @@ from .regions import union as region_union
 from .roi import (
     Grid,
     Roi,
-    check_image,
-    check_point_inside,
-    check_same_grid,
     fits_in_roi,
     model_input,
     roi_for_points,

@@ -100,6 +100,10 @@ def simulate(
         raise InputError(f"unknown crop {crop!r}; use {' or '.join(CROPS)}")
     if not truth.any():
         raise InputError("the structure to evaluate is empty")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"the seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(clicks, bool) or not isinstance(clicks, (int, np.integer)) or clicks < 1:
+        raise InputError(f"the number of clicks must be a whole number >= 1, got {clicks!r}")
     rng = np.random.default_rng(seed)
     session = session_factory(model, image)
     if crop == "bbox":

@@ -54,20 +54,14 @@ def dataset_cases(folder: Path, out: Path) -> List[Case]:
 
 def evaluate_case(case: Case, args: argparse.Namespace, factory: Callable) -> str:
     """Simulate clicks on every structure of one case; write ``NAME.json``; the final mean Dice."""
-    import SimpleITK as sitk
-
     from ..bench.evaluation import simulate
-    from ..roi import check_same_grid
+    from ..inputs import check_label_map
     from .images import read_image
 
     with _IO:
         image = read_image(case.image)
         label = read_image(case.inputs["label"])
-    check_same_grid(label, image, f"the label map {case.inputs['label'].name}")
-    labels = sitk.GetArrayFromImage(label)
-    values = [int(v) for v in np.unique(labels) if v != 0]
-    if not values:
-        raise InputError(f"{case.inputs['label'].name} has no labelled voxels")
+    labels, values = check_label_map(label, image, f"the label map {case.inputs['label'].name}")
     results: Dict[str, List[float]] = {}
     opened: list = []  # remote sessions are closed here, not left to the server's idle time-out
 
