@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--device", default="auto", choices=DEVICES)
+    from .evaluate_dataset import add_dataset_arguments  # --dataset: every case, locally or on a server
+
+    add_dataset_arguments(parser)
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -40,6 +43,11 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .evaluate_dataset import check_single_case, run_dataset
+
+    if args.dataset is not None:
+        return run_dataset(args)
+    check_single_case(args)
     from ..bench.evaluation import simulate
     from ..inputs import check_label_map
     from ..model import load_model
