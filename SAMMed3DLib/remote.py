@@ -3,8 +3,9 @@
 ``RemoteSession(ServerConnection(url, token), image)`` has the steps and results of the local
 :class:`~SAMMed3DLib.InteractiveSession` (``add_click``, ``undo``, ``redo``, ``reset``, ``discard_last_step``,
 ``focus``; ``mask``, ``clicks``, ``can_undo``, ``can_redo``); its results are :class:`RemoteStepResult`, the
-engine's StepResult fields plus ``replayed`` / ``message``. The volume is uploaded once; each step brings back
-only the changed region. If the server loses the session (restart, dead worker, idle time-out), the next step
+engine's StepResult fields plus ``replayed`` / ``message`` / ``flipped``. The volume is uploaded once; each step
+brings back only the voxels that flipped (their tight box, bit-packed). If the server loses the session (restart,
+dead worker, idle time-out, or an answer that never arrived), the next step
 opens a new session, replays every step so far, and says so in its result.
 
 Points are RAS mm; regions ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index order.
@@ -28,14 +29,15 @@ from .protocol import (
     PROTOCOL,
     PROTOCOL_HEADER,
     VERSION_HEADER,
+    ProtocolError,
     VersionMismatchError,
+    apply_flips,
     as_clicks,
     as_region,
     pack_bits,
     pack_frame,
     raw_volume,
     region_slices,
-    unpack_bits,
     unpack_frame,
     version_message,
     write_mask_region,
@@ -65,8 +67,10 @@ class SessionLostError(RemoteError):
 class RemoteStepResult:
     """The engine's StepResult plus whether the session had to be re-opened and replayed first.
 
-    ``timings`` (s): the engine's preprocess/encode/decode/paste, ``engine`` its total, ``total`` the whole
-    round trip seen by the client, ``transfer`` the difference (network, HTTP, packing)."""
+    ``timings`` (s): the engine's preprocess/encode/decode/paste, ``engine`` its total, ``flips`` the server's
+    diff of the mask, ``apply`` the client's, ``total`` the whole round trip seen by the client, ``transfer``
+    total minus engine (network, HTTP, Serve, diffing). ``flipped``: the tight
+    box of the voxels this step really flipped (within ``changed``), None if none."""
 
     mask: sitk.Image
     changed: Optional[Tuple[Tuple[int, int, int], Tuple[int, int, int]]]
@@ -77,6 +81,7 @@ class RemoteStepResult:
     dropped: Tuple[Any, ...] = ()
     replayed: bool = False
     message: str = ""
+    flipped: Optional[Tuple[Tuple[int, int, int], Tuple[int, int, int]]] = None
 
 
 class ServerConnection:
@@ -241,7 +246,8 @@ class RemoteSession:
         self._history_limit = int(header["history_limit"])
         self._state = _state_of(header)
         self._mask = sitk.Image(self._initial)
-        self._voxels = sitk.GetArrayFromImage(self._initial)  # z-y-x mirror: finds what really changed
+        self._voxels = sitk.GetArrayFromImage(self._initial)  # z-y-x mirror, the base of the server's flips
+        self._seq = 0
 
     def _step(self, op: str, args: Dict[str, Any], payload: Any = None) -> RemoteStepResult:
         start = time.perf_counter()
@@ -260,36 +266,41 @@ class RemoteSession:
         return RemoteStepResult(**result, replayed=bool(message), message=message)
 
     def _post(self, op: str, args: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes]:
+        """The answer to ``op``; SessionLostError if an earlier answer never arrived (the flips would not apply)."""
         response = self._server.request("POST", f"/sessions/{self._sid}/{op}", json=args)
-        return unpack_frame(response.content)
+        header, bits = unpack_frame(response.content)
+        if header.get("seq") != self._seq + 1:
+            with contextlib.suppress(RemoteError):  # abandoned: the replay opens a new one
+                self._server.request("DELETE", f"/sessions/{self._sid}")
+            raise SessionLostError(f"missed an answer of session {self._sid} (answer {header.get('seq')} after "
+                                   f"{self._seq}): this copy of the mask is stale", 0, "out_of_sync")
+        self._seq += 1
+        return header, bits
 
     def _apply(self, header: Dict[str, Any], bits: bytes, start: float) -> Dict[str, Any]:
         """Write the answer's region into the local mask and update the state; the result's fields."""
-        region = as_region(header["changed"])
-        if region is not None:
-            self._write(region, unpack_bits(bits, tuple(region[1][::-1])))
+        applying = time.perf_counter()
+        region, flipped = as_region(header["changed"]), as_region(header["flipped"])
+        if flipped is not None:
+            self._write(flipped, bits)
         self._state = _state_of(header)
         dropped = tuple(self._payloads.pop(i, None) for i in header["dropped"])
         timings = {k: float(v) for k, v in header["timings"].items()}
+        timings["apply"] = time.perf_counter() - applying
         timings["engine"] = timings.get("total", 0.0)
         timings["total"] = time.perf_counter() - start
         timings["transfer"] = timings["total"] - timings["engine"]
         payload = self._payloads.get(header["payload"]) if header["payload"] is not None else None
         return {"mask": self.mask, "changed": region, "timings": timings, "encoded": bool(header["encoded"]),
-                "clicks": self._state["clicks"], "payload": payload, "dropped": dropped}
+                "clicks": self._state["clicks"], "payload": payload, "dropped": dropped, "flipped": flipped}
 
-    def _write(self, region, values: np.ndarray) -> None:
-        """Put the region's new z-y-x values into the mask, pasting only the box of voxels that differ (the
-        paste costs per voxel; a refinement usually changes a small part of the region it reports)."""
-        window = region_slices(region)
-        differs = values != self._voxels[window]
-        if not differs.any():
-            return
-        box = tuple(_extent(differs.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3))
-        self._voxels[window][box] = values[box]
-        start = tuple(int(r + b.start) for r, b in zip(region[0], box[::-1]))
-        size = tuple(b.stop - b.start for b in box[::-1])
-        write_mask_region(self._mask, (start, size), values[box])
+    def _write(self, flipped, bits: bytes) -> None:
+        """XOR the answer's flips into the mirror, then paste the flipped box into the mask."""
+        window = self._voxels[region_slices(flipped)]
+        if window.shape != tuple(flipped[1][::-1]):
+            raise ProtocolError(f"the server's flipped box {flipped} lies outside the image {self._mask.GetSize()}")
+        apply_flips(window, bits)
+        write_mask_region(self._mask, flipped, window)
 
     def _recover(self, reason: SessionLostError) -> str:
         """Open a new session and replay every step so far (retrying while the server comes back)."""
@@ -306,12 +317,6 @@ class RemoteSession:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-
-
-def _extent(flags: np.ndarray) -> slice:
-    """The slice from the first to the last True of a 1-D boolean array."""
-    where = np.flatnonzero(flags)
-    return slice(int(where[0]), int(where[-1]) + 1)
 
 
 def _state_of(header: Mapping[str, Any]) -> Dict[str, Any]:

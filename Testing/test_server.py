@@ -25,7 +25,7 @@ pytest.importorskip("ray.serve")
 
 from SAMMed3DLib import InteractiveSession  # noqa: E402
 from SAMMed3DLib.errors import InputError  # noqa: E402
-from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL_HEADER, VERSION_HEADER, pack_frame  # noqa: E402
+from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER, pack_frame  # noqa: E402
 from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, ServerConnection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def test_a_client_of_another_protocol_gets_one_message_with_both_versions(server
     answer = requests.get(server[0] + "/v1/models", headers=headers, timeout=10)
     assert answer.status_code == 409
     message = answer.json()["message"]
-    assert "9.9.9 (protocol 99)" in message and "(protocol 1)" in message
+    assert "9.9.9 (protocol 99)" in message and f"(protocol {PROTOCOL})" in message
 
 
 def test_an_oversized_upload_gets_413(server):

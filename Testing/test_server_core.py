@@ -10,13 +10,18 @@ from support.phantoms import centre_ras, sphere_phantom
 from SAMMed3DLib import InteractiveSession
 from SAMMed3DLib.errors import InputError
 from SAMMed3DLib.protocol import (
+    MAGIC_RAW,
     ProtocolError,
+    apply_flips,
+    flip_box,
     pack_frame,
     raw_volume,
+    take_flips,
     unpack_bits,
     unpack_frame,
     volume_from_file_bytes,
     volume_from_raw,
+    worth_compressing,
 )
 from SAMMed3DLib.remote import _upload
 from SAMMed3DLib.server.config import Limits, ServerConfig, check_config, read_token, token_matches
@@ -39,7 +44,7 @@ def test_frames_refuse_garbage_truncation_and_zip_bombs():
     with pytest.raises(ProtocolError, match="not a SAM-Med3D frame"):
         unpack_frame(b"\x80\x04pickle")
     with pytest.raises(ProtocolError, match="ends early"):
-        unpack_frame(pack_frame({}, b"0" * 1000)[:-4])
+        unpack_frame(pack_frame({}, b"0" * 1000, compress=True)[:-4])
     bomb = pack_frame({}, bytes(10_000_000))
     assert len(bomb) < 50_000  # 10 MB of zeros at level 1
     with pytest.raises(ProtocolError, match="more than the server's limit of 1000000 bytes"):
@@ -95,3 +100,80 @@ def test_unknown_session_options_and_steps_are_refused(tiny_model):
     header, _ = unpack_frame(core.create(_upload(image, None, {})))
     step = core.step(header["session"], "explode", {})
     assert isinstance(step, Failure) and step.status == 400 and "unknown step" in step.message
+
+
+def _round_trip(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The client's copy of ``old`` after applying the flips the server takes (the server's copy must be ``new``)."""
+    server, client = old.copy(), old.copy()
+    box, bits = take_flips(server, new)
+    assert np.array_equal(server, new)
+    if box is not None:
+        apply_flips(client[box], unpack_frame(pack_frame({}, bits))[1])
+    return client
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_flips_round_trip_exactly_in_their_tight_box(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(1, 40, 3))
+    old = (rng.random(shape) < 0.5).astype(np.uint8)
+    new = old.copy()
+    corner = [int(rng.integers(0, n)) for n in shape]
+    far = [int(rng.integers(c, n)) for c, n in zip(corner, shape)]
+    new[tuple(corner)] ^= 1
+    new[tuple(far)] ^= 1 if far != corner else 0
+    new[tuple(slice(c, f + 1) for c, f in zip(corner, far))] ^= (rng.random(
+        tuple(f + 1 - c for c, f in zip(corner, far))) < 0.1).astype(np.uint8)
+    assert np.array_equal(_round_trip(old, new), new)
+    box = flip_box(old, new)
+    flipped = np.argwhere(old != new)
+    if flipped.size:  # tight: the box starts at the first and ends at the last flipped voxel on every axis
+        assert [(b.start, b.stop) for b in box] == list(zip(flipped.min(0), flipped.max(0) + 1))
+    else:
+        assert box is None
+
+
+def test_no_flip_sends_nothing_and_a_full_flip_sends_the_whole_box():
+    old = np.zeros((5, 6, 7), np.uint8)
+    assert take_flips(old.copy(), old) == (None, b"")
+    new = 1 - old
+    box, bits = take_flips(old.copy(), new)
+    assert box == (slice(0, 5), slice(0, 6), slice(0, 7)) and len(bits) == (5 * 6 * 7 + 7) // 8
+    assert np.array_equal(_round_trip(old, new), new)
+    with pytest.raises(ProtocolError, match="do not hold"):
+        apply_flips(np.zeros((2, 2, 2), np.uint8), bits)
+
+
+def test_small_bodies_go_uncompressed_and_large_ones_compressed():
+    small, large = pack_frame({"a": 1}, b"x" * 100), pack_frame({"a": 1}, b"x" * 100_000)
+    assert small.startswith(MAGIC_RAW) and unpack_frame(small) == ({"a": 1}, b"x" * 100)
+    assert len(large) < 1000 and unpack_frame(large) == ({"a": 1}, b"x" * 100_000)
+    with pytest.raises(ProtocolError, match="limit of 10 bytes"):
+        unpack_frame(small, max_body=10)
+    rng = np.random.default_rng(0)
+    sparse = np.packbits(rng.random(200_000) < 0.001).tobytes()
+    dense = np.packbits(rng.random(200_000) < 0.3).tobytes()
+    assert worth_compressing(sparse) and not worth_compressing(dense) and not worth_compressing(sparse[:100])
+
+
+def test_worker_answers_carry_only_the_flips_of_each_step(tiny_model):
+    """Answers in sequence rebuild the local session's masks exactly, each within the engine's changed region."""
+    image, truth = sphere_phantom()
+    local = InteractiveSession(tiny_model, image)
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(tiny_model, im, **o), Limits(), {})
+    sid = unpack_frame(core.create(_upload(image, None, {})))[0]["session"]
+    client = np.zeros(image.GetSize()[::-1], np.uint8)
+    centre = np.array(centre_ras(truth))
+    steps = [("click", {"point": list(centre)}), ("click", {"point": list(centre + 3), "positive": False}),
+             ("undo", {}), ("redo", {}), ("undo", {}), ("reset", {})]
+    for seq, (op, args) in enumerate(steps, 1):
+        header, bits = unpack_frame(core.step(sid, op, args))
+        expected = {"click": lambda a: local.add_click(a["point"], a.get("positive", True)),
+                    "undo": lambda a: local.undo(), "redo": lambda a: local.redo(),
+                    "reset": lambda a: local.reset()}[op](args)
+        assert header["seq"] == seq and header["changed"] == (
+            None if expected.changed is None else [list(v) for v in expected.changed])
+        if header["flipped"] is not None:
+            (x, y, z), (sx, sy, sz) = header["flipped"]
+            apply_flips(client[z : z + sz, y : y + sy, x : x + sx], bits)
+        assert np.array_equal(client, sitk.GetArrayViewFromImage(expected.mask)), op

@@ -46,15 +46,16 @@ def run(args: argparse.Namespace) -> int:
         args.weights, args.workers, torch.get_num_threads())
     with server as url:
         connection = ServerConnection(url, token)
-        local, remote = InteractiveSession(model, image), RemoteSession(connection, image)
-        local_times, remote_times, transfer = [], [], []
+        local = InteractiveSession(model, image)
+        local_times, remote = [], RemoteSession(connection, image)
+        parts = {key: [] for key in ("total", "transfer", "engine", "flips", "apply")}
         for point, positive in clicks:  # interleaved: both sides see the same load on a shared machine
             start = time.perf_counter()
             local.add_click(point, positive)
             local_times.append(time.perf_counter() - start)
             result = remote.add_click(point, positive)
-            remote_times.append(result.timings["total"])
-            transfer.append(result.timings["transfer"])
+            for key, values in parts.items():
+                values.append(result.timings[key])
         identical = bool(np.array_equal(sitk.GetArrayFromImage(remote.mask), sitk.GetArrayFromImage(local.mask)))
         remote.close()
         load = {n: percentiles(concurrent_latencies(lambda im: RemoteSession(connection, im), image, clicks, n))
@@ -62,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     figures = {
         "size": size, "clicks": args.clicks,
         "local_refine_ms": float(np.median(local_times[1:]) * 1e3),
-        "remote_refine_ms": float(np.median(remote_times[1:]) * 1e3),
-        "transfer_refine_ms": float(np.median(transfer[1:]) * 1e3),
+        "remote_refine_ms": float(np.median(parts["total"][1:]) * 1e3),
+        "transfer_refine_ms": float(np.median(parts["transfer"][1:]) * 1e3),
+        "worker_engine_refine_ms": float(np.median(parts["engine"][1:]) * 1e3),
+        "server_diff_ms": float(np.median(parts["flips"][1:]) * 1e3),
+        "client_apply_ms": float(np.median(parts["apply"][1:]) * 1e3),
         "identical_masks": identical,
         "concurrency": load,
     }
@@ -80,8 +84,10 @@ def report(f: dict) -> str:
         f"volume {'x'.join(map(str, f['size']))}, {f['clicks']} clicks per session "
         "(the first encodes; medians of the rest)",
         f"refinement click: local {f['local_refine_ms']:.1f} ms, through the server {f['remote_refine_ms']:.1f} ms",
-        f"overhead {f['overhead_ms']:.1f} ms per refinement click (client-measured transfer "
-        f"{f['transfer_refine_ms']:.1f} ms); masks identical: {f['identical_masks']}",
+        f"overhead {f['overhead_ms']:.1f} ms per refinement click; masks identical: {f['identical_masks']}",
+        f"  of which: the worker's engine {f['worker_engine_refine_ms']:.1f} ms (vs local above), transfer "
+        f"{f['transfer_refine_ms']:.1f} ms (round trip minus engine: HTTP, Serve, actor call, diffing; of it the "
+        f"server's mask diff {f['server_diff_ms']:.1f} ms, the client's apply {f['client_apply_ms']:.1f} ms)",
         "concurrent sessions   p50 ms   p95 ms",
     ]
     lines += [f"{n:>19}  {v['p50_ms']:7.1f}  {v['p95_ms']:7.1f}" for n, v in f["concurrency"].items()]

@@ -1,4 +1,4 @@
-"""One worker's interactive sessions: decode uploads, run steps, answer with the changed region (no Ray).
+"""One worker's interactive sessions: decode uploads, run steps, answer with the voxels that flipped (no Ray).
 
 Every public method returns either frame bytes or an :class:`Failure` (status, code, message), never raises for
 the client's mistakes, so that the error crosses the Ray boundary as data and the gateway maps it to HTTP.
@@ -10,18 +10,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import InputError, SAMMed3DError
 from ..protocol import (
-    pack_bits,
+    box_region,
     pack_frame,
-    read_mask_region,
+    region_slices,
+    take_flips,
     unpack_bits,
     unpack_frame,
     volume_from_file_bytes,
     volume_from_raw,
+    worth_compressing,
 )
 from .config import Limits
 
@@ -43,9 +46,13 @@ Answer = Union[bytes, Failure]
 
 @dataclass
 class _Entry:
+    """A session, its lock, and the mask its client holds (z-y-x 0/1: each answer sends only what differs)."""
+
     session: Any
+    mirror: np.ndarray
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    seq: int = 0
 
 
 class WorkerCore:
@@ -101,7 +108,7 @@ class WorkerCore:
         with self._guard:
             if len(self._sessions) >= self.limits.max_sessions:
                 return _full(self.limits.max_sessions)
-            self._sessions[sid] = _Entry(session)
+            self._sessions[sid] = _Entry(session, sitk.GetArrayFromImage(session.mask))
         return pack_frame({"session": sid, "worker": self.index, "version": __version__,
                            "history_limit": session.history_limit, **_state(session)})
 
@@ -115,7 +122,7 @@ class WorkerCore:
             return Failure(409, "busy", "this session is still working on the previous step; send one step at a time")
         try:
             entry.last_used = time.monotonic()
-            return answer(entry.session, run_op(entry.session, op, args))
+            return answer(entry, run_op(entry.session, op, args))
         except SAMMed3DError as exc:
             return Failure(400, "bad_input", str(exc))
         finally:
@@ -165,22 +172,31 @@ def run_op(session: Any, op: str, args: Dict[str, Any]) -> Any:
     raise InputError(f"unknown step {op!r}")
 
 
-def answer(session: Any, result: Any) -> bytes:
-    """The answer frame of a step: its state and the mask's voxels in the changed region, bit-packed."""
+def answer(entry: _Entry, result: Any) -> bytes:
+    """The answer frame of a step: its state, and the voxels that flipped inside the engine's changed region
+    (their tight box, bit-packed XOR against the mask the client holds; ``entry.mirror`` follows)."""
+    entry.seq += 1
+    base = {"seq": entry.seq, **_state(entry.session)}
     if result is None:  # focus: no step, nothing changed
-        return pack_frame({"changed": None, "timings": {}, "encoded": False, "payload": None, "dropped": [],
-                           **_state(session)})
-    region = result.changed
-    bits = b"" if region is None else pack_bits(read_mask_region(result.mask, region))
+        return pack_frame({"changed": None, "flipped": None, "timings": {}, "encoded": False, "payload": None,
+                           "dropped": [], **base})
+    start = time.perf_counter()
+    region, flipped, bits = result.changed, None, b""
+    if region is not None:
+        window = region_slices(region)
+        box, bits = take_flips(entry.mirror[window], sitk.GetArrayViewFromImage(result.mask)[window])
+        flipped = None if box is None else box_region(region[0], box)
+    compress = worth_compressing(bits)
     header = {
         "changed": None if region is None else [list(region[0]), list(region[1])],
-        "timings": dict(result.timings),
+        "flipped": None if flipped is None else [list(flipped[0]), list(flipped[1])],
+        "timings": {**result.timings, "flips": time.perf_counter() - start},
         "encoded": bool(result.encoded),
         "payload": result.payload,
         "dropped": list(result.dropped),
-        **_state(session),
+        **base,
     }
-    return pack_frame(header, bits)
+    return pack_frame(header, bits, compress=compress)
 
 
 def _state(session: Any) -> Dict[str, Any]:

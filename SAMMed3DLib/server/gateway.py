@@ -151,7 +151,7 @@ class Gateway:
         timeout = self._config.limits.request_timeout
         try:
             ref = getattr(self._handle(index), method).remote(*args)
-            return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+            return await asyncio.wait_for(ref, timeout)  # awaited on this loop: no thread-pool future hop
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"the worker did not answer within {timeout:g} s") from None
         except ray.exceptions.RayTaskError as exc:  # a failure that is not the client's: say what, not where
