@@ -80,6 +80,16 @@ def concurrent_latencies(open_session, image: sitk.Image, clicks: Sequence[Click
     return latencies
 
 
+def empty_round_trip(connection, count: int = 20) -> float:
+    """Median time (s) of ``GET /v1/version`` on ``connection``: the fixed HTTP + Serve cost of any request."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        connection.version()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def percentiles(values: Sequence[float]) -> Dict[str, float]:
     return {"p50_ms": float(np.percentile(values, 50) * 1e3), "p95_ms": float(np.percentile(values, 95) * 1e3)}
 

@@ -28,7 +28,14 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
     import torch
 
-    from ..bench.server import concurrent_latencies, local_server, percentiles, phantom, refinement_clicks
+    from ..bench.server import (
+        concurrent_latencies,
+        empty_round_trip,
+        local_server,
+        percentiles,
+        phantom,
+        refinement_clicks,
+    )
     from ..model import load_model
     from ..remote import RemoteSession, ServerConnection
     from ..server.config import read_token
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         args.weights, args.workers, torch.get_num_threads())
     with server as url:
         connection = ServerConnection(url, token)
+        empty = empty_round_trip(connection)
         local = InteractiveSession(model, image)
         local_times, remote = [], RemoteSession(connection, image)
         parts = {key: [] for key in ("total", "transfer", "engine", "flips", "apply")}
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "worker_engine_refine_ms": float(np.median(parts["engine"][1:]) * 1e3),
         "server_diff_ms": float(np.median(parts["flips"][1:]) * 1e3),
         "client_apply_ms": float(np.median(parts["apply"][1:]) * 1e3),
+        "empty_request_ms": empty * 1e3,
         "identical_masks": identical,
         "concurrency": load,
     }
@@ -87,7 +96,8 @@ def report(f: dict) -> str:
         f"overhead {f['overhead_ms']:.1f} ms per refinement click; masks identical: {f['identical_masks']}",
         f"  of which: the worker's engine {f['worker_engine_refine_ms']:.1f} ms (vs local above), transfer "
         f"{f['transfer_refine_ms']:.1f} ms (round trip minus engine: HTTP, Serve, actor call, diffing; of it the "
-        f"server's mask diff {f['server_diff_ms']:.1f} ms, the client's apply {f['client_apply_ms']:.1f} ms)",
+        f"server's mask diff {f['server_diff_ms']:.1f} ms, the client's apply {f['client_apply_ms']:.1f} ms; an "
+        f"empty request takes {f['empty_request_ms']:.1f} ms)",
         "concurrent sessions   p50 ms   p95 ms",
     ]
     lines += [f"{n:>19}  {v['p50_ms']:7.1f}  {v['p95_ms']:7.1f}" for n, v in f["concurrency"].items()]

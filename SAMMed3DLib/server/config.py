@@ -12,6 +12,10 @@ NAMESPACE = "sammed3d"
 """Ray namespace of the worker actors (named ``sammed3d-worker-<i>``)."""
 
 
+SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
+"""Serve's logging for the proxy and the gateway: no access-log line written and flushed on every click."""
+
+
 def worker_name(index: int) -> str:
     return f"sammed3d-worker-{index}"
 

@@ -9,7 +9,7 @@ import ray
 from ray import serve
 
 from ..errors import SAMMed3DError
-from .config import NAMESPACE, ServerConfig, check_config
+from .config import NAMESPACE, SERVE_LOGGING, ServerConfig, check_config
 from .worker import start_worker
 
 APP_NAME = "sammed3d"
@@ -66,7 +66,7 @@ def start(config: ServerConfig) -> List[Any]:
     check_config(config)
     connect(config)
     count, _ = worker_plan(config)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=SERVE_LOGGING)
     serve.run(Gateway.bind(config, count), name=APP_NAME, route_prefix="/")
     handles = start_workers(config)
     wait_for_workers(handles)
