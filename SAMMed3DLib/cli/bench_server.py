@@ -8,6 +8,9 @@ import numpy as np
 from ..device import DEVICES
 from ..errors import InputError
 
+TARGET_MS = 20
+"""Issue 12's target for the overhead per refinement click on loopback."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="checkpoint file or registry id (both sides use it)")
@@ -80,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         "identical_masks": identical,
         "concurrency": load,
     }
-    figures["overhead_ms"] = figures["remote_refine_ms"] - figures["local_refine_ms"]
+    # the overhead is measured on the same click (round trip minus that click's engine time on the worker): the
+    # difference of two medians from two processes also holds the engine's run-to-run noise (tens of ms here)
+    figures["overhead_ms"] = figures["transfer_refine_ms"]
+    figures["remote_minus_local_ms"] = figures["remote_refine_ms"] - figures["local_refine_ms"]
     print(report(figures))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
@@ -89,15 +95,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(f: dict) -> str:
+    met = "met" if f["overhead_ms"] <= TARGET_MS else "not met"
     lines = [
         f"volume {'x'.join(map(str, f['size']))}, {f['clicks']} clicks per session "
         "(the first encodes; medians of the rest)",
-        f"refinement click: local {f['local_refine_ms']:.1f} ms, through the server {f['remote_refine_ms']:.1f} ms",
-        f"overhead {f['overhead_ms']:.1f} ms per refinement click; masks identical: {f['identical_masks']}",
-        f"  of which: the worker's engine {f['worker_engine_refine_ms']:.1f} ms (vs local above), transfer "
-        f"{f['transfer_refine_ms']:.1f} ms (round trip minus engine: HTTP, Serve, actor call, diffing; of it the "
-        f"server's mask diff {f['server_diff_ms']:.1f} ms, the client's apply {f['client_apply_ms']:.1f} ms; an "
-        f"empty request takes {f['empty_request_ms']:.1f} ms)",
+        f"refinement click: local {f['local_refine_ms']:.1f} ms; through the server {f['remote_refine_ms']:.1f} ms, "
+        f"of which the worker's engine {f['worker_engine_refine_ms']:.1f} ms",
+        f"overhead {f['overhead_ms']:.1f} ms per refinement click (round trip minus the worker's engine time of the "
+        f"same click; target <= {TARGET_MS} ms: {met}); masks identical: {f['identical_masks']}",
+        f"  within it: an empty request {f['empty_request_ms']:.1f} ms (HTTP, Serve's proxy, the gateway), the "
+        f"server's mask diff {f['server_diff_ms']:.1f} ms, the client's apply {f['client_apply_ms']:.1f} ms",
+        f"  median through the server minus median local: {f['remote_minus_local_ms']:.1f} ms (includes the "
+        "engine's noise between the two processes)",
         "concurrent sessions   p50 ms   p95 ms",
     ]
     lines += [f"{n:>19}  {v['p50_ms']:7.1f}  {v['p95_ms']:7.1f}" for n, v in f["concurrency"].items()]
