@@ -160,6 +160,23 @@ def test_the_client_runs_without_torch(server, tiny_model, phantom, tmp_path):
     assert report["sum"] == int(voxels(local_session(tiny_model, image).add_click(point).mask).sum())
 
 
+def test_a_missed_answer_makes_the_client_replay_instead_of_applying_stale_flips(connection, tiny_model, phantom):
+    image, centre = phantom
+    clicks = clicks_around(centre, 3, seed=5)
+    local = local_session(tiny_model, image)
+    with RemoteSession(connection, image) as remote:
+        for point, positive in clicks[:2]:
+            remote.add_click(point, positive)
+            local.add_click(point, positive)
+        # a step whose answer never reaches this client (as after a time-out): the server's copy moves on
+        connection.request("POST", f"/sessions/{remote.session_id}/click", json={"point": list(centre)})
+        result = remote.add_click(*clicks[2])
+        expected = local.add_click(*clicks[2])
+        assert result.replayed and "missed an answer" in result.message
+        assert np.array_equal(voxels(result.mask), voxels(expected.mask))
+        assert remote.clicks == local.clicks
+
+
 def test_a_killed_worker_is_recovered_by_replay(server, connection, tiny_model, phantom):
     image, centre = phantom
     clicks = clicks_around(centre, 4, seed=5)
