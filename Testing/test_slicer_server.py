@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
-from support.serve import TOKEN, free_port, kill_worker, open_sessions
+from support.serve import TOKEN, free_port, kill_worker, open_sessions, wait_all_alive
 from support.slicer_scene import build_app_scene
 from test_slicer_module_script import ROOT, slicer_module  # noqa: F401 - the fixture
 
@@ -160,6 +160,7 @@ def test_a_killed_worker_is_replayed_and_the_scene_kept(ray_server, tiny_checkpo
         scenario.controller.cleanup()
         local.controller.cleanup()
         expected.close()
+        wait_all_alive(ray_server.url)
 
 
 def test_test_connection_reports_one_line(ray_server):

@@ -84,9 +84,11 @@ class ServerStore:
                 raise InputError(f"Test connection failed: {error_line(exc, url)}") from exc
             finally:
                 connection.close()
-            self._workers[url] = len(workers)
-            devices = ", ".join(sorted({str(w.get("device")) for w in workers}))
-            return f"Connected to {url}: SAM-Med3D server {version}, {len(workers)} workers ({devices})."
+            alive = [w for w in workers if w.get("alive", True)]
+            self._workers[url] = len(alive)
+            devices = ", ".join(sorted({str(w.get("device")) for w in alive}))
+            down = f"; {len(workers) - len(alive)} not answering (restarting?)" if len(alive) < len(workers) else ""
+            return f"Connected to {url}: SAM-Med3D server {version}, {len(alive)} workers ({devices}){down}."
 
         return run
 

@@ -76,6 +76,17 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
     raise AssertionError("the server did not become healthy:\n" + log.read_text()[-3000:])
 
 
+def wait_all_alive(url: str, timeout: float = START_TIMEOUT) -> None:
+    """Until every worker answers again (after a test killed one), so that later tests meet a whole server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+            if requests.get(url + "/v1/health", timeout=10).json()["status"] == "ok":
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the server at {url} did not recover its workers in {timeout} s")
+
+
 def open_sessions(url: str) -> int:
     """Sessions the server's workers hold now."""
     workers = requests.get(url + "/v1/health", timeout=10).json()["workers"]
