@@ -132,8 +132,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addSegmentButton.connect("clicked()", self._onAddSegment)
         self.ui.downloadButton.connect("clicked()", self._onDownload)
         self._loadServerSettings()
-        testConnection = lambda: (self._onServerChanged(), self.logic.test_connection())  # noqa: E731
-        self.ui.testConnectionButton.connect("clicked()", testConnection)
+        self.ui.testConnectionButton.connect("clicked()", self.logic.test_connection)  # edits end on focus-out
         self.ui.positiveButton.connect("toggled(bool)", lambda on: self._placePoints(True, on))
         self.ui.negativeButton.connect("toggled(bool)", lambda on: self._placePoints(False, on))
         for name in ("undo", "redo", "reset", "finish"):
