@@ -33,6 +33,7 @@ from .roi import (
     fits_in_roi,
     lps_to_ras,
     model_input,
+    model_input_tensor,
     ras_to_lps,
     roi_for_points,
     roi_image,
@@ -224,10 +225,9 @@ class InteractiveSession:
             roi, prompts, low_res = self._roi_for(state, point_lps, clicks[:-1])
             prompts = (*prompts, (_voxel(roi, point_lps), int(bool(positive))))
             low_res = self._predict(roi, prompts, low_res, timings)
-            logits = upsample(low_res)
-            self._paste(roi, logits, timings, edits, union=False)
+            self._paste(roi, low_res, timings, edits, union=False)
             if self.auto_extend:
-                self._extend(roi, logits, timings, edits)
+                self._extend(roi, upsample(low_res), timings, edits)
             self._commit(_Step(tuple(edits), state, _State(roi, prompts, low_res, clicks)))
             timings["total"] = time.perf_counter() - start
             self.last_timings = timings
@@ -345,7 +345,8 @@ class InteractiveSession:
         prompts = tuple(
             (_voxel(roi, p), int(positive)) for p, (_, positive) in zip(earlier_lps, earlier) if roi.contains(p)
         )
-        return roi, prompts, mask_to_prompt(self._mask, roi) if self._known is not None else None
+        device = getattr(self._model, "device", None)
+        return roi, prompts, mask_to_prompt(self._mask, roi, device) if self._known is not None else None
 
     def _predict(
         self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], timings: Dict[str, float]
@@ -367,7 +368,9 @@ class InteractiveSession:
         if cached is not None:
             return cached
         start = time.perf_counter()
-        crop = torch.from_numpy(model_input(self._image, roi))[None, None]
+        crop = model_input_tensor(self._image, roi, getattr(self._model, "device", None))[None, None]
+        if crop.is_cuda:  # wait for the kernels, so that the time is the preprocessing's
+            torch.cuda.synchronize(crop.device)
         timings["preprocess"] += time.perf_counter() - start
         start = time.perf_counter()
         embedding = self._model.encode(crop)
@@ -378,10 +381,12 @@ class InteractiveSession:
         self._embeddings.put(self._model, roi, embedding)
         return embedding
 
-    def _paste(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], edits: List[Edit], union: bool) -> None:
-        """Write the ``[i, j, k]`` ROI logits into the mask; the edit (if any voxel may change) goes to ``edits``."""
+    def _paste(self, roi: Roi, logits: torch.Tensor, timings: Dict[str, float], edits: List[Edit], union: bool) -> None:
+        """Write the decoder's ROI logits into the mask (interpolated on the model's device); the edit (if any
+        voxel may change) goes to ``edits``."""
         start = time.perf_counter()
         known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
+        logits = logits.to(getattr(self._model, "device", None) or "cpu")
         region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
         if region is not None:
             edits.append((region, changed))  # recorded before packing: a failure there still rolls back
@@ -419,9 +424,8 @@ class InteractiveSession:
                     continue
                 visited.add(neighbour)
                 low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), timings)
-                neighbour_logits = upsample(low_res)
-                self._paste(neighbour, neighbour_logits, timings, edits, union=True)
-                queue.append((neighbour, neighbour_logits))
+                self._paste(neighbour, low_res, timings, edits, union=True)
+                queue.append((neighbour, upsample(low_res)))
 
 
 def _as_point(point: Sequence[float]) -> np.ndarray:
