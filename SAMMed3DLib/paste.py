@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from . import regions
-from .interpolation import axis_maps, inside, linear_matrix, sample, support, upsample_matrix
+from .interpolation import axis_maps, inside, linear_matrix, matmul, sample, support, upsample_matrix
 from .regions import Region
 from .roi import ROI_SIZE, Grid, Roi
 
@@ -118,11 +118,11 @@ def _paste_region(axes: List[_Axis], values: torch.Tensor, union: bool, known: O
     """The image voxels a paste may change: those whose stencil reads a positive logit, plus (replacing)
     the known non-zero voxels inside the ROI's extent."""
     footprint = regions.from_bounds([a.start for a in axes], [a.start + len(a.matrix) for a in axes])
-    positive = torch.nonzero(values > 0)
+    positive = (values > 0).cpu().numpy()  # small (32³): its bounding box is read on the host
     region = None
-    if len(positive):
-        lo, hi = positive.min(0).values.tolist(), positive.max(0).values.tolist()
-        bounds = [a.rows_reading(lo[a.roi_axis], hi[a.roi_axis] + 1) for a in axes]
+    if positive.any():
+        extent = [np.flatnonzero(positive.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+        bounds = [a.rows_reading(int(extent[a.roi_axis][0]), int(extent[a.roi_axis][-1]) + 1) for a in axes]
         region = regions.from_bounds([b[0] for b in bounds], [b[1] for b in bounds])
     if not union:
         region = regions.union(region, regions.intersection(footprint, footprint if known is None else known))
@@ -137,18 +137,23 @@ def _interpolate_threshold(
     device = values.device
     x, y, z = (_rows(a, region, n).to(device) for n, a in enumerate(axes))
     # Logits permuted to the image's z-y-x, then the two small contractions: [s, s, s] → [s, Y, X].
-    order = [axes[2].roi_axis, axes[1].roi_axis, axes[0].roi_axis]
-    partial = torch.matmul(y, torch.matmul(values.permute(order), x.T))
-    partial = partial.reshape(partial.shape[0], -1)
+    s = values.shape[0]
+    permuted = values.permute([axes[2].roi_axis, axes[1].roi_axis, axes[0].roi_axis]).contiguous()
+    partial = matmul(permuted.reshape(-1, s), x.T).reshape(s, s, -1)  # [s, s, X]
+    planes = torch.empty((s, len(y), partial.shape[2]), dtype=torch.float32, device=device)
+    for k in range(s):
+        matmul(y, partial[k], out=planes[k])
+    partial = planes.reshape(s, -1)  # [s, Y * X]
     after = np.empty_like(before)
     changed = np.empty(before.shape, dtype=bool)
     flat_before, flat_after, flat_changed = (a.reshape(a.shape[0], -1) for a in (before, after, changed))
     first, last = support(z.cpu().numpy())
     slab = max(1, SLAB_VALUES // partial.shape[1]) if device.type == "cpu" else len(z)
+    buffer = torch.empty((slab, partial.shape[1]), dtype=torch.float32, device=device)
     for z0 in range(0, len(z), slab):
         z1 = min(z0 + slab, len(z))
         k0, k1 = int(first[z0:z1].min()), int(last[z0:z1].max())  # the band of logit slices these rows read
-        slab_values = torch.matmul(z[z0:z1, k0:k1], partial[k0:k1])
+        slab_values = matmul(z[z0:z1, k0:k1], partial[k0:k1], out=buffer[: z1 - z0])
         positive = flat_after[z0:z1].view(bool)
         _positive_into(slab_values, positive)
         if union:
