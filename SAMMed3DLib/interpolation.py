@@ -107,15 +107,17 @@ COLUMN_CHUNK = 32
 """Output columns per matrix product along the innermost dimension."""
 
 
-def two_tap(values: torch.Tensor, dim: int, matrix: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+def two_tap(
+    values: torch.Tensor, dim: int, matrix: np.ndarray, dtype: torch.dtype, rowwise: Optional[bool] = None
+) -> torch.Tensor:
     """``values`` with the outer dimension ``dim`` replaced by ``matrix @`` along it, for a linear-interpolation
     ``matrix`` (at most two neighbouring non-zeros a row), in ``dtype``: row r is ``w0 * values[i] +
     w1 * values[i + 1]``.
 
-    On a GPU, two gathers and one weighted sum over the whole array. On a CPU, row by row in numpy on the
-    same memory: each step's source rows (converted from the volume's type) and result stay in cache, and
-    single-threaded ufuncs do not stall as torch's parallel kernels on small blocks do when the cores are
-    shared (~10 ms a call under load).
+    On a GPU, two gathers and one weighted sum over the whole array. On a CPU (``rowwise``, the default
+    there), row by row in numpy on the same memory: each step's source rows (converted from the volume's
+    type) and result stay in cache, and single-threaded ufuncs do not stall as torch's parallel kernels on
+    small blocks do when the cores are shared (~10 ms a call under load).
     """
     first, last = support(matrix)
     second = np.maximum(last - 1, first)
@@ -123,7 +125,7 @@ def two_tap(values: torch.Tensor, dim: int, matrix: np.ndarray, dtype: torch.dty
     w_first, w_second = matrix[rows, first], np.where(second > first, matrix[rows, second], 0.0)
     moved = values.movedim(dim, 0)
     out = torch.empty((len(matrix), *moved.shape[1:]), dtype=dtype, device=values.device)
-    if values.device.type != "cpu":
+    if not (values.device.type == "cpu" if rowwise is None else rowwise):
         shape = [-1] + [1] * (values.dim() - 1)
         a, b = (moved.index_select(0, torch.from_numpy(i).to(values.device)).to(dtype) for i in (first, second))
         weights = [torch.from_numpy(w).to(values.device, dtype).reshape(shape) for w in (w_first, w_second)]

@@ -179,3 +179,30 @@ def test_axes_that_are_not_shared_are_refused():
     rotated = R.Grid((10, 10, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (c, -s, 0, s, c, 0, 0, 0, 1))
     with pytest.raises(ValueError, match="not along"):
         I.axis_maps(grid, rotated)
+
+
+def test_whole_array_two_tap_pass_equals_the_row_by_row_one():
+    """The GPU's form of a two-tap pass (gathers and one weighted sum), run here on the CPU, gives the
+    CPU's row-by-row numbers, flipped axes and rows outside the source included."""
+    rng = np.random.default_rng(5)
+    values = torch.from_numpy(rng.integers(-1000, 1000, (20, 30, 40)).astype(np.int16))
+    coordinates = np.linspace(21.3, -2.2, 25)  # a flipped axis running past both ends
+    matrix = I.linear_matrix(coordinates, 20)
+    rowwise = I.two_tap(values, 0, matrix, torch.float64, rowwise=True)
+    whole = I.two_tap(values, 0, matrix, torch.float64, rowwise=False)
+    np.testing.assert_allclose(whole.numpy(), rowwise.numpy(), rtol=1e-12, atol=1e-9)
+    expected = np.tensordot(matrix, values.numpy().astype(float), axes=1)
+    np.testing.assert_allclose(rowwise.numpy(), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_one_slab_paste_equals_the_sliced_one(monkeypatch):
+    """The paste's last contraction in one piece (as on a GPU) or in cache-sized slabs: the same mask."""
+    image, roi = grid_case("oblique")
+    low = low_res_logits(6, ragged=True)
+    masks = []
+    for slab_values in (P.SLAB_VALUES, 1 << 40):
+        monkeypatch.setattr(P, "SLAB_VALUES", slab_values)
+        mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
+        P.paste_logits(mask, roi, low)
+        masks.append(sitk.GetArrayFromImage(mask))
+    np.testing.assert_array_equal(masks[0], masks[1])
