@@ -202,8 +202,10 @@ def sample(
     spans = [(int(u[0]), int(u[-1]) + 1) for u in used]
     block = _as_tensor(volume_zyx[tuple(slice(lo, hi) for lo, hi in spans)]).to(device)
     local = [m[:, lo:hi] for m, (lo, hi) in zip(matrices, spans)]
-    # Outer dimensions first (whole rows in memory order), the innermost last, on the smallest array.
-    block = two_tap(two_tap(block, 0, local[0], torch.float64), 1, local[1], torch.float64)
+    # The outer dimensions first (whole rows in memory order), the one that shrinks most leading; the
+    # innermost last, on the smallest array.
+    for d in sorted((0, 1), key=lambda d: local[d].shape[0] / local[d].shape[1]):
+        block = two_tap(block, d, local[d], torch.float64)
     block = contract_innermost(block, local[2], torch.float64)
     return block.permute([axes.index(t) for t in range(3)]).float().contiguous()
 

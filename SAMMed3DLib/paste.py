@@ -148,7 +148,7 @@ def _interpolate_threshold(
     changed = np.empty(before.shape, dtype=bool)
     flat_before, flat_after, flat_changed = (a.reshape(a.shape[0], -1) for a in (before, after, changed))
     first, last = support(z.cpu().numpy())
-    slab = max(1, SLAB_VALUES // partial.shape[1]) if device.type == "cpu" else len(z)
+    slab = min(max(1, SLAB_VALUES // partial.shape[1]), len(z)) if device.type == "cpu" else len(z)
     buffer = torch.empty((slab, partial.shape[1]), dtype=torch.float32, device=device)
     for z0 in range(0, len(z), slab):
         z1 = min(z0 + slab, len(z))

@@ -252,11 +252,11 @@ def znormalize_tensor(values: torch.Tensor) -> torch.Tensor:
     """
     values = values.float()
     foreground = values[values > 0].double()
-    if foreground.numel() < 2 or float(foreground.std()) == 0.0:
-        foreground = values.reshape(-1).double()
-    mean = float(foreground.mean())
     std = float(foreground.std()) if foreground.numel() > 1 else 0.0
-    values = values - mean
+    if std == 0.0:
+        foreground = values.reshape(-1).double()
+        std = float(foreground.std()) if foreground.numel() > 1 else 0.0
+    values = values - float(foreground.mean())
     return values / std if std > 0 else values
 
 
