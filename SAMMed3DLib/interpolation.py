@@ -17,8 +17,9 @@ so index axis ``a`` is numpy dimension ``2 - a``.
 """
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -107,22 +108,27 @@ COLUMN_CHUNK = 32
 """Output columns per matrix product along the innermost dimension."""
 
 
+def _taps(matrix: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(first column, second column, their weights) of each row of a linear-interpolation matrix (at most
+    two neighbouring non-zeros a row; a zero row reads column 0 with weight 0)."""
+    first, last = support(matrix)
+    second = np.maximum(last - 1, first)
+    rows = np.arange(len(matrix))
+    return first, second, matrix[rows, first], np.where(second > first, matrix[rows, second], 0.0)
+
+
 def two_tap(
     values: torch.Tensor, dim: int, matrix: np.ndarray, dtype: torch.dtype, rowwise: Optional[bool] = None
 ) -> torch.Tensor:
     """``values`` with the outer dimension ``dim`` replaced by ``matrix @`` along it, for a linear-interpolation
-    ``matrix`` (at most two neighbouring non-zeros a row), in ``dtype``: row r is ``w0 * values[i] +
-    w1 * values[i + 1]``.
+    ``matrix``, in ``dtype``: row r is ``w0 * values[i] + w1 * values[i + 1]``.
 
     On a GPU, two gathers and one weighted sum over the whole array. On a CPU (``rowwise``, the default
     there), row by row in numpy on the same memory: each step's source rows (converted from the volume's
     type) and result stay in cache, and single-threaded ufuncs do not stall as torch's parallel kernels on
     small blocks do when the cores are shared (~10 ms a call under load).
     """
-    first, last = support(matrix)
-    second = np.maximum(last - 1, first)
-    rows = np.arange(len(matrix))
-    w_first, w_second = matrix[rows, first], np.where(second > first, matrix[rows, second], 0.0)
+    first, second, w_first, w_second = _taps(matrix)
     moved = values.movedim(dim, 0)
     out = torch.empty((len(matrix), *moved.shape[1:]), dtype=dtype, device=values.device)
     if not (values.device.type == "cpu" if rowwise is None else rowwise):
@@ -132,29 +138,85 @@ def two_tap(
         torch.mul(a, weights[0], out=out)
         return out.addcmul_(b, weights[1]).movedim(0, dim)
     source, target = moved.numpy(), out.numpy()
-    scratch = np.empty(target.shape[1:], dtype=target.dtype)
-    for r in rows:
-        np.multiply(source[first[r]], w_first[r], out=target[r])
-        if w_second[r] != 0:
-            target[r] += np.multiply(source[second[r]], w_second[r], out=scratch)
+
+    def rows(part: range) -> None:
+        scratch = np.empty(target.shape[1:], dtype=target.dtype)
+        for r in part:
+            _row(source, first[r], second[r], w_first[r], w_second[r], target[r], scratch)
+
+    in_parallel(len(matrix), rows)
     return out.movedim(0, dim)
+
+
+def _row(source: np.ndarray, i: int, j: int, wi: float, wj: float, out: np.ndarray, scratch: np.ndarray) -> None:
+    """``out = wi * source[i] + wj * source[j]`` (numpy, in place)."""
+    np.multiply(source[i], wi, out=out)
+    if wj != 0:
+        out += np.multiply(source[j], wj, out=scratch)
+
+
+def two_tap_then_innermost(
+    values: torch.Tensor, dim: int, matrix: np.ndarray, innermost: np.ndarray, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`two_tap` along the outer ``dim``, then :func:`contract_innermost` with ``innermost``. On a CPU
+    fused row by row: each interpolated row is contracted while it is in cache, and the intermediate array
+    is never stored (less memory, no strided copies)."""
+    if values.device.type != "cpu":
+        return contract_innermost(two_tap(values, dim, matrix, dtype), innermost, dtype)
+    first, second, w_first, w_second = _taps(matrix)
+    moved = values.movedim(dim, 0)
+    out = torch.empty((len(matrix), *moved.shape[1:-1], len(innermost)), dtype=dtype)
+    source, target = moved.numpy(), out.numpy()
+    columns = _column_chunks(innermost)
+
+    def rows(part: range) -> None:
+        row, scratch = np.empty(moved.shape[1:], dtype=target.dtype), np.empty(moved.shape[1:], dtype=target.dtype)
+        for r in part:
+            _row(source, first[r], second[r], w_first[r], w_second[r], row, scratch)
+            for c0, c1, k0, k1 in columns:
+                if k1 <= k0:
+                    target[r, ..., c0:c1] = 0
+                else:
+                    np.matmul(row[..., k0:k1], innermost[c0:c1, k0:k1].T, out=target[r, ..., c0:c1])
+
+    in_parallel(len(matrix), rows)
+    return out.movedim(0, dim)
+
+
+def in_parallel(count: int, work: Callable[[range], None]) -> None:
+    """``work`` over ``range(count)`` split into one part per torch CPU thread, run on as many Python threads
+    (numpy's ufuncs and BLAS release the GIL; each part writes only its own rows)."""
+    threads = max(1, min(torch.get_num_threads(), count))
+    if threads == 1:
+        work(range(count))
+        return
+    bounds = np.linspace(0, count, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+
+
+def _column_chunks(matrix: np.ndarray) -> List[Tuple[int, int, int, int]]:
+    """Groups of ``COLUMN_CHUNK`` output columns (rows of ``matrix``) with the band of source columns they read:
+    (c0, c1, k0, k1); k1 <= k0 when they read nothing."""
+    first, last = support(matrix)
+    chunks = []
+    for c0 in range(0, len(matrix), COLUMN_CHUNK):
+        c1 = min(c0 + COLUMN_CHUNK, len(matrix))
+        chunks.append((c0, c1, int(first[c0:c1].min()), int(last[c0:c1].max())))
+    return chunks
 
 
 def contract_innermost(values: torch.Tensor, matrix: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """``values`` with its last dimension replaced by ``matrix @`` along it (``matrix`` banded), in ``dtype``:
     a few matrix products on the right over the band of columns each group of outputs reads."""
-    first, last = support(matrix)
     weights = torch.from_numpy(matrix).to(values.device, dtype)
-    rows = len(matrix)
-    out = torch.empty((*values.shape[:-1], rows), dtype=dtype, device=values.device)
-    for r0 in range(0, rows, COLUMN_CHUNK):
-        r1 = min(r0 + COLUMN_CHUNK, rows)
-        k0, k1 = int(first[r0:r1].min()), int(last[r0:r1].max())
+    out = torch.empty((*values.shape[:-1], len(matrix)), dtype=dtype, device=values.device)
+    for c0, c1, k0, k1 in _column_chunks(matrix):
         if k1 <= k0:  # outputs that read nothing (outside the source)
-            out[..., r0:r1] = 0
+            out[..., c0:c1] = 0
             continue
         band = values[..., k0:k1].to(dtype, memory_format=torch.contiguous_format).reshape(-1, k1 - k0)
-        out[..., r0:r1] = matmul(band, weights[r0:r1, k0:k1].T).reshape(*out.shape[:-1], r1 - r0)
+        out[..., c0:c1] = matmul(band, weights[c0:c1, k0:k1].T).reshape(*out.shape[:-1], c1 - c0)
     return out
 
 
@@ -204,10 +266,10 @@ def sample(
     local = [m[:, lo:hi] for m, (lo, hi) in zip(matrices, spans)]
     # The outer dimensions first (whole rows in memory order), the one that shrinks most leading; the
     # innermost last, on the smallest array.
-    for d in sorted((0, 1), key=lambda d: local[d].shape[0] / local[d].shape[1]):
-        block = two_tap(block, d, local[d], torch.float64)
-    block = contract_innermost(block, local[2], torch.float64)
-    return block.permute([axes.index(t) for t in range(3)]).float().contiguous()
+    leading, following = sorted((0, 1), key=lambda d: local[d].shape[0] / local[d].shape[1])
+    block = two_tap(block, leading, local[leading], torch.float64)
+    block = two_tap_then_innermost(block, following, local[following], local[2], torch.float64)
+    return block.permute([axes.index(t) for t in range(3)]).to(torch.float32, memory_format=torch.contiguous_format)
 
 
 def _as_tensor(values: np.ndarray) -> torch.Tensor:

@@ -251,13 +251,21 @@ def znormalize_tensor(values: torch.Tensor) -> torch.Tensor:
     ``x > 0`` counts; so on such images the statistics differ slightly, by a constant offset.)
     """
     values = values.float()
-    foreground = values[values > 0].double()
-    std = float(foreground.std()) if foreground.numel() > 1 else 0.0
+    mean, std = _statistics(values[values > 0] if values.is_cuda else values.numpy()[values.numpy() > 0])
     if std == 0.0:
-        foreground = values.reshape(-1).double()
-        std = float(foreground.std()) if foreground.numel() > 1 else 0.0
-    values = values - float(foreground.mean())
+        mean, std = _statistics(values.reshape(-1) if values.is_cuda else values.numpy().reshape(-1))
+    values = values - mean
     return values / std if std > 0 else values
+
+
+def _statistics(values: Union[torch.Tensor, np.ndarray]) -> Tuple[float, float]:
+    """Mean and unbiased std (0 for fewer than two values) in float64. A CPU tensor comes as its numpy
+    view: numpy's boolean selection and reductions are single passes, torch's are several here."""
+    if isinstance(values, torch.Tensor):
+        values = values.double()
+        return float(values.mean()) if values.numel() else 0.0, float(values.std()) if values.numel() > 1 else 0.0
+    mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+    return mean, float(values.std(ddof=1, dtype=np.float64)) if values.size > 1 else 0.0
 
 
 def znormalize(values: np.ndarray) -> np.ndarray:
