@@ -193,6 +193,14 @@ def test_whole_array_two_tap_pass_equals_the_row_by_row_one():
     np.testing.assert_allclose(whole.numpy(), rowwise.numpy(), rtol=1e-12, atol=1e-9)
     expected = np.tensordot(matrix, values.numpy().astype(float), axes=1)
     np.testing.assert_allclose(rowwise.numpy(), expected, rtol=1e-12, atol=1e-9)
+    # The innermost pass: the GPU's separate contraction and the CPU's fused one.
+    middle = I.linear_matrix(np.linspace(-0.7, 31.0, 17), 30)
+    innermost = I.linear_matrix(np.linspace(-1.2, 45.0, 33), 40)
+    separate = I.contract_innermost(I.two_tap(values, 1, middle, torch.float64), innermost, torch.float64)
+    fused = I.two_tap_then_innermost(values, 1, middle, innermost, torch.float64)
+    np.testing.assert_allclose(fused.numpy(), separate.numpy(), rtol=1e-12, atol=1e-9)
+    expected = np.einsum("jb,rc,abc->ajr", middle, innermost, values.numpy().astype(float))
+    np.testing.assert_allclose(fused.numpy(), expected, rtol=1e-12, atol=1e-9)
 
 
 def test_one_slab_paste_equals_the_sliced_one(monkeypatch):
@@ -206,3 +214,22 @@ def test_one_slab_paste_equals_the_sliced_one(monkeypatch):
         P.paste_logits(mask, roi, low)
         masks.append(sitk.GetArrayFromImage(mask))
     np.testing.assert_array_equal(masks[0], masks[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_device_path_on_cuda_gives_the_cpu_numbers():
+    """ROI input, mask prompt and paste computed on a GPU (whole-array passes) equal the CPU's."""
+    image, roi = grid_case("oblique")
+    cuda = torch.device("cuda")
+    np.testing.assert_allclose(
+        R.model_input_tensor(image, roi, cuda).cpu().numpy(), R.model_input(image, roi), atol=1e-5
+    )
+    low = low_res_logits(7, ragged=True)
+    masks = []
+    for logits in (low, low.to(cuda)):
+        mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
+        P.paste_logits(mask, roi, logits)
+        masks.append(sitk.GetArrayFromImage(mask))
+    assert np.count_nonzero(masks[0] != masks[1]) <= 1e-5 * masks[0].size
+    mask = _mask_like(image, masks[0])
+    assert float((P.mask_to_prompt(mask, roi, cuda).cpu() - P.mask_to_prompt(mask, roi)).abs().max()) <= 1e-4
