@@ -19,3 +19,11 @@ class RegistryError(SAMMed3DError):
 
 class InputError(SAMMed3DError):
     """An image, click, mask or markups file the engine cannot use."""
+
+
+class SessionBusyError(InputError):
+    """A session step called while another step of the same session runs (from another thread)."""
+
+
+class NetworkOutputError(SAMMed3DError):
+    """The network returned something unusable (NaN or Inf logits): damaged or incompatible weights."""

@@ -10,16 +10,6 @@ from .device import resolve_device, resolve_precision
 from .modeling import SAMMed3D, SAMMed3DConfig, build_sam_med3d
 
 
-def resolve_weights(spec: "os.PathLike[str] | str", **download_options) -> str:
-    """A local file path for ``spec``: an existing path, a ``file://`` URL, or a registry id (downloaded once)."""
-    spec = os.fspath(spec)
-    if os.path.isfile(spec):
-        return spec
-    from .weights import resolve_checkpoint  # downloads only when the spec is not a local file
-
-    return os.fspath(resolve_checkpoint(spec, **download_options))
-
-
 def _network_for(state: Mapping[str, torch.Tensor]) -> SAMMed3D:
     """A network of the architecture the weights describe. For a foreign file that describes none,
     the official one, so that the strict load lists exactly which keys and shapes differ."""
@@ -35,17 +25,24 @@ def load_model(
     checkpoint: Union["os.PathLike[str]", str],
     device: Union[str, torch.device] = "cpu",
     precision: str = "fp32",
-    **download_options,
+    *,
+    download: bool = True,
+    **download_settings,
 ) -> SAMMed3D:
     """The SAM-Med3D network in eval mode on ``device`` with the weights of ``checkpoint``.
 
     ``checkpoint``: a file (official training checkpoint, bare state dict, or ``module.``-prefixed
-    keys), a ``file://`` URL, or a registry id from ``model_weights.json`` (downloaded and cached;
-    ``download_options`` go to :func:`SAMMed3DLib.weights.resolve_checkpoint`). ``device``: ``auto``,
+    keys), a ``file://`` URL, a registry id from ``model_weights.json`` or an http(s) URL (downloaded
+    once and cached, see :func:`SAMMed3DLib.weights.resolve_checkpoint`). ``device``: ``auto``,
     ``cpu``, ``cuda``, ``mps`` or a ``torch.device``. ``precision``: ``fp32`` (default), or ``bf16`` /
-    ``fp16`` for the image encoder on a GPU.
+    ``fp16`` for the image encoder on a GPU. ``download=False`` uses only a checkpoint already in the
+    cache (one CheckpointError if it is missing or damaged); ``download_settings``: ``options``
+    (a :class:`~SAMMed3DLib.weights.DownloadOptions`) or its fields as keywords (``registry``,
+    ``cache_dir``, ``retries``, ...). Weights holding NaN or Inf are refused (CheckpointError).
     """
-    path = resolve_weights(checkpoint, **download_options)
+    from .weights import resolve_checkpoint  # torch-free; fetches only registry ids and URLs
+
+    path = os.fspath(resolve_checkpoint(checkpoint, download=download, **download_settings))
     state = extract_state_dict(read_checkpoint(path), source=path)
     model = _network_for(state)
     load_weights_strict(model, state, source=path)

@@ -26,11 +26,10 @@ from torch.nn import functional as F
 
 from . import regions
 from .interpolation import axis_maps, inside, linear_matrix, matmul, sample, support, upsample_matrix
+from .modeling import LOW_RES_SIZE as LOW_RES  # side of the decoder's logit grid: the network defines it
 from .regions import Region
 from .roi import ROI_SIZE, Grid, Roi
 
-LOW_RES = 32
-"""Side of the decoder's logit grid (4x coarser than the ROI)."""
 PROMPT_LOGIT = 8.0
 """Magnitude of the logits a binary mask becomes when it is given as a mask prompt."""
 SLAB_VALUES = 1 << 18

@@ -8,7 +8,7 @@ interpolated from the original image (linear, with SimpleITK's rules, as separab
 
 Conventions used throughout:
 
-* physical points are LPS millimetres (SimpleITK); callers with RAS points use :func:`ras_to_lps`;
+* physical points are LPS millimetres (SimpleITK); callers with RAS points use :mod:`.coordinates`;
 * a direction matrix is 3x3 with one column per image axis (SimpleITK stores it row-major);
 * "index order" is SimpleITK's (x, y, z) = (i, j, k); numpy arrays from ``GetArrayFromImage`` are z-y-x;
 * the ROI array handed to the network is in the ROI's own index order ``[i, j, k]``, where the ROI axes
@@ -23,28 +23,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .errors import InputError
+from .coordinates import RAS_TO_LPS, lps_to_ras
 from .interpolation import sample
+from .modeling import IMAGE_SIZE as ROI_SIZE  # voxels per side of the model input: the network defines it
 from .regions import Index3
 
-ROI_SIZE = 128
-"""Voxels per side of the model input."""
 ROI_SPACING = 1.5
 """Isotropic spacing of the model input, mm (the training resolution)."""
-GRID_TOLERANCE = 1e-3
-"""Largest difference at which two grids count as the same: mm for spacing and origin, unitless for the
-direction cosines (file formats that store the geometry in float32 round it well below this)."""
-
-
-_RAS_FLIP = np.array([-1.0, -1.0, 1.0])
-
-
-def ras_to_lps(point: Sequence[float]) -> np.ndarray:
-    """RAS mm → LPS mm (negate the first two coordinates); the same map turns LPS into RAS."""
-    return np.asarray(point, dtype=float).reshape(3) * _RAS_FLIP
-
-
-lps_to_ras = ras_to_lps
 
 
 def voxel_to_ras(image: sitk.Image, index_xyz: Sequence[float]) -> Tuple[float, float, float]:
@@ -145,7 +130,7 @@ def canonical_axes(direction_lps: np.ndarray) -> Tuple[Index3, Index3]:
     rotation (polar decomposition), visit image axes from the most to the least clearly aligned, and
     give each the still-free world axis with the largest component.
     """
-    ras = direction_lps * _RAS_FLIP[:, None]
+    ras = RAS_TO_LPS @ direction_lps
     u, _, vt = np.linalg.svd(ras)
     rotation = u @ vt
     axis_of = [0, 0, 0]
@@ -299,74 +284,3 @@ def roi_image_kji(values: np.ndarray, roi: Roi) -> sitk.Image:
     image.SetOrigin(roi.grid.origin)
     image.SetDirection(np.asarray(roi.grid.direction).reshape(3, 3)[:, ::-1].ravel().tolist())
     return image
-
-
-def check_image(image: sitk.Image) -> None:
-    """Raise InputError unless ``image`` is a 3-D scalar volume with a usable direction, finite and not constant."""
-    if not isinstance(image, sitk.Image):
-        raise InputError(f"expected a SimpleITK.Image, got {type(image).__name__}")
-    if image.GetDimension() != 3:
-        raise InputError(f"the image is {image.GetDimension()}-D; SAM-Med3D needs a 3-D volume")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"the image has {image.GetNumberOfComponentsPerPixel()} components per voxel (vector/RGB); "
-            "SAM-Med3D needs a scalar volume"
-        )
-    if min(image.GetSize()) < 2:
-        raise InputError(f"the image size {image.GetSize()} is not a volume (an axis has fewer than 2 voxels)")
-    direction = direction_matrix(image)
-    # ITK refuses only an exactly singular matrix; nearly parallel axes are as unusable.
-    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
-        raise InputError(f"the image's direction matrix {image.GetDirection()} is degenerate")
-    _check_values(image)
-
-
-def _check_values(image: sitk.Image) -> None:
-    values = sitk.GetArrayViewFromImage(image)
-    if values.dtype.kind in "fc" and not bool(np.isfinite(values).all()):
-        raise InputError("the image contains NaN or infinite values")
-    first = values.flat[0]
-    # Slice by slice, so that a real volume answers at its first slice instead of a whole-volume pass.
-    if not any(bool((plane != first).any()) for plane in values):
-        raise InputError(f"the image is empty: every voxel is {first:g}")
-
-
-def check_same_grid(other: sitk.Image, image: sitk.Image, name: str) -> None:
-    """Raise InputError unless ``other`` (``name`` in the message, e.g. "the label map") is a 3-D scalar
-    image on ``image``'s grid: the same size (x, y, z), and spacing, origin (LPS mm) and direction equal
-    within :data:`GRID_TOLERANCE`. The message names the first property that differs."""
-    if not isinstance(other, sitk.Image) or other.GetDimension() != 3 or other.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{name} must be a 3-D scalar image")
-    if other.GetSize() != image.GetSize():
-        raise InputError(
-            f"{name} must lie on the image's grid, but its size {other.GetSize()} differs from the image's "
-            f"{image.GetSize()}"
-        )
-    for label, getter, unit in (
-        ("spacing", "GetSpacing", " mm"),
-        ("origin", "GetOrigin", " mm"),
-        ("direction", "GetDirection", ""),
-    ):
-        mine, theirs = getattr(other, getter)(), getattr(image, getter)()
-        if not np.allclose(mine, theirs, rtol=0.0, atol=GRID_TOLERANCE):
-            raise InputError(
-                f"{name} must lie on the image's grid, but its {label} {_rounded(mine)}{unit} differs from the "
-                f"image's {_rounded(theirs)}{unit}"
-            )
-
-
-def _rounded(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-def check_point_inside(grid: Grid, point_lps: np.ndarray, label: str = "click") -> None:
-    """Raise InputError unless the LPS point lies within the image (voxel extent, half a voxel past the centres)."""
-    point_lps = np.asarray(point_lps, dtype=float)
-    if point_lps.shape != (3,) or not np.all(np.isfinite(point_lps)):
-        raise InputError(f"a {label} must be three finite coordinates in mm, got {point_lps.tolist()}")
-    index = grid.to_index(point_lps)
-    if np.any(index < -0.5) or np.any(index > np.asarray(grid.size) - 0.5):
-        ras = lps_to_ras(point_lps)
-        raise InputError(
-            f"the {label} at RAS ({ras[0]:.1f}, {ras[1]:.1f}, {ras[2]:.1f}) mm is outside the image volume"
-        )

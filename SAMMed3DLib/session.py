@@ -5,36 +5,35 @@ encoder and the mask decoder, fed with all clicks so far in that ROI and the pre
 logits (the official iterative protocol). A click outside the ROI opens a new ROI, centred to keep the
 earlier clicks when they fit, and its result is merged into the mask.
 
-Points are RAS millimetres (Slicer's world space); regions are ``(index_start, size)`` in SimpleITK
-index order (x, y, z).
+Every step (click, undo, redo, reset) returns a :class:`StepResult`. Points are RAS millimetres
+(Slicer's world space); regions are ``(index_start, size)`` in SimpleITK index order (x, y, z).
 """
 
+import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .errors import InputError
-from .paste import LOW_RES, mask_to_prompt, paste_logits, read_region, upsample, write_region
+from .coordinates import lps_to_ras, ras_to_lps
+from .embeddings import EmbeddingCache, Network
+from .errors import InputError, NetworkOutputError, SessionBusyError
+from .history import HISTORY_LIMIT, History
+from .inputs import check_image, check_point_inside, check_same_grid
+from .modeling import IMAGE_SIZE, LOW_RES_SIZE
+from .paste import mask_to_prompt, paste_logits, read_region, upsample, write_region
 from .regions import Region
 from .regions import union as region_union
 from .roi import (
-    ROI_SIZE,
     Grid,
     Roi,
-    check_image,
-    check_point_inside,
-    check_same_grid,
     fits_in_roi,
-    lps_to_ras,
     model_input,
     model_input_tensor,
-    ras_to_lps,
     roi_for_points,
     roi_image,
 )
@@ -48,57 +47,30 @@ Edit = Tuple[Region, np.ndarray]
 (Unpacked, boolean, for the moment between writing and packing within a step.)"""
 
 TIMING_KEYS = ("preprocess", "encode", "decode", "paste", "total")
-EMBEDDING_CACHE = 8
-"""ROIs whose image embedding is kept (each is 0.8 MB for the official network)."""
-HISTORY_LIMIT = 100
-"""Undo steps kept."""
 EXTEND_SHIFT = 96
 """ROI voxels between neighbouring ROIs of an auto-extension (overlap 32 voxels = 48 mm)."""
 EXTEND_SLAB = 8
 """Depth, in ROI voxels, of the band at a face from which extension seeds are taken."""
 
-
-class Network(Protocol):
-    """What the session needs of the network (:func:`SAMMed3DLib.load_model`'s result, or a stand-in)."""
-
-    def encode(self, crop: torch.Tensor) -> torch.Tensor:
-        """Normalised ROI ``[1, 1, 128, 128, 128]`` (ROI index order) → image embedding."""
-
-    def decode(
-        self, embedding: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, mask_logits: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Prompts (ROI voxel coords ``[1, N, 3]``, labels ``[1, N]``, logits ``[1, 1, 32, 32, 32]``) →
-        (low-res logits ``[1, 1, 32, 32, 32]``, IoU prediction)."""
+__all__ = ["HISTORY_LIMIT", "EmbeddingCache", "InteractiveSession", "StepResult"]
 
 
-class EmbeddingCache:
-    """Image embeddings of the most recent ROIs of one image, shareable by several sessions on it
-    (e.g. one session per segment), so that a ROI is encoded once whichever segment asks.
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did. ``mask``: the whole mask, uint8 0/1 on the image grid (a copy-on-write snapshot).
+    ``changed``: a region holding every voxel the step may have changed (None: none). ``timings``: seconds
+    per phase (``TIMING_KEYS``). ``encoded``: the image encoder ran. ``clicks``: the session's clicks after
+    the step. ``payload``: add_click/reset, the one passed in; undo/redo/discard, that of the step undone or
+    redone (None when there was none). ``dropped``: payloads of the oldest steps that fell off the history
+    during this step (no longer undoable)."""
 
-    It is bound to one network: asking with another (a new checkpoint or device) empties it.
-    """
-
-    def __init__(self, capacity: int = EMBEDDING_CACHE) -> None:
-        self.capacity = capacity
-        self._model: Optional[Network] = None
-        self._entries: OrderedDict[Roi, torch.Tensor] = OrderedDict()
-
-    def get(self, model: Network, roi: Roi) -> Optional[torch.Tensor]:
-        """The embedding ``model`` computed for ``roi``, or None; a different ``model`` empties the cache."""
-        if model is not self._model:
-            self._model = model
-            self._entries.clear()
-        embedding = self._entries.get(roi)
-        if embedding is not None:
-            self._entries.move_to_end(roi)
-        return embedding
-
-    def put(self, model: Network, roi: Roi, embedding: torch.Tensor) -> None:
-        """Keep ``model``'s embedding of ``roi``, dropping the least recently used beyond ``capacity``."""
-        self.get(model, roi)
-        self._entries[roi] = embedding
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+    mask: sitk.Image
+    changed: Optional[Region]
+    timings: Mapping[str, float]
+    encoded: bool
+    clicks: Tuple[Click, ...]
+    payload: Any = None
+    dropped: Tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,9 +85,12 @@ class _State:
 
 @dataclass(frozen=True)
 class _Step:
+    """One undoable step: its edits of the mask, the states before and after it, the caller's payload."""
+
     edits: Tuple[Edit, ...]
     before: _State
     after: _State
+    payload: Any = None
 
     @property
     def region(self) -> Optional[Region]:
@@ -123,6 +98,15 @@ class _Step:
         for edit in self.edits:
             region = region_union(region, edit[0])
         return region
+
+
+@dataclass
+class _Work:
+    """What a step measured while it ran: seconds per phase, and whether the image encoder ran."""
+
+    timings: Dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMING_KEYS, 0.0))
+    encoded: bool = False
+    start: float = field(default_factory=time.perf_counter)
 
 
 class InteractiveSession:
@@ -134,6 +118,10 @@ class InteractiveSession:
     same grid to refine (non-zero = inside). ``auto_extend``: follow objects larger than the 192 mm ROI
     into neighbouring ROIs, at most ``max_extend_steps`` extra ROIs per click. ``embedding_cache``: an
     :class:`EmbeddingCache` shared with other sessions on the same image (default: a private one).
+    ``history_limit``: undo steps kept; older ones come back in :attr:`StepResult.dropped`.
+
+    One step at a time: a step called while another runs (from another thread) raises
+    :class:`~SAMMed3DLib.errors.SessionBusyError` and changes nothing.
     """
 
     def __init__(
@@ -145,8 +133,10 @@ class InteractiveSession:
         auto_extend: bool = False,
         max_extend_steps: int = 6,
         embedding_cache: Optional[EmbeddingCache] = None,
+        history_limit: int = HISTORY_LIMIT,
     ) -> None:
         check_image(image)
+        self._history: History[_Step] = History(history_limit)
         self._model = model
         self._image = image
         self._grid = Grid.of(image)
@@ -157,13 +147,9 @@ class InteractiveSession:
         self.auto_extend = bool(auto_extend)
         self.max_extend_steps = int(max_extend_steps)
         self._state = _State()
-        self._history: List[_Step] = []
-        self._cursor = 0
         self._embeddings = embedding_cache if embedding_cache is not None else EmbeddingCache()
         self._focus: Optional[Roi] = None
-        self.last_timings: Dict[str, float] = dict.fromkeys(TIMING_KEYS, 0.0)
-        self.last_encoded = False
-        self.last_changed_region: Optional[Region] = None
+        self._busy = threading.Lock()
 
     # ----------------------------------------------------------------- state
     @property
@@ -183,11 +169,16 @@ class InteractiveSession:
 
     @property
     def can_undo(self) -> bool:
-        return self._cursor > 0
+        return self._history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return self._cursor < len(self._history)
+        return self._history.can_redo
+
+    @property
+    def history_limit(self) -> int:
+        """Undo steps kept."""
+        return self._history.limit
 
     @property
     def roi(self) -> Optional[Roi]:
@@ -202,131 +193,130 @@ class InteractiveSession:
     def focus(self, points_ras: Sequence[Sequence[float]]) -> None:
         """Centre the next new ROI on the bounding box of these RAS points (as the official evaluation crops
         around a structure's bounding box); a first click outside that ROI ignores it."""
-        points = [ras_to_lps(p) for p in points_ras]
-        for p in points:
-            check_point_inside(self._grid, p, "focus point")
-        self._focus = roi_for_points(self._grid, points)
+        with self._exclusive():
+            if isinstance(points_ras, (str, bytes)) or not hasattr(points_ras, "__iter__"):
+                raise InputError(f"focus needs a list of points (R, A, S) in mm, got {points_ras!r}")
+            points = [ras_to_lps(_as_point(p, "focus point")) for p in points_ras]
+            if not points:
+                raise InputError("focus needs at least one point (R, A, S) in mm")
+            for p in points:
+                check_point_inside(self._grid, p, "focus point")
+            self._focus = roi_for_points(self._grid, points)
 
     # ----------------------------------------------------------------- steps
-    def add_click(self, point_ras: Sequence[float], positive: bool = True) -> sitk.Image:
-        """Add a positive/negative click at ``point_ras`` (RAS mm) and return the updated mask.
+    def add_click(self, point_ras: Sequence[float], positive: bool = True, *, payload: Any = None) -> StepResult:
+        """Add a positive/negative click at ``point_ras`` (RAS mm); ``payload`` travels with the step.
 
         All or nothing: if anything fails (bad input, the network, an auto-extension step), the mask,
         clicks, history and model state stay exactly as they were and the exception propagates.
         """
-        start = time.perf_counter()
-        point_lps = ras_to_lps(_as_point(point_ras))
-        check_point_inside(self._grid, point_lps)
-        timings = dict.fromkeys(TIMING_KEYS, 0.0)
-        with self._transaction() as edits:
-            self.last_encoded = False
+        work = _Work()
+        with self._step() as edits:
+            point_lps = ras_to_lps(_as_point(point_ras))
+            check_point_inside(self._grid, point_lps)
             state = self._state
             clicks = (*state.clicks, (tuple(float(v) for v in lps_to_ras(point_lps)), bool(positive)))
             roi, prompts, low_res = self._roi_for(state, point_lps, clicks[:-1])
             prompts = (*prompts, (_voxel(roi, point_lps), int(bool(positive))))
-            low_res = self._predict(roi, prompts, low_res, timings)
-            self._paste(roi, low_res, timings, edits, union=False)
+            low_res = self._predict(roi, prompts, low_res, work)
+            self._paste(roi, low_res, work, edits, union=False)
             if self.auto_extend:
-                self._extend(roi, upsample(low_res), timings, edits)
-            self._commit(_Step(tuple(edits), state, _State(roi, prompts, low_res, clicks)))
-            timings["total"] = time.perf_counter() - start
-            self.last_timings = timings
-        return self.mask
+                self._extend(roi, upsample(low_res), work, edits)
+            step = _Step(tuple(edits), state, _State(roi, prompts, low_res, clicks), payload)
+            return self._result(work, step.region, payload, self._commit(step))
 
-    def undo(self) -> sitk.Image:
+    def undo(self) -> StepResult:
         """Go back one step (click or reset): the mask and the model state become exactly what they were."""
         return self._travel(backwards=True)
 
-    def redo(self) -> sitk.Image:
+    def redo(self) -> StepResult:
         """Re-apply the step last undone."""
         return self._travel(backwards=False)
 
-    def discard_last_step(self) -> sitk.Image:
+    def discard_last_step(self) -> StepResult:
         """Undo the last step exactly (as :meth:`undo`) and drop it, with any redo history, so that it cannot
         be redone: for a step whose result could not be used (e.g. the caller failed to store it)."""
-        if self.can_undo:
-            self.undo()
-            del self._history[self._cursor :]
-        return self.mask
+        return self._travel(backwards=True, forget=True)
 
-    def _travel(self, backwards: bool) -> sitk.Image:
-        """Flip the edits of the step behind (undo) or ahead of (redo) the history cursor (all or nothing)."""
-        start = time.perf_counter()
-        with self._transaction() as edits:
-            self.last_encoded = False
-            self.last_changed_region = None
-            if self.can_undo if backwards else self.can_redo:
-                step = self._history[self._cursor - 1 if backwards else self._cursor]
-                for edit in reversed(step.edits) if backwards else step.edits:
-                    self._flip(edit)
-                    edits.append(edit)
-                self._cursor += -1 if backwards else 1
-                self._state = step.before if backwards else step.after
-                self.last_changed_region = step.region
-            self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
-        return self.mask
-
-    def reset(self) -> sitk.Image:
-        """Drop all clicks; the mask returns to the initial mask (or empty). Undoable like a click."""
-        start = time.perf_counter()
-        with self._transaction() as edits:
-            self.last_encoded = False
-            self.last_changed_region = None
+    def reset(self, *, payload: Any = None) -> StepResult:
+        """Drop all clicks; the mask returns to the initial mask (or empty). Undoable like a click; a session
+        that is already reset (no clicks, the initial mask) adds no step."""
+        work = _Work()
+        with self._step() as edits:
             region = region_union(self._known, self._initial_region)
-            if region is not None or self._state.clicks:
-                if region is not None:
-                    before = read_region(self._mask, region)
-                    after = np.zeros_like(before) if self._initial is None else read_region(self._initial, region)
-                    changed = np.packbits(before != after)
+            if region is not None:
+                before = read_region(self._mask, region)
+                after = np.zeros_like(before) if self._initial is None else read_region(self._initial, region)
+                changed = before != after
+                if changed.any():
                     write_region(self._mask, region, after)
-                    edits.append((region, changed))
-                self._commit(_Step(tuple(edits), self._state, _State()))
-            self.last_timings = dict.fromkeys(TIMING_KEYS, 0.0) | {"total": time.perf_counter() - start}
-        return self.mask
+                    edits.append((region, changed))  # recorded before packing: a failure there still rolls back
+                    edits[-1] = (region, np.packbits(changed))
+            if not edits and not self._state.clicks:
+                return self._result(work, None, payload)
+            step = _Step(tuple(edits), self._state, _State(), payload)
+            return self._result(work, step.region, payload, self._commit(step))
 
     # ----------------------------------------------------------------- internals
+    def _travel(self, backwards: bool, forget: bool = False) -> StepResult:
+        """Flip the edits of the step behind (undo) or ahead of (redo) the history cursor (all or nothing);
+        ``forget``: then drop the undone steps."""
+        work = _Work()
+        with self._step() as edits:
+            history, step = self._history.undo() if backwards else self._history.redo()
+            if step is None:
+                return self._result(work, None, None)
+            for edit in reversed(step.edits) if backwards else step.edits:
+                self._flip(edit)
+                edits.append(edit)
+            self._history = history.drop_undone() if forget else history
+            self._state = step.before if backwards else step.after
+            return self._result(work, step.region, step.payload)
+
     @contextmanager
-    def _transaction(self) -> Iterator[List[Edit]]:
-        """Make one step all or nothing.
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the session for one step; SessionBusyError (nothing changed) if another thread holds it."""
+        if not self._busy.acquire(blocking=False):
+            raise SessionBusyError(
+                "this segmentation session is busy with another step (from another thread); "
+                "wait for it to finish, then try again"
+            )
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    @contextmanager
+    def _step(self) -> Iterator[List[Edit]]:
+        """One step: exclusive and all or nothing.
 
         The block appends each edit to the yielded list as soon as it is written to the mask. If the block
         raises (anything, KeyboardInterrupt included), those edits are flipped back newest first, the state,
-        known region, history and ``last_*`` attributes are restored, and the exception propagates unchanged.
+        known region and history are restored, and the exception propagates unchanged.
         """
-        saved = (
-            self._state,
-            self._known,
-            list(self._history),
-            self._cursor,
-            self.last_encoded,
-            self.last_changed_region,
-            self.last_timings,
-        )
-        applied: List[Edit] = []
-        try:
-            yield applied
-        except BaseException:
-            for edit in reversed(applied):
-                self._flip(edit)
-            (
-                self._state,
-                self._known,
-                self._history,
-                self._cursor,
-                self.last_encoded,
-                self.last_changed_region,
-                self.last_timings,
-            ) = saved
-            raise
+        with self._exclusive():
+            saved = (self._state, self._known, self._history)
+            applied: List[Edit] = []
+            try:
+                yield applied
+            except BaseException:
+                for edit in reversed(applied):
+                    self._flip(edit)
+                self._state, self._known, self._history = saved
+                raise
 
-    def _commit(self, step: _Step) -> None:
-        del self._history[self._cursor :]
-        self._history.append(step)
-        if len(self._history) > HISTORY_LIMIT:
-            del self._history[0]
-        self._cursor = len(self._history)
+    def _commit(self, step: _Step) -> Tuple[Any, ...]:
+        """Make ``step`` the newest in the history; the payloads of steps that fell off its far end."""
+        self._history, dropped = self._history.push(step)
         self._state = step.after
-        self.last_changed_region = step.region
+        return tuple(old.payload for old in dropped)
+
+    def _result(
+        self, work: _Work, changed: Optional[Region], payload: Any, dropped: Tuple[Any, ...] = ()
+    ) -> StepResult:
+        """The step's result; taken while the step still holds the session, so mask and clicks belong to it."""
+        work.timings["total"] = time.perf_counter() - work.start
+        return StepResult(self.mask, changed, work.timings, work.encoded, self._state.clicks, payload, dropped)
 
     def _roi_for(
         self, state: _State, point_lps: np.ndarray, earlier: Tuple[Click, ...]
@@ -349,21 +339,22 @@ class InteractiveSession:
         return roi, prompts, mask_to_prompt(self._mask, roi, device) if self._known is not None else None
 
     def _predict(
-        self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], timings: Dict[str, float]
+        self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], work: _Work
     ) -> torch.Tensor:
         """Decoder logits ``[1, 1, 32, 32, 32]`` (CPU float32) for the prompts; encodes the ROI if not cached."""
-        embedding = self._embedding(roi, timings)
+        embedding = self._embedding(roi, work)
         coords = torch.tensor([[list(v) for v, _ in prompts]], dtype=torch.float32)
         labels = torch.tensor([[label for _, label in prompts]], dtype=torch.long)
         # The official code (training and evaluation) passes zero logits, not "no mask", on the first click.
-        mask_in = low_res if low_res is not None else torch.zeros(1, 1, LOW_RES, LOW_RES, LOW_RES)
+        mask_in = low_res if low_res is not None else torch.zeros(1, 1, LOW_RES_SIZE, LOW_RES_SIZE, LOW_RES_SIZE)
         start = time.perf_counter()
         logits, _ = self._model.decode(embedding, coords, labels, mask_in)
         logits = logits.detach().float().cpu()
-        timings["decode"] += time.perf_counter() - start
+        work.timings["decode"] += time.perf_counter() - start
+        _check_finite(logits, "mask decoder logits")
         return logits
 
-    def _embedding(self, roi: Roi, timings: Dict[str, float]) -> torch.Tensor:
+    def _embedding(self, roi: Roi, work: _Work) -> torch.Tensor:
         cached = self._embeddings.get(self._model, roi)
         if cached is not None:
             return cached
@@ -371,17 +362,18 @@ class InteractiveSession:
         crop = model_input_tensor(self._image, roi, getattr(self._model, "device", None))[None, None]
         if crop.is_cuda:  # wait for the kernels, so that the time is the preprocessing's
             torch.cuda.synchronize(crop.device)
-        timings["preprocess"] += time.perf_counter() - start
+        work.timings["preprocess"] += time.perf_counter() - start
         start = time.perf_counter()
         embedding = self._model.encode(crop)
         if embedding.is_cuda:  # kernels run asynchronously: wait, so that the time is the encoder's
             torch.cuda.synchronize(embedding.device)
-        timings["encode"] += time.perf_counter() - start
-        self.last_encoded = True
+        work.timings["encode"] += time.perf_counter() - start
+        work.encoded = True
+        _check_finite(embedding, "image embedding")  # never cached: other sessions would reuse it
         self._embeddings.put(self._model, roi, embedding)
         return embedding
 
-    def _paste(self, roi: Roi, logits: torch.Tensor, timings: Dict[str, float], edits: List[Edit], union: bool) -> None:
+    def _paste(self, roi: Roi, logits: torch.Tensor, work: _Work, edits: List[Edit], union: bool) -> None:
         """Write the decoder's ROI logits into the mask (interpolated on the model's device); the edit (if any
         voxel may change) goes to ``edits``."""
         start = time.perf_counter()
@@ -392,7 +384,7 @@ class InteractiveSession:
             edits.append((region, changed))  # recorded before packing: a failure there still rolls back
             edits[-1] = (region, np.packbits(changed))
             self._known = region_union(self._known, region)
-        timings["paste"] += time.perf_counter() - start
+        work.timings["paste"] += time.perf_counter() - start
 
     def _flip(self, edit: Edit) -> None:
         """Apply an edit either way: its voxels flip between the before and after values (XOR)."""
@@ -405,7 +397,7 @@ class InteractiveSession:
         values[changed] ^= 1
         write_region(self._mask, region, values)
 
-    def _extend(self, roi: Roi, logits: np.ndarray, timings: Dict[str, float], edits: List[Edit]) -> None:
+    def _extend(self, roi: Roi, logits: np.ndarray, work: _Work, edits: List[Edit]) -> None:
         """Follow the mask through ROI faces it touches into neighbouring ROIs (breadth first); each
         neighbour's edit goes to ``edits`` as soon as it is written."""
         queue = [(roi, logits)]
@@ -416,25 +408,36 @@ class InteractiveSession:
                 if len(visited) - 1 >= self.max_extend_steps:
                     break
                 seeds = _face_seeds(current, current_logits, axis, side)
-                centre = np.full(3, ROI_SIZE / 2)
+                centre = np.full(3, IMAGE_SIZE / 2)
                 centre[axis] += EXTEND_SHIFT if side else -EXTEND_SHIFT
                 neighbour = roi_for_points(self._grid, [current.grid.to_physical(centre)])
                 prompts = tuple((_voxel(neighbour, s), 1) for s in seeds if neighbour.contains(s))
                 if neighbour in visited or not prompts:
                     continue
                 visited.add(neighbour)
-                low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), timings)
-                self._paste(neighbour, low_res, timings, edits, union=True)
+                low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), work)
+                self._paste(neighbour, low_res, work, edits, union=True)
                 queue.append((neighbour, upsample(low_res)))
 
 
-def _as_point(point: Sequence[float]) -> np.ndarray:
+def _check_finite(values: torch.Tensor, what: str) -> None:
+    """NetworkOutputError unless every value is finite (NaN or Inf means the network is broken, not the input)."""
+    if not bool(torch.isfinite(values).all()):
+        raise NetworkOutputError(
+            f"the network produced non-finite values (NaN or Inf) in its {what}: its weights are probably "
+            "damaged or incompatible with this architecture (or overflowed at reduced precision); "
+            "download the checkpoint again or choose another one"
+        )
+
+
+def _as_point(point: Sequence[float], label: str = "click") -> np.ndarray:
+    """``point`` as three finite floats (RAS mm); InputError naming ``label`` otherwise."""
     try:
         values = np.asarray(point, dtype=float).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"a click must be three coordinates in mm (R, A, S), got {point!r}") from exc
+        raise InputError(f"a {label} must be three coordinates in mm (R, A, S), got {point!r}") from exc
     if values.shape != (3,) or not np.all(np.isfinite(values)):
-        raise InputError(f"a click must be three finite coordinates in mm (R, A, S), got {point!r}")
+        raise InputError(f"a {label} must be three finite coordinates in mm (R, A, S), got {point!r}")
     return values
 
 
@@ -468,7 +471,7 @@ def _touching_faces(roi: Roi, logits: np.ndarray) -> List[Tuple[int, int]]:
     for axis in range(3):
         for side, edge, open_ in (
             (0, roi.valid_lo[axis], roi.valid_lo[axis] == 0),
-            (1, roi.valid_hi[axis] - 1, roi.valid_hi[axis] == ROI_SIZE),
+            (1, roi.valid_hi[axis] - 1, roi.valid_hi[axis] == IMAGE_SIZE),
         ):
             if open_ and bool((np.take(logits, edge, axis=axis) > 0).any()):
                 faces.append((axis, side))
@@ -477,7 +480,7 @@ def _touching_faces(roi: Roi, logits: np.ndarray) -> List[Tuple[int, int]]:
 
 def _face_seeds(roi: Roi, logits: np.ndarray, axis: int, side: int, count: int = 3) -> List[np.ndarray]:
     """Up to ``count`` LPS points of the mask in the band next to a face, nearest the band's centroid first."""
-    band = slice(ROI_SIZE - EXTEND_SLAB, ROI_SIZE) if side else slice(0, EXTEND_SLAB)
+    band = slice(IMAGE_SIZE - EXTEND_SLAB, IMAGE_SIZE) if side else slice(0, EXTEND_SLAB)
     index = [slice(None)] * 3
     index[axis] = band
     voxels = np.argwhere(logits[tuple(index)] > 0)

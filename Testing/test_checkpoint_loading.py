@@ -137,3 +137,20 @@ def test_checkpoint_without_weights(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_model(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, reference_pair, bad):
+    """NaN/Inf weights gave an empty or arbitrary mask with exit 0; now loading is one CheckpointError."""
+    reference, _ = reference_pair
+    payload = official_layout(reference)
+    state = {k: v.clone() for k, v in payload["model_state_dict"].items()}
+    state["mask_decoder.iou_token.weight"][0, 0] = bad
+    state["image_encoder.blocks.0.attn.qkv.weight"][3, 1] = bad
+    payload["model_state_dict"] = state
+    path = tmp_path / "nonfinite.pth"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"NaN or Inf weights in 2 tensor\(s\): ") as info:
+        load_model(path)
+    assert "image_encoder.blocks.0.attn.qkv.weight" in str(info.value)
+    assert "mask_decoder.iou_token.weight" in str(info.value)

@@ -12,8 +12,8 @@ from support.phantoms import centre_ras, sphere_phantom
 from support.reference import matched_pair
 
 from SAMMed3DLib import InteractiveSession, load_model
-from SAMMed3DLib.bench.evaluation import dice
 from SAMMed3DLib.bench.network import fixed_inputs, random_weights
+from SAMMed3DLib.metrics import dice
 from SAMMed3DLib.modeling import SAMMed3DConfig, decode_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -79,7 +79,8 @@ def test_session_on_cuda_gives_the_cpu_mask(tiny_checkpoint):
     for device in ("cpu", "cuda"):
         session = InteractiveSession(load_model(tiny_checkpoint, device=device), image)
         session.add_click(point_ras)
-        masks.append(sitk.GetArrayFromImage(session.add_click(point_ras, positive=False)))
-        assert session.last_timings["total"] > 0
+        result = session.add_click(point_ras, positive=False)
+        masks.append(sitk.GetArrayFromImage(result.mask))
+        assert result.timings["total"] > 0
     differing = np.count_nonzero(masks[0] != masks[1])
     assert masks[0].any() and differing <= 1e-4 * masks[0].size

@@ -149,14 +149,15 @@ def test_evaluate_json_path_checked_before_work(
     assert not (tmp_path / "missing").exists()
 
 
-def test_evaluate_json_write_failure_is_one_error(tmp_path, evaluate_files, tiny_checkpoint, capfd, monkeypatch):
-    import SAMMed3DLib.cli.images as images
+def test_evaluate_json_write_failure_is_one_error(tmp_path, evaluate_files, tiny_checkpoint):
+    """A real file-size limit in a child process: Python raises (EFBIG) and the message names the user's path."""
+    from support.limits import run_with_file_size_limit
 
     image_path, labels = evaluate_files
     sitk.WriteImage(labels, str(tmp_path / "lbl.nrrd"))
-    monkeypatch.setattr(images, "_staging_folder", lambda folder: folder / "vanished")  # fails when written
     out = tmp_path / "res.json"
-    code = main(evaluate_argv(image_path, tmp_path / "lbl.nrrd", tiny_checkpoint, "--clicks", "1", "--json", str(out)))
-    err = capfd.readouterr().err.strip().splitlines()
+    argv = evaluate_argv(image_path, tmp_path / "lbl.nrrd", tiny_checkpoint, "--clicks", "1", "--json", str(out))
+    code, err = run_with_file_size_limit(argv, 100)
     assert code == 2 and not out.exists()
-    assert err == [f"error: cannot write {out}: No such file or directory"]  # the user's path, not the staging one
+    assert err == [f"error: cannot write {out}: File too large"]  # the user's path, not the staging one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nii.gz", "lbl.nrrd"]

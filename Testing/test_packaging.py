@@ -74,6 +74,15 @@ def test_extension_cmake_shape():
         assert needle in text
 
 
+def test_extension_icon_and_screenshots_are_files_of_this_repository():
+    """The Extensions Manager fetches these URLs from the main branch: each must name a committed file."""
+    sets = cmake_sets(ROOT / "CMakeLists.txt")
+    for key in ("ICONURL", "SCREENSHOTURLS"):
+        for url in sets[f"EXTENSION_{key}"]:
+            path = url.partition("/main/")[2]
+            assert path and (ROOT / path).is_file(), f"EXTENSION_{key} names {url}, which is not in the repository"
+
+
 @pytest.mark.parametrize("icon", ["Resources/SAMMed3D.png", "SAMMed3D/Resources/Icons/SAMMed3D.png"])
 def test_icons_are_128_px_pngs(icon):
     data = (ROOT / icon).read_bytes()

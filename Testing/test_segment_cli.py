@@ -1,6 +1,7 @@
 """``python -m SAMMed3DLib segment`` end to end with the tiny random-weight checkpoint."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,19 +180,18 @@ def test_outputs_are_all_or_nothing(tmp_path, phantom, tiny_checkpoint, capfd):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.mhd", "mask.nii.gz", "mask.zraw", "roi.nii.gz"]
 
 
-def test_failed_write_prints_one_line(tmp_path, phantom, tiny_checkpoint, capfd, monkeypatch):
-    """The NIfTI library's own "** ERROR (nifti_image_write_engine)" line is held back."""
-    from pathlib import Path
-
-    import SAMMed3DLib.cli.images as images
+def test_failed_write_prints_one_line(tmp_path, phantom, tiny_checkpoint):
+    """A file-size limit (real, in a child process): the NIfTI library's own "** ERROR: NWAD" line is held
+    back, the short file is caught (ITK does not raise) and nothing is left behind."""
+    from support.limits import run_with_file_size_limit
 
     path, _, click = phantom
-    unwritable = Path("/proc/sammed3d-no-such-folder")  # as staging folder: the NIfTI writer itself fails
-    monkeypatch.setattr(images, "_staging_folder", lambda folder: unwritable)
-    code, out = run_segment(tmp_path, path, "--positive", ",".join(map(str, click)), weights=tiny_checkpoint)
-    err = error_lines(capfd)
-    assert code == 2 and not out.exists()
-    assert err == [f"error: cannot write {out} (nifti library failed to write image: {out})"]
+    out = tmp_path / "mask.nii"  # uncompressed: 48³ bytes, well past the limit
+    argv = ["segment", "--image", str(path), "--weights", str(tiny_checkpoint), "--out", str(out)]
+    code, err = run_with_file_size_limit([*argv, "--positive", ",".join(map(str, click))], 20_000)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: cannot write {out}: the file on disk is incomplete (disk full?)")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_same_file_for_both_outputs_fails_before_any_work(tmp_path, phantom, capfd):
@@ -204,45 +204,45 @@ def test_same_file_for_both_outputs_fails_before_any_work(tmp_path, phantom, cap
         assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "failing_call", [1, 2, 3, 4], ids=["set-aside-first", "set-aside-second", "move-in-first", "move-in-second"]
-)
-def test_commit_puts_the_old_files_back_when_a_move_fails(tmp_path, monkeypatch, failing_call):
-    """Whichever move fails (setting an old file aside, or moving a new one in), nothing changes and nothing stays."""
+@pytest.mark.parametrize("failing_move", [1, 2], ids=["move-in-first", "move-in-second"])
+def test_commit_puts_the_old_files_back_when_a_move_fails(tmp_path, monkeypatch, failing_move):
+    """Whichever move of a new file fails, nothing changes and nothing stays (the old files never moved)."""
     import os
 
-    import SAMMed3DLib.cli.images as images
+    import SAMMed3DLib.cli.outputs as outputs
+    from SAMMed3DLib.cli.images import write_text
 
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     first.write_text("old a")
     second.write_text("old b")
-    replace, calls = os.replace, []
+    replace, moves = os.replace, []
 
     def failing_replace(source, destination):
-        calls.append((source, destination))
-        if len(calls) == failing_call:
-            raise PermissionError(13, "Permission denied")
+        if Path(source).parent.name == outputs.NEW:  # a staged file moving in (not the journal's rename)
+            moves.append(destination)
+            if len(moves) == failing_move:
+                raise PermissionError(13, "Permission denied")
         replace(source, destination)
 
-    monkeypatch.setattr(images.os, "replace", failing_replace)
+    monkeypatch.setattr(outputs.os, "replace", failing_replace)
     failure = r"into place \(Permission denied\); no file was changed$"
-    with pytest.raises(InputError, match=failure) as caught, images.StagedOutputs() as outputs:
-        outputs.stage(first, lambda p: images.write_text("new a", p))
-        outputs.stage(second, lambda p: images.write_text("new b", p))
+    with pytest.raises(InputError, match=failure) as caught, outputs.StagedOutputs() as staged:
+        staged.stage(first, lambda p: write_text("new a", p))
+        staged.stage(second, lambda p: write_text("new b", p))
     assert ".sammed3d-" not in str(caught.value)
     assert first.read_text() == "old a" and second.read_text() == "old b"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no staging or set-aside files
-    source, destination = calls[failing_call - 1]  # the failed move is the one the case is named after
-    assert (source if failing_call <= 2 else destination) == (first if failing_call in (1, 3) else second)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no staging or kept files
+    assert moves[-1] == (first if failing_move == 1 else second)
 
 
 def test_commit_replaces_all_files_on_success(tmp_path):
-    import SAMMed3DLib.cli.images as images
+    from SAMMed3DLib.cli.images import write_text
+    from SAMMed3DLib.cli.outputs import StagedOutputs
 
     (tmp_path / "a.json").write_text("old a")
-    with images.StagedOutputs() as outputs:
-        outputs.stage(tmp_path / "a.json", lambda p: images.write_text("new a", p))
-        outputs.stage(tmp_path / "b.json", lambda p: images.write_text("new b", p))
+    with StagedOutputs() as outputs:
+        outputs.stage(tmp_path / "a.json", lambda p: write_text("new a", p))
+        outputs.stage(tmp_path / "b.json", lambda p: write_text("new b", p))
     assert (tmp_path / "a.json").read_text() == "new a" and (tmp_path / "b.json").read_text() == "new b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
 

@@ -13,6 +13,7 @@ from support.phantoms import (
     sphere_phantom,
     two_spheres_phantom,
 )
+from support.session_state import snapshot
 from support.standin import StandInModel
 
 from SAMMed3DLib import InputError, InteractiveSession
@@ -51,11 +52,12 @@ def test_click_lands_on_the_sphere(spacing, direction):
             spacing=spacing, direction=direction, centre_ras=(-centre[0], -centre[1], centre[2])
         )
     session = InteractiveSession(StandInModel(), image)
-    mask = session.add_click(centre_ras(truth))
+    result = session.add_click(centre_ras(truth))
+    mask = result.mask
     assert mask.GetPixelID() == sitk.sitkUInt8 and same_grid(mask, image)
     assert set(np.unique(arr(mask))) <= {0, 1}
     assert dice(mask, truth) >= 0.9
-    assert session.last_encoded and set(session.last_timings) == {"preprocess", "encode", "decode", "paste", "total"}
+    assert result.encoded and set(result.timings) == {"preprocess", "encode", "decode", "paste", "total"}
 
 
 def test_refinement_reuses_embedding_and_feeds_back_clicks_and_logits():
@@ -66,32 +68,32 @@ def test_refinement_reuses_embedding_and_feeds_back_clicks_and_logits():
     first_mask_prompt = model.decode_calls[0][2]
     assert first_mask_prompt is not None and not first_mask_prompt.any()  # zeros on the first click, as official
     low_after_first = session._state.low_res.clone()
-    session.add_click((-80.0, -95.0, 92.0), positive=True)
-    assert model.encode_calls == 1 and not session.last_encoded
+    result = session.add_click((-80.0, -95.0, 92.0), positive=True)
+    assert model.encode_calls == 1 and not result.encoded
     coords, labels, mask_prompt = model.decode_calls[1]
     assert len(coords) == 2 and labels.tolist() == [1, 1]
     assert coords[0].tolist() == [64, 64, 64]  # the first click was the ROI's centre
     assert torch.equal(mask_prompt, low_after_first)
-    assert session.last_timings["encode"] == 0.0 and session.last_timings["preprocess"] == 0.0
+    assert result.timings["encode"] == 0.0 and result.timings["preprocess"] == 0.0
 
 
 def test_negative_click_removes_object_and_undo_redo_are_exact():
     image, a, b = two_spheres_phantom()
     model = StandInModel()
     session = InteractiveSession(model, image)
-    m1 = arr(session.add_click(centre_ras(a)))
-    m2 = arr(session.add_click(centre_ras(b)))
+    m1 = arr(session.add_click(centre_ras(a)).mask)
+    m2 = arr(session.add_click(centre_ras(b)).mask)
     assert dice(session.mask, sitk.Or(a, b)) >= 0.9
-    m3 = arr(session.add_click(centre_ras(b), positive=False))
+    m3 = arr(session.add_click(centre_ras(b), positive=False).mask)
     assert dice(session.mask, a) >= 0.9
     assert model.encode_calls == 1
 
-    assert np.array_equal(arr(session.undo()), m2)
+    assert np.array_equal(arr(session.undo().mask), m2)
     assert session.clicks == [(centre_ras(a), True), (centre_ras(b), True)]
     assert session.can_undo and session.can_redo
-    assert np.array_equal(arr(session.undo()), m1)
-    assert np.array_equal(arr(session.redo()), m2)
-    assert np.array_equal(arr(session.redo()), m3) and not session.can_redo
+    assert np.array_equal(arr(session.undo().mask), m1)
+    assert np.array_equal(arr(session.redo().mask), m2)
+    assert np.array_equal(arr(session.redo().mask), m3) and not session.can_redo
     # Undo, then continue: the model state is that of click 2 (its logits and both clicks).
     session.undo()
     logits_after_2 = session._state.low_res
@@ -114,10 +116,11 @@ def test_changed_region_bounds_every_change():
         session.reset,
         session.undo,
     ):
-        current = arr(step())
+        result = step()
+        current = arr(result.mask)
         changed = np.argwhere(current != previous)
         if len(changed):
-            (x, y, z), (sx, sy, sz) = session.last_changed_region
+            (x, y, z), (sx, sy, sz) = result.changed
             assert (changed.min(0) >= [z, y, x]).all() and (changed.max(0) < [z + sz, y + sy, x + sx]).all()
         previous = current
 
@@ -125,10 +128,10 @@ def test_changed_region_bounds_every_change():
 def test_reset_clears_and_is_undoable():
     image, truth = sphere_phantom()
     session = InteractiveSession(StandInModel(), image)
-    clicked = arr(session.add_click(centre_ras(truth)))
-    assert not arr(session.reset()).any() and session.clicks == []
+    clicked = arr(session.add_click(centre_ras(truth)).mask)
+    assert not arr(session.reset().mask).any() and session.clicks == []
     assert session.roi is None
-    assert np.array_equal(arr(session.undo()), clicked) and len(session.clicks) == 1
+    assert np.array_equal(arr(session.undo().mask), clicked) and len(session.clicks) == 1
 
 
 def test_click_outside_roi_recentres_to_keep_earlier_clicks():
@@ -164,13 +167,13 @@ def test_auto_extend_follows_a_long_cylinder():
     image, truth = cylinder_phantom(length=400.0)
     centre = centre_ras(truth)
     plain = InteractiveSession(StandInModel(), image)
-    partial = dice(plain.add_click(centre), truth)
+    partial = dice(plain.add_click(centre).mask, truth)
     model = StandInModel()
     extended = InteractiveSession(model, image, auto_extend=True, max_extend_steps=4)
-    full = dice(extended.add_click(centre), truth)
+    full = dice(extended.add_click(centre).mask, truth)
     assert partial < 0.8 <= 0.95 <= full, (partial, full)
     assert model.encode_calls == 3  # the click's ROI and one neighbour on each side
-    assert np.array_equal(arr(extended.undo()), np.zeros_like(arr(truth)))
+    assert np.array_equal(arr(extended.undo().mask), np.zeros_like(arr(truth)))
     assert extended.roi is None
 
 
@@ -233,7 +236,7 @@ def test_emptiness_is_judged_on_the_whole_volume():
 def test_bad_clicks_leave_session_unchanged():
     image, truth = sphere_phantom()
     session = InteractiveSession(StandInModel(), image)
-    before = arr(session.add_click(centre_ras(truth)))
+    before = arr(session.add_click(centre_ras(truth)).mask)
     for bad, message in [
         ((1e4, 0, 0), "outside the image volume"),
         ((np.nan, 0, 0), "three finite coordinates"),
@@ -286,24 +289,6 @@ class FailingModel(StandInModel):
         return super().decode(*args)
 
 
-def snapshot(session: InteractiveSession) -> dict:
-    """Everything a step may change, comparable with ``==`` (the mask as bytes)."""
-    return {
-        "mask": arr(session.mask).tobytes(),
-        "clicks": session.clicks,
-        "can_undo": session.can_undo,
-        "can_redo": session.can_redo,
-        "last_changed_region": session.last_changed_region,
-        "last_encoded": session.last_encoded,
-        "last_timings": session.last_timings,
-        "roi": session.roi,
-        "state": session._state,
-        "known": session._known,
-        "history": list(session._history),
-        "cursor": session._cursor,
-    }
-
-
 @pytest.mark.parametrize("earlier", [0, 1], ids=["first-click", "after-a-click"])
 @pytest.mark.parametrize("fail_on", [1, 2, 3])
 def test_click_failing_halfway_leaves_session_unchanged(earlier, fail_on):
@@ -322,13 +307,13 @@ def test_click_failing_halfway_leaves_session_unchanged(earlier, fail_on):
     assert snapshot(session) == before
     # The session goes on as if the failed click never happened.
     calls = len(model.decode_calls)
-    session.add_click(clicks[-1])
+    result = session.add_click(clicks[-1])
     assert len(model.decode_calls) - calls >= fail_on  # the failure was inside the click's step
     reference = InteractiveSession(StandInModel(), image, auto_extend=True, max_extend_steps=4)
     for click in clicks:
-        reference.add_click(click)
+        expected = reference.add_click(click)
     assert snapshot(session)["mask"] == snapshot(reference)["mask"] and session.clicks == reference.clicks
-    assert session.last_changed_region == reference.last_changed_region
+    assert result.changed == expected.changed and result.clicks == expected.clicks
 
 
 @pytest.mark.parametrize("fail_on", [1, 2, 3])
@@ -338,7 +323,7 @@ def test_undo_and_redo_failing_halfway_leave_session_unchanged(monkeypatch, fail
     image, truth = cylinder_phantom(length=400.0)
     session = InteractiveSession(StandInModel(), image, auto_extend=True, max_extend_steps=4)
     session.add_click(centre_ras(truth))
-    assert len(session._history[-1].edits) == 3  # the click's ROI and two neighbours
+    assert len(session._history.steps[-1].edits) == 3  # the click's ROI and two neighbours
     real_write, writes = S.write_region, []
 
     def failing_write(*args):
@@ -363,20 +348,24 @@ def test_undo_redo_without_history_are_harmless():
     image, _ = sphere_phantom(size=(20, 20, 20))
     session = InteractiveSession(StandInModel(), image)
     assert not session.can_undo and not session.can_redo
-    assert not arr(session.undo()).any() and session.last_changed_region is None
-    assert not arr(session.redo()).any()
+    undone = session.undo()
+    assert not arr(undone.mask).any() and undone.changed is None and undone.payload is None
+    redone = session.redo()
+    assert not arr(redone.mask).any() and redone.changed is None and redone.payload is None
 
 
 def test_tiny_network_end_to_end(tiny_model):
     image, truth = sphere_phantom()
     session = InteractiveSession(tiny_model, image)
-    mask = session.add_click(centre_ras(truth))
-    assert same_grid(mask, image) and mask.GetPixelID() == sitk.sitkUInt8 and session.last_encoded
+    result = session.add_click(centre_ras(truth))
+    mask = result.mask
+    assert same_grid(mask, image) and mask.GetPixelID() == sitk.sitkUInt8 and result.encoded
     first = arr(mask)
-    second = arr(session.add_click((-80.0, -95.0, 92.0), positive=False))
-    assert not session.last_encoded
-    assert np.array_equal(arr(session.undo()), first)
-    assert np.array_equal(arr(session.redo()), second)
+    result = session.add_click((-80.0, -95.0, 92.0), positive=False)
+    second = arr(result.mask)
+    assert not result.encoded
+    assert np.array_equal(arr(session.undo().mask), first)
+    assert np.array_equal(arr(session.redo().mask), second)
     roi_input = session.roi_input_image()
     assert roi_input.GetSize() == (128, 128, 128) and roi_input.GetSpacing() == (1.5, 1.5, 1.5)
 
@@ -387,11 +376,9 @@ def test_sessions_of_one_image_share_an_embedding_cache():
     image, truth = sphere_phantom()
     cache, model = EmbeddingCache(), StandInModel()
     first = InteractiveSession(model, image, embedding_cache=cache)
-    first.add_click(centre_ras(truth))
-    assert first.last_encoded
+    assert first.add_click(centre_ras(truth)).encoded
     second = InteractiveSession(model, image, embedding_cache=cache)
-    second.add_click(centre_ras(truth), positive=True)
-    assert not second.last_encoded and second.last_timings["encode"] == 0.0
+    result = second.add_click(centre_ras(truth), positive=True)
+    assert not result.encoded and result.timings["encode"] == 0.0
     other_model = InteractiveSession(StandInModel(), image, embedding_cache=cache)
-    other_model.add_click(centre_ras(truth))
-    assert other_model.last_encoded  # embeddings of another network are never reused
+    assert other_model.add_click(centre_ras(truth)).encoded  # embeddings of another network are never reused

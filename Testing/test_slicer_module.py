@@ -185,7 +185,7 @@ def test_real_network_end_to_end(app, tmp_path):
     scenario.click(SPHERE_CENTER_RAS)
     assert scenario.controller.last_error is None, scenario.controller.last_error
     target = scenario.controller._current_target()
-    assert target.session.last_encoded and len(target.done) == 1
+    assert "encoded" in scenario.controller.status and len(target.done) == 1  # the click's StepResult.encoded
     edit = target.done[0].edit
     if edit is not None:  # random weights may predict nothing; when they predict, only the region changed
         voxels = scenario.target_voxels()
@@ -263,9 +263,9 @@ def test_points_are_read_in_world_coordinates(scenario):
 
 def test_a_second_segment_of_the_same_volume_reuses_the_embedding(scenario):
     scenario.click(SPHERE_CENTER_RAS)
-    assert scenario.controller._current_target().session.last_encoded
+    assert "encoded" in scenario.controller.status  # the click's StepResult.encoded
     other = scenario.segmentation.GetSegmentation().AddEmptySegment("Second")
     scenario.select(scenario.volume, scenario.segmentation, other)
     scenario.click(SPHERE_CENTER_RAS)
     session = scenario.controller._current_target().session
-    assert len(session.clicks) == 1 and not session.last_encoded
+    assert len(session.clicks) == 1 and "encoded" not in scenario.controller.status

@@ -61,7 +61,8 @@ def test_a_click_never_downloads_over_a_damaged_cached_model(app, tmp_path, srv,
     registry.write_text(json.dumps({"version": 1, "models": [entry]}))
     cached = tmp_path / "cache" / "checkpoints" / "tiny.pth"
     cached.parent.mkdir(parents=True)
-    damaged = data[: len(data) // 2] + bytes(len(data) - len(data) // 2)  # right size, wrong bytes
+    middle = len(data) // 2  # inside the tensor records: the archive's directory stays intact
+    damaged = data[:middle] + bytes(1000) + data[middle + 1000 :]  # right size, wrong bytes: only the hash tells
     cached.write_bytes(damaged)
     scenario = Scenario(app.scene)
     scenario.controller.set_options(model="tiny", registry=str(registry), cache_dir=str(tmp_path / "cache"))

@@ -2,17 +2,17 @@
 
 import hashlib
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support.http_fixtures import closed_port_url, registry_entry, write_registry
+from support.http_fixtures import checkpoint_bytes, closed_port_url, registry_entry, write_registry
 
 from SAMMed3DLib.cli import main
+from SAMMed3DLib.cli.models import human_size
 
-DATA = random.Random(2).randbytes(500_000)
+DATA = checkpoint_bytes(500_000, seed=2)
 SHA = hashlib.sha256(DATA).hexdigest()
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_models_lists_registry_and_cache_state(reg, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     good = next(line for line in lines if "good" in line)
     gone = next(line for line in lines if "gone" in line)
-    assert good.startswith("*good") and "500.0 kB" in good and "verified" in good
+    assert good.startswith("*good") and human_size(len(DATA)) in good and "verified" in good
     assert " - " in gone and "?" in gone
 
 
@@ -117,7 +117,7 @@ def test_models_flags_corrupted_cache(reg, tmp_path, capsys):
     (cache / "checkpoints" / "good.pth").write_bytes(DATA[::-1])
     capsys.readouterr()
     main(["models", "--registry", reg, "--cache-dir", str(cache), "--verify"])
-    assert "CORRUPTED (checksum mismatch)" in capsys.readouterr().out
+    assert "DAMAGED (checksum mismatch: expected SHA-256" in capsys.readouterr().out
 
 
 def test_models_never_imports_torch(tmp_path):

@@ -2,19 +2,18 @@
 
 import hashlib
 import os
-import random
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from support.http_fixtures import closed_port_url
+from support.http_fixtures import checkpoint_bytes, closed_port_url
 
 from SAMMed3DLib.errors import DownloadError
 from SAMMed3DLib.weights import DownloadCancelledError, download
 
-DATA = random.Random(0).randbytes(700_000)  # ~3 network chunks of 256 KiB
+DATA = checkpoint_bytes(700_000, seed=0)  # a structurally valid checkpoint of ~11 reads of 64 KiB
 SHA = hashlib.sha256(DATA).hexdigest()
 FAST = dict(retries=2, backoff=0.01, timeout=(2.0, 2.0))  # seconds; keeps fault tests fast
 

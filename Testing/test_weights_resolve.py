@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import random
 import subprocess
 import sys
 import textwrap
@@ -10,12 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.http_fixtures import registry_entry, write_registry
+from support.http_fixtures import checkpoint_bytes, registry_entry, write_registry
 
 from SAMMed3DLib.errors import CheckpointError, DownloadError, RegistryError
 from SAMMed3DLib.weights import cached_path, default_cache_dir, load_registry, resolve_checkpoint, url_cached_path
 
-DATA = random.Random(1).randbytes(300_000)
+DATA = checkpoint_bytes(300_000, seed=1)
 SHA = hashlib.sha256(DATA).hexdigest()
 FAST = dict(retries=1, backoff=0.01, timeout=(2.0, 2.0))  # seconds
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +50,7 @@ def test_corrupted_cache_is_detected_and_deleted_when_offline(srv, reg, tmp_path
     path = resolve_checkpoint("tiny", registry=reg, cache_dir=cache, **FAST)
     path.write_bytes(b"\0" + DATA[1:])  # same size, one byte changed: only the recorded hash can tell
     srv.stop()
-    with pytest.raises(DownloadError, match=r"corrupted \(its SHA-256 is [0-9a-f]{64}, expected " + SHA):
+    with pytest.raises(DownloadError, match=r"corrupted \(checksum mismatch: expected SHA-256 " + SHA):
         resolve_checkpoint("tiny", registry=reg, cache_dir=cache, **FAST)
     assert not path.exists()
 
@@ -95,11 +94,12 @@ def test_missing_local_file_and_unknown_id(reg, tmp_path):
 
 def test_http_url_spec_is_cached_per_url(srv, tmp_path):
     url = srv.add("/x/model.pth", DATA)
-    other = srv.add("/y/model.pth", DATA[::-1])
+    other_data = checkpoint_bytes(300_000, seed=7)
+    other = srv.add("/y/model.pth", other_data)
     cache = tmp_path / "cache"
     a = resolve_checkpoint(url, cache_dir=cache, sha256=SHA, **FAST)
     b = resolve_checkpoint(other, cache_dir=cache, **FAST)
-    assert a != b and a.read_bytes() == DATA and b.read_bytes() == DATA[::-1]
+    assert a != b and a.read_bytes() == DATA and b.read_bytes() == other_data
     assert (a, b) == (url_cached_path(url, cache), url_cached_path(other, cache))  # the public lookup agrees
     srv.stop()
     assert resolve_checkpoint(url, cache_dir=cache, **FAST) == a
@@ -186,7 +186,8 @@ def test_malicious_pickle_is_refused_and_never_runs(srv, tmp_path):
 
     marker = tmp_path / "payload-ran"
     evil = tmp_path / "evil.pth"
-    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "extra": _Evil(str(marker))}, evil)
+    weights = {f"{part}.w": torch.zeros(1) for part in ("image_encoder", "prompt_encoder", "mask_decoder")}
+    torch.save({"model_state_dict": weights, "extra": _Evil(str(marker))}, evil)  # passes the structural check
     reg = write_registry(tmp_path / "r.json", registry_entry("evil", [srv.add("/evil.pth", evil.read_bytes())]))
     with pytest.raises(CheckpointError, match="refusing to load"):
         load_model("evil", registry=reg, cache_dir=tmp_path / "cache", retries=0)

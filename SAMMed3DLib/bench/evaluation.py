@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..metrics import dice
 from ..roi import voxel_to_ras
 from ..session import InteractiveSession
 
@@ -26,12 +27,6 @@ class ClickResult:
     positive: bool
     dice: float
     seconds: float
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean arrays (1.0 when both are empty)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
 
 
 def random_click(truth: np.ndarray, prediction: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, bool]:
@@ -105,6 +100,10 @@ def simulate(
         raise InputError(f"unknown crop {crop!r}; use {' or '.join(CROPS)}")
     if not truth.any():
         raise InputError("the structure to evaluate is empty")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"the seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(clicks, bool) or not isinstance(clicks, (int, np.integer)) or clicks < 1:
+        raise InputError(f"the number of clicks must be a whole number >= 1, got {clicks!r}")
     rng = np.random.default_rng(seed)
     session = session_factory(model, image)
     if crop == "bbox":
@@ -119,7 +118,7 @@ def simulate(
         voxel, positive = SAMPLER_FUNCTIONS[sampler](truth[window], prediction[window], rng)
         voxel = voxel + np.array([s.start for s in window])
         point = voxel_to_ras(image, voxel[::-1])
-        mask = session.add_click(point, positive)
-        prediction = sitk.GetArrayViewFromImage(mask) > 0
-        results.append(ClickResult(point, positive, dice(prediction, truth), session.last_timings["total"]))
+        step = session.add_click(point, positive)
+        prediction = sitk.GetArrayViewFromImage(step.mask) > 0
+        results.append(ClickResult(point, positive, dice(prediction, truth), step.timings["total"]))
     return results

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..errors import SAMMed3DError
+from ..metrics import dice
 from ..modeling import build_sam_med3d, decode_step
 
 IDENTITY_TOLERANCE = 1e-4
@@ -172,12 +173,6 @@ def _spawn(kind: str, state: str, workdir: str, settings: BenchSettings, precisi
     return torch.load(out, weights_only=True)
 
 
-def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a > 0, b > 0
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def run_benchmark(settings: BenchSettings, say: Callable[[str], None] = print) -> dict:
     """Run the children, print the report through ``say`` and return the figures as a dict."""
     with tempfile.TemporaryDirectory(prefix="sammed3d-bench-") as workdir:
@@ -224,7 +219,7 @@ def summarise(ours: dict, reference: Optional[dict], half: Optional[dict], setti
             "encode_median_s": statistics.median(half["figures"]["encode_s"]),
             "embedding_max_abs_diff": float((half["embedding"] - ours["embedding"]).abs().max()),
             "logits_max_abs_diff": float((half["logits"] - ours["logits"]).abs().max()),
-            "mask_dice_vs_fp32": _dice(half["logits"], ours["logits"]),
+            "mask_dice_vs_fp32": dice((half["logits"] > 0).cpu().numpy(), (ours["logits"] > 0).cpu().numpy()),
         }
     return report
 

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..coordinates import ras_to_lps
 from ..errors import SAMMed3DError
 from ..modeling import decode_step
 from .network import load_network, peak_rss_mb, run_in_child
@@ -43,7 +44,7 @@ def synthetic_volume(seed: int = 0) -> sitk.Image:
     body = np.where(x**2 + y**2 <= 1, 40, -1000).astype(np.int16)
     rng = np.random.default_rng(seed)
     values = np.empty((nz, ny, nx), np.int16)
-    centre = np.asarray(LESION_RAS) * np.array([-1, -1, 1]) / np.asarray(SPACING)
+    centre = ras_to_lps(LESION_RAS) / np.asarray(SPACING)
     yy, xx = np.mgrid[0:ny, 0:nx]
     for z in range(nz):
         values[z] = body + rng.integers(-20, 21, (ny, nx), dtype=np.int16)
@@ -64,35 +65,31 @@ def _timed(fn: Callable[[], object]) -> float:
 def run_ours(state_path: str, device: str) -> Dict[str, object]:
     """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
     from ..model import load_model
-    from ..session import InteractiveSession
+    from ..session import InteractiveSession, StepResult
 
     image = synthetic_volume()
     model = load_model(state_path, device=device)  # as the CLI and Slicer load it (a GPU is warmed up here)
     holder: Dict[str, InteractiveSession] = {}
     voxels: List[int] = []
 
-    def use(mask: sitk.Image) -> None:
-        """Read the result and let it go, as the Slicer module does (a snapshot still held when the next
-        click writes costs one copy of the volume, ~40 ms here)."""
-        voxels.append(int(sitk.GetArrayViewFromImage(mask).sum()))
+    def use(result: StepResult) -> Dict[str, float]:
+        """Read the step's mask and let the result go, as the Slicer module does (a snapshot still held when
+        the next click writes costs one copy of the volume, ~40 ms here); its timings."""
+        voxels.append(int(sitk.GetArrayViewFromImage(result.mask).sum()))
+        return dict(result.timings)
 
     def first() -> None:
         holder["s"] = InteractiveSession(model, image)
-        use(holder["s"].add_click(LESION_RAS))
+        breakdowns.append(use(holder["s"].add_click(LESION_RAS)))
 
+    breakdowns: List[Dict[str, float]] = []
     first_s = _timed(first)
     session = holder["s"]
-    first_breakdown = dict(session.last_timings)
-    refine = []
-    for i in range(5):
-        use(session.add_click(REFINE_RAS, positive=i % 2 == 0))
-        refine.append(dict(session.last_timings))
+    first_breakdown = breakdowns[0]
+    refine = [use(session.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
     lesion = InteractiveSession(_LesionShaped(model), image)
     lesion.add_click(LESION_RAS)
-    lesion_refine = []
-    for i in range(5):
-        use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0))
-        lesion_refine.append(dict(lesion.last_timings))
+    lesion_refine = [use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
     rss = peak_rss_mb()  # before the paste comparison below, whose SimpleITK side needs more memory
     paste_methods = compare_paste_methods(image, session.roi)
     return {
@@ -196,7 +193,7 @@ def _crop_or_pad_bounds(crop, subject):
 
 def _click_label(tio, image: sitk.Image, point_ras) -> "object":
     """A whole-volume label map with a 5 mm ball at the click (the official crop centres on a label)."""
-    lps = np.asarray(point_ras, float) * np.array([-1, -1, 1])
+    lps = ras_to_lps(point_ras)
     index = np.round(np.asarray(image.TransformPhysicalPointToContinuousIndex(lps.tolist()))).astype(int)
     label = np.zeros(image.GetSize(), np.uint8)  # x, y, z as torchio's tensor
     r = np.ceil(2.5 / np.asarray(image.GetSpacing())).astype(int)

@@ -8,7 +8,7 @@ May import the engine and the benchmarks; nothing else imports it. Never imports
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from ..errors import SAMMed3DError
 
@@ -27,10 +27,15 @@ def _command_module(name: str):
     return importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``error: ...``, exit status 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m SAMMed3DLib", description="SAM-Med3D interactive segmentation engine"
-    )
+    parser = _Parser(prog="python -m SAMMed3DLib", description="SAM-Med3D interactive segmentation engine")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, text in COMMANDS.items():

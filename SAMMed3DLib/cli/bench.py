@@ -1,6 +1,7 @@
 """``bench``: time our network against the official implementation in the same run."""
 
 import argparse
+import json
 from pathlib import Path
 
 from ..errors import InputError
@@ -24,11 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.network import BenchSettings, run_benchmark, write_json
+    from ..bench.network import BenchSettings, run_benchmark
     from ..device import resolve_device
+    from .images import write_text
+    from .outputs import StagedOutputs, check_output_path
 
     if args.repeats < 1 or args.reference_repeats < 1:
         raise InputError("--repeats and --reference-repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise InputError("--threads must be at least 1")
+    if args.json:
+        check_output_path(args.json, "--json")  # before the run, not after it
     device = resolve_device(args.device)
     settings = BenchSettings(
         repeats=args.repeats,
@@ -40,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     )
     report = run_benchmark(settings)
     if args.json:
-        write_json(report, args.json)
+        with StagedOutputs() as outputs:
+            outputs.stage(args.json, lambda path: write_text(json.dumps(report, indent=2), path))
     return 0 if report.get("identical", True) else 1

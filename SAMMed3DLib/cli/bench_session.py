@@ -18,6 +18,10 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.session import run_session_benchmark
     from ..device import resolve_device
 
+    if args.json:
+        from .outputs import check_output_path
+
+        check_output_path(args.json, "--json")  # before the run, not after it
     device = resolve_device(args.device)
     report = run_session_benchmark(str(device), args.threads, reference=not args.no_reference)
     if args.json:

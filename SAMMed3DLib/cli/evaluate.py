@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import os
+from typing import Callable
 
 HELP = "click-simulation evaluation against a label map: Dice after each simulated click"
 
@@ -10,9 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="volume (any ITK-readable file or a DICOM series folder)")
     parser.add_argument("--label", required=True, help="label map on the same grid; each non-zero value is evaluated")
     parser.add_argument("--weights", required=True, help="checkpoint file or registry id")
-    parser.add_argument("--clicks", type=int, default=10, help="clicks per structure (default 10)")
+    parser.add_argument("--clicks", type=whole_number(1), default=10, help="clicks per structure (default 10)")
     parser.add_argument("--sampler", choices=("random", "ritm"), default="random", help="next-click rule")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=whole_number(0), default=0, help="random seed, a whole number >= 0")
     parser.add_argument(
         "--crop", choices=("bbox", "click"), default="bbox", help="first ROI centred on the label's box (official)"
     )
@@ -20,27 +22,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (a clear one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import SimpleITK as sitk
-
     from ..bench.evaluation import simulate
-    from ..errors import InputError
+    from ..inputs import check_label_map
     from ..model import load_model
-    from ..roi import check_same_grid
-    from .images import StagedOutputs, check_output_path, read_image, write_text
+    from .images import read_image, write_text
+    from .outputs import StagedOutputs, check_output_path, check_outputs_spare_inputs
 
-    if args.clicks < 1:
-        raise InputError("--clicks must be at least 1")
+    given = (("--image", args.image), ("--label", args.label), ("--weights", args.weights))
+    inputs = [(option, path) for option, path in given if os.path.exists(path)]  # never overwritten
     if args.json:
-        check_output_path(args.json, "--json")
+        check_outputs_spare_inputs({"--json": check_output_path(args.json, "--json")}, inputs)
     image = read_image(args.image)
-    label = read_image(args.label)
-    check_same_grid(label, image, f"the label map {args.label}")
-    labels = sitk.GetArrayFromImage(label)
-    values = [int(v) for v in np.unique(labels) if v != 0]
-    if not values:
-        raise InputError(f"{args.label} has no labelled voxels")
+    labels, values = check_label_map(read_image(args.label), image, f"the label map {args.label}")
     model = load_model(args.weights, device=args.device)
     results = {}
     for value in values:
@@ -48,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         results[value] = clicks
     print(_table(results, args.clicks))
     if args.json:
-        with StagedOutputs() as outputs:
+        with StagedOutputs(protected=[path for _, path in inputs]) as outputs:
             outputs.stage(args.json, lambda path: write_text(json.dumps(_as_json(args, results), indent=2), path))
     return 0
 

@@ -1,15 +1,22 @@
 """Points from 3D Slicer markups files (``.mrk.json``) and from ``R,A,S`` text, as RAS millimetres."""
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import List, Tuple
 
+from ..coordinates import lps_to_ras
 from ..errors import InputError
 
 Point = Tuple[float, float, float]
 
-_TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": (-1.0, -1.0, 1.0)}
+_TO_RAS = {"RAS": (1.0, 1.0, 1.0), "LPS": tuple(lps_to_ras((1.0, 1.0, 1.0)).tolist())}  # per-axis signs
+
+POINT_LIKE = re.compile(r"^-(?:[\d.]|inf|nan)", re.IGNORECASE)
+"""Command-line values that start like a negative number ("-12.5,30,4", "-inf,0,0", "-.5;1;2"): for argparse
+these are points, never options, so that a bad one gets a message about the point."""
 
 
 def read_markups(path: "os.PathLike[str] | str") -> List[Point]:
@@ -25,6 +32,8 @@ def read_markups(path: "os.PathLike[str] | str") -> List[Point]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not a readable markups JSON file ({exc})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path} is not a Slicer markups file: its JSON is nested too deeply") from exc
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list):
         raise InputError(f"{path} is not a Slicer markups file: it has no 'markups' list")
@@ -54,26 +63,37 @@ def _markup_points(markup: dict, path: Path) -> Tuple[List[Point], int]:
         if str(control.get("positionStatus", "defined")).lower() != "defined":
             skipped += 1
             continue
-        position = control.get("position")
-        try:
-            values = [float(v) for v in position]
-        except (TypeError, ValueError):
-            values = []
-        if len(values) != 3:
-            raise InputError(f"{path}: a control point has no valid 3-D position ({position!r})")
+        values = _position(control.get("position"), path)
         points.append(tuple(v * s for v, s in zip(values, sign)))
     return points, skipped
 
 
+def _position(position: object, path: Path) -> Point:
+    """A control point's ``position``: a JSON list of three finite numbers (not strings, not booleans)."""
+    numbers = isinstance(position, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in position
+    )
+    try:
+        values = tuple(float(v) for v in position) if numbers else ()
+    except OverflowError:  # an integer beyond float range
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise InputError(f"{path}: a control point's position must be three finite numbers in mm, got {position!r}")
+    return values
+
+
 def parse_points(spec: str) -> List[Point]:
-    """``"R,A,S"`` (mm, RAS) → one point; a path to a markups file → its points."""
+    """``"R,A,S"`` (mm, RAS; ``;`` also separates) → one point; a path to a markups file → its points."""
     if spec.lower().endswith(".json") or os.path.isfile(spec):
         return read_markups(spec)
     parts = spec.replace(";", ",").split(",")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
-        values = ()
+        raise InputError(f"{spec!r} is neither a point 'R,A,S' in mm nor a markups file") from None
     if len(values) != 3:
-        raise InputError(f"{spec!r} is neither 'R,A,S' in mm nor a markups file")
+        hint = "; give each point as its own value, separated by spaces" if len(values) % 3 == 0 else ""
+        raise InputError(f"{spec!r} is not one point 'R,A,S': it has {len(values)} numbers{hint}")
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"the point {spec!r} must have three finite coordinates in mm")
     return [values]

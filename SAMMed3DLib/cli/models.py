@@ -4,15 +4,23 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from ..weights import ModelEntry, cached_path, default_cache_dir, default_registry_path, load_registry
-from ..weights.cache import PART_SUFFIX, checkpoints_dir, read_recorded_hash, sha256_file, sibling
+from ..weights import (
+    ModelEntry,
+    Status,
+    default_cache_dir,
+    default_registry_path,
+    entry_slot,
+    load_registry,
+    slot_status,
+)
+from ..weights.cache import checkpoints_dir
 
 HELP = "list the checkpoints of the model registry and which are cached"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_location_arguments(parser)
-    parser.add_argument("--verify", action="store_true", help="hash cached files to check them (slower)")
+    parser.add_argument("--verify", action="store_true", help="hash cached files to check them in full (slower)")
 
 
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,19 +42,20 @@ def human_size(size: Optional[int]) -> str:
 
 
 def cache_state(entry: ModelEntry, cache_dir: Path, verify: bool = False) -> str:
-    """``cached``, ``verified``, ``CORRUPTED …``, ``partial``, or ``-`` for ``entry`` in ``cache_dir``."""
-    path = cached_path(entry, cache_dir)
-    if not path.is_file():
-        return "partial" if sibling(path, PART_SUFFIX).is_file() else "-"
-    size = path.stat().st_size
-    if entry.size is not None and size != entry.size:
-        return f"CORRUPTED ({size} bytes, expected {entry.size})"
-    if not verify:
-        return f"cached ({human_size(size)})"
-    expected = entry.sha256 or read_recorded_hash(path)
-    if expected and sha256_file(path) != expected:
-        return "CORRUPTED (checksum mismatch)"
-    return "verified" if expected else "cached (no hash to check)"
+    """``-``, ``partial``, ``cached (size)``, ``verified`` or ``DAMAGED (why)`` for ``entry`` in ``cache_dir``.
+    Without ``verify`` a file's size and structure are checked (fast); with it, also its SHA-256."""
+    return describe(slot_status(entry_slot(entry, cache_dir), deep=verify))
+
+
+def describe(status: Status) -> str:
+    """A :class:`Status` as one cell of the listing."""
+    if status.state == "missing":
+        return "-"
+    if status.state == "damaged":
+        return f"DAMAGED ({status.problem})"
+    if status.state == "partial":
+        return f"partial ({human_size(status.size)})"
+    return f"{status.state} ({human_size(status.size)})"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,18 +2,18 @@
 
 import argparse
 import json
-import re
+import os
 import sys
 import time
+from typing import List, Tuple
+
+from .markups import POINT_LIKE
 
 HELP = "segment a structure from positive/negative clicks (RAS mm or Slicer .mrk.json) and write the mask"
 
-# Lets "-12.5,30,4" be read as a point rather than as an unknown option.
-_NEGATIVE_POINT = re.compile(r"^-\d[\d.,eE+\-]*$|^-\.\d[\d.,eE+\-]*$")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser._negative_number_matcher = _NEGATIVE_POINT
+    parser._negative_number_matcher = POINT_LIKE  # "-12.5,30,4" or "-inf,0,0" is a point, not an option
     parser.add_argument("--image", required=True, help="volume: NIfTI, NRRD, MHA, ... or a DICOM series folder")
     parser.add_argument(
         "--positive", required=True, nargs="+", metavar="P", help="R,A,S in mm, or a Slicer markups file (.mrk.json)"
@@ -27,21 +27,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auto-extend", action="store_true", help="follow objects larger than the 192 mm ROI")
 
 
+def input_files(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """(option, path) of every input given as a file or folder: none of them may be overwritten."""
+    inputs = [("--image", args.image), ("--weights", args.weights)]
+    inputs += [(option, spec) for option in ("--positive", "--negative") for spec in getattr(args, option[2:])]
+    return [(option, path) for option, path in inputs if os.path.exists(path)]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..model import load_model
     from ..session import InteractiveSession
-    from .images import StagedOutputs, check_distinct_outputs, check_output_path, read_image, write_image
+    from .images import check_format_holds, read_image, write_image
     from .markups import parse_points
+    from .outputs import StagedOutputs, check_distinct_outputs, check_output_path, check_outputs_spare_inputs
 
     start = time.perf_counter()
     outputs = {"--out": check_output_path(args.out, "--out")}
     if args.save_roi:
         outputs["--save-roi"] = check_output_path(args.save_roi, "--save-roi")
-    check_distinct_outputs(outputs)  # before any work, as the checks above
+    check_distinct_outputs(outputs)  # before any work, as the checks above and below
+    inputs = input_files(args)
+    check_outputs_spare_inputs(outputs, inputs)
     positives = [p for spec in args.positive for p in parse_points(spec)]
     negatives = [p for spec in args.negative for p in parse_points(spec)]
     image = read_image(args.image)
+    check_format_holds(image, outputs["--out"], "--out")
     read_s = time.perf_counter() - start
     device = resolve_device(args.device)
     if args.device not in ("auto", device.type):
@@ -52,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     session = InteractiveSession(model, image, auto_extend=args.auto_extend)
     steps = []
     for point, positive in [(p, True) for p in positives] + [(n, False) for n in negatives]:
-        session.add_click(point, positive)
-        steps.append({k: round(v, 4) for k, v in session.last_timings.items()})
+        result = session.add_click(point, positive)
+        steps.append({k: round(v, 4) for k, v in result.timings.items()})
     tick = time.perf_counter()
-    with StagedOutputs() as staged:  # both files or neither
+    with StagedOutputs(protected=[path for _, path in inputs]) as staged:  # both files or neither
         staged.stage(args.out, lambda path: write_image(session.mask, path))
         if args.save_roi:
             staged.stage(args.save_roi, lambda path: write_image(session.roi_input_image(), path))

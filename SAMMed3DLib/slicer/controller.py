@@ -248,7 +248,7 @@ class SegmentationController:
         target = self._targets.get(self._target_key(action.inputs))
         if target is None or target.session is None:
             return None  # nothing to undo, redo or reset yet
-        # The session keeps HISTORY_LIMIT steps: undo/redo only what it can, so scene and session stay in step.
+        # The session keeps history_limit steps: undo/redo only what it can, so scene and session stay in step.
         if action.kind == "undo" and target.done and target.session.can_undo:
             return self.worker.submit(target.session.undo, "undo", (target, action))
         if action.kind == "redo" and target.undone and target.session.can_redo:
@@ -266,7 +266,7 @@ class SegmentationController:
             self._fail(action, job.error)
             return
         if job.kind == "click":
-            self._apply_click(target, action)
+            self._apply_click(target, action, job.result)
         elif job.kind == "undo":
             self._apply_undo(target, action.inputs)
         elif job.kind == "redo":
@@ -346,8 +346,9 @@ class SegmentationController:
     # --- worker-thread parts --------------------------------------------------------------------------------
 
     def _click(self, load: Callable[[], Any], target: Target, action: Action) -> Any:
-        """Worker thread: the session's mask (SimpleITK image) after the click."""
+        """Worker thread: the session's StepResult of the click."""
         from .. import InteractiveSession
+        from .. import session as engine_session  # HISTORY_LIMIT read now: tests may lower it
 
         model = load()
         if target.session is None:
@@ -357,17 +358,16 @@ class SegmentationController:
                 initial_mask=target.initial_mask,
                 auto_extend=self.options.auto_extend,
                 embedding_cache=target.embeddings,
+                history_limit=engine_session.HISTORY_LIMIT,
             )
         return target.session.add_click(action.point, positive=action.positive)
 
     # --- main-thread parts: write the scene -----------------------------------------------------------------
 
-    def _apply_click(self, target: Target, action: Action) -> None:
-        from ..session import HISTORY_LIMIT  # read now: tests may lower it
-
+    def _apply_click(self, target: Target, action: Action, result: Any) -> None:
         session = target.session
         mrml.prepare_segmentation(target.segmentation, target.geometry, mrml.node_name(action.inputs.volume))
-        region = regions.union(session.last_changed_region, target.extra_region)
+        region = regions.union(result.changed, target.extra_region)
         edit = mrml.apply_mask(
             target.segmentation,
             target.segment_id,
@@ -379,18 +379,16 @@ class SegmentationController:
         target.extra_region = None  # only now: a failed write leaves it for the next click
         target.done.append(Step(action.point, action.positive, edit))
         target.undone.clear()
-        target.settle_beyond(HISTORY_LIMIT)
-        self.status = self._timing_text(session)
+        target.settle_beyond(session.history_limit)
+        self.status = self._timing_text(result)
 
     def _forget_click(self, target: Target, action: Action) -> None:
         """A click that ran but could not be written to the scene: take it back from the session for good.
         Committing it dropped the session's redo history (and, with a full history, its oldest step)."""
-        from ..session import HISTORY_LIMIT
-
         if target.session is not None and len(target.session.clicks) > len(target.points()):
             target.session.discard_last_step()
             target.undone.clear()
-            target.settle_beyond(HISTORY_LIMIT - 1)
+            target.settle_beyond(target.session.history_limit - 1)
 
     def _write_step(self, target: Target, step: Step, undo: bool) -> None:
         """Write ``step``'s edit out of (``undo``) or back into the segment. The session has already undone or
@@ -474,10 +472,11 @@ class SegmentationController:
             self._report(f"Model ready: {job.result}", False)
         self.download_progress = None
 
-    def _timing_text(self, session) -> str:
-        timings = getattr(session, "last_timings", {}) or {}
+    def _timing_text(self, result: Any) -> str:
+        """Status line of a click's StepResult: encoder and total time, device."""
+        timings = result.timings
         parts = []
-        if getattr(session, "last_encoded", False):
+        if result.encoded:
             parts.append(f"encoded {timings.get('encode', 0.0):.1f} s")
         parts.append(f"refined {1000 * timings.get('total', 0.0):.0f} ms")
         parts.append(self.models.device_type(self.options).upper())

@@ -51,44 +51,46 @@ def _cache_slot(options: Options) -> Tuple[Path, str, Optional[str], Optional[in
     expected SHA-256, expected size in bytes)."""
     from .. import weights
 
-    spec = options.model
-    if spec.startswith(("http:", "https:")):
-        return weights.url_cached_path(spec, options.cache_dir), spec, None, None
-    entry = _registry_entry(options)
-    return weights.cached_path(entry, options.cache_dir), entry.name, entry.sha256, entry.size
+    if not options.model.startswith(("http:", "https:")):
+        _registry_entry(options)  # the panel's own words for an unknown id or a missing file
+    slot = weights.locate(options.model, registry=options.registry, cache_dir=options.cache_dir)
+    return slot.path, slot.name, slot.sha256, slot.size
 
 
 def _not_downloaded(name: str) -> InputError:
     return InputError(f"The model '{name}' is not downloaded yet: press Download first.")
 
 
+def _usable_status(options: Options, deep: bool):
+    """The weights' cache status (``weights.cache_status``), or one ``InputError`` offering Download."""
+    from .. import weights
+
+    _cache_slot(options)
+    status = weights.cache_status(options.model, registry=options.registry, cache_dir=options.cache_dir, deep=deep)
+    if status.state == "damaged":
+        message = f"The downloaded model '{status.name}' is damaged ({status.problem})"
+        raise InputError(f"{message}: press Download to fetch it again.")
+    if not status.usable:
+        raise _not_downloaded(status.name)
+    return status
+
+
 def check_weights_present(options: Options) -> None:
-    """Main thread, cheap: the weights a click would use exist locally (a registry model: in the cache)."""
+    """Main thread, cheap (size and structure, no hashing): the weights a click would use exist locally and
+    are not visibly damaged (a registry model: in the cache)."""
     if _is_local(options.model):
         return
-    path, name, _, _ = _cache_slot(options)
-    if not path.is_file():
-        raise _not_downloaded(name)
+    _usable_status(options, deep=False)
 
 
 def local_checkpoint(options: Options) -> str:
     """Worker thread: the verified local weights file for a click. Never uses the network and never deletes:
     a missing or corrupted cached file is one ``InputError`` that offers Download."""
     from ..weights import resolve_checkpoint
-    from ..weights.cache import verify_cached
 
     if _is_local(options.model):
-        return str(resolve_checkpoint(options.model))  # a local file: checked, never copied or fetched
-    path, name, sha256, size = _cache_slot(options)
-    if not path.is_file():
-        raise _not_downloaded(name)
-    try:
-        problem = verify_cached(path, sha256, size)
-    except OSError as exc:
-        problem = f"it cannot be read ({exc.strerror or exc})"
-    if problem is not None:
-        raise InputError(f"The downloaded model '{name}' is damaged ({problem}): press Download to fetch it again.")
-    return str(path)
+        return str(resolve_checkpoint(options.model, download=False))  # a local file: checked, never copied
+    return str(_usable_status(options, deep=True).path)
 
 
 def download_checkpoint(options: Options, progress: Optional[Progress]) -> str:

@@ -18,12 +18,12 @@ import vtk
 from vtk.util import numpy_support
 
 from .. import regions
+from ..coordinates import RAS_TO_LPS
 from ..errors import InputError
 from ..regions import Region
 
 """(index_start, size), both in SimpleITK / IJK order (x, y, z)."""
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _MATRIX_TOLERANCE = 1e-4
 
 

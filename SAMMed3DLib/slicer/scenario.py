@@ -18,6 +18,8 @@ import torch
 import vtk
 from vtk.util import numpy_support
 
+from ..coordinates import RAS_TO_LPS
+from ..metrics import dice
 from . import mrml
 from .controller import Inputs, SegmentationController
 
@@ -37,7 +39,7 @@ def oblique_ijk_to_ras(spacing: Sequence[float], angle_deg: float, origin_ras: S
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     rotation = np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * k @ k
     matrix = np.eye(4)
-    matrix[:3, :3] = rotation @ np.diag([-1.0, -1.0, 1.0]) @ np.diag(spacing)
+    matrix[:3, :3] = rotation @ RAS_TO_LPS @ np.diag(spacing)
     matrix[:3, 3] = origin_ras
     return matrix
 
@@ -229,8 +231,8 @@ class Scenario:
         neighbour = mrml.read_segment(self.segmentation, self.neighbour, self.geometry, self.geometry.full_region())
         target = self.target_voxels()
         expected = sphere & ~neighbour
-        dice = 2 * (target & expected).sum() / (target.sum() + expected.sum())
-        assert dice > 0.8, f"mask does not match the clicked sphere (Dice {dice:.2f})"
+        overlap = dice(target, expected)
+        assert overlap > 0.8, f"mask does not match the clicked sphere (Dice {overlap:.2f})"
         assert not (target & neighbour).any(), "the new mask overlaps the protected neighbour"
         assert self.neighbour_digest() == neighbour_before, "the neighbour segment changed"
         centre = np.argwhere(target).mean(axis=0)[::-1]  # (i, j, k)
@@ -267,8 +269,8 @@ class Scenario:
         geometry = mrml.volume_geometry(volume)
         voxels = mrml.read_segment(segmentation, segment_id, geometry, geometry.full_region())
         sphere = sphere_voxels(geometry.ijk_to_ras, geometry.dims, SPHERE_CENTER_RAS, SPHERE_RADIUS)
-        dice = 2 * (voxels & sphere).sum() / (voxels.sum() + sphere.sum())
-        assert dice > 0.8, f"second volume: Dice {dice:.2f}"
+        overlap = dice(voxels, sphere)
+        assert overlap > 0.8, f"second volume: Dice {overlap:.2f}"
         self.select(self.volume, self.segmentation, self.target)
 
     def run_all(self) -> None:

@@ -1,21 +1,23 @@
 """The checkpoint cache: where files live, the lock that serialises writers, and integrity checks.
 
 Layout: ``<cache dir>/checkpoints/<file name>`` with ``<file name>.sha256`` beside it (the hash of the
-first complete download, in ``sha256sum`` format); locks sit in ``checkpoints/.locks/``. Files appear
-only by ``os.replace`` of a verified ``.part`` file, so a reader never sees a half-written checkpoint.
+file as it was admitted, in ``sha256sum`` format; written only for a file that passed :func:`verify_file`);
+locks sit in ``checkpoints/.locks/``. Files appear only by ``os.replace`` of a verified ``.part`` file,
+so a reader never sees a half-written checkpoint.
 """
 
 import contextlib
 import hashlib
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from ..errors import DownloadError
 from .registry import ModelEntry
+from .structure import checkpoint_problem
 from .urls import url_filename
 
 APP_NAME = "SAMMed3D"
@@ -115,19 +117,33 @@ def remove_quietly(*paths: Path) -> None:
             p.unlink()
 
 
-def verify_cached(path: Path, sha256: Optional[str] = None, size: Optional[int] = None) -> Optional[str]:
-    """Check a cached file: None when it is good, else why it is not (the caller deletes it).
+def inspect_file(
+    path: Path, sha256: Optional[str] = None, size: Optional[int] = None, deep: bool = True
+) -> Tuple[Optional[str], Optional[str]]:
+    """The one check of a checkpoint file: (why it is bad or None, its SHA-256 if it was hashed). No side effects.
 
-    The expected hash is ``sha256`` when known, else the one recorded at the first download. A file
-    with neither (copied in by hand) is accepted and its hash recorded from now on.
+    In order: the size (``size`` bytes, when known); the hash (``sha256`` when known, else the one
+    recorded when the file was admitted; ``deep`` only, it reads the whole file); the structure (a
+    complete SAM-Med3D checkpoint, see :mod:`.structure`). The structure is checked even when a
+    recorded hash matches, because caches written before this check existed recorded the hash of
+    whatever arrived. With no hash to compare, ``deep`` checks every record's CRC-32 instead.
     """
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        return f"it has {actual_size} bytes, expected {size}"
+        return f"wrong size: {actual_size} bytes, expected {size}", None
     expected = (sha256 or "").lower() or read_recorded_hash(path)
-    actual = sha256_file(path)
-    if expected and actual != expected:
-        return f"its SHA-256 is {actual}, expected {expected}"
-    if read_recorded_hash(path) != actual:
+    actual = sha256_file(path) if deep else None
+    if expected and actual is not None and actual != expected:
+        return f"checksum mismatch: expected SHA-256 {expected}, got {actual}", actual
+    return checkpoint_problem(path, full=deep and not expected), actual
+
+
+def verify_file(
+    path: Path, sha256: Optional[str] = None, size: Optional[int] = None, deep: bool = True
+) -> Optional[str]:
+    """:func:`inspect_file` for a file in the cache; a good file that was hashed gets its hash recorded
+    (a file copied in by hand is checked in full once, then by its hash). Never deletes."""
+    problem, actual = inspect_file(path, sha256, size, deep)
+    if problem is None and actual is not None and read_recorded_hash(path) != actual:
         record_hash(path, actual)
-    return None
+    return problem

@@ -2,12 +2,16 @@
 
 Each served path is a :class:`Route` holding the file's bytes and how to misbehave: fixed status codes,
 failing the first N requests, dropping the connection mid-file, ignoring ``Range``, lying about the
-length, stalling, answering with a Google-Drive-style confirmation page, or redirecting. Every request
+length (shorter or longer than the body), an endless body without a length, a trickle of one byte at a
+time, stalling, answering with a Google-Drive-style confirmation page, or redirecting. Every request
 is logged (path, query, Range header, status, body bytes sent) so tests can assert what happened on
 the wire.
 """
 
 import contextlib
+import functools
+import io
+import random
 import socket
 import threading
 import time
@@ -38,6 +42,8 @@ class Route:
     drop_times: int = 1  # ... on this many requests (then send in full)
     ranges: bool = True  # honour Range with 206; False answers 200 with the whole file
     content_length: Optional[int] = None  # announce this length instead of the true one
+    endless: bool = False  # no Content-Length; send bytes until the client hangs up
+    trickle: Optional[float] = None  # send the body one byte at a time, this many seconds apart
     stall: float = 0.0  # seconds to wait after the headers before the body
     confirm_page: bool = False  # answer without ``confirm=`` by a Drive virus-scan page
     html: Optional[str] = None  # answer every request with this web page (a login page, say)
@@ -144,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route.redirect:
             return self._redirect(hit, route.redirect)
         if route.html is not None:
-            return self._page(hit, route.html)
+            return self._page(hit, route.html, endless=route.endless)
         if route.confirm_page and "confirm" not in hit.query:
             action = self.app.base + urlsplit(self.path).path
             file_id = hit.query.get("id", ["x"])[0]
@@ -167,14 +173,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _page(self, hit: Hit, page: str) -> None:
+    def _page(self, hit: Hit, page: str, endless: bool = False) -> None:
         body = page.encode()
         hit.status = 200
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        if not endless:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        if endless:
+            self._send_forever(hit)
 
     def _file(self, route: Route, hit: Hit) -> None:
         data, start = route.data, _range_start(hit.range) if route.ranges else None
@@ -185,7 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(hit.status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes" if route.ranges else "none")
-        self.send_header("Content-Length", str(route.content_length or len(body)))
+        if not route.endless:
+            self.send_header("Content-Length", str(route.content_length or len(body)))
         if start is not None:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
@@ -194,6 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(route, hit, body)
 
     def _send_body(self, route: Route, hit: Hit, body: bytes) -> None:
+        if route.endless:
+            return self._send_forever(hit)
+        if route.trickle is not None:
+            return self._send_slowly(hit, body, route.trickle)
         limit = len(body)
         if route.drop_after is not None and route.drops < route.drop_times:
             route.drops += 1
@@ -206,6 +220,23 @@ class _Handler(BaseHTTPRequestHandler):
         if limit < len(body):
             time.sleep(0.01)  # let the bytes leave before the abrupt close
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+    def _send_forever(self, hit: Hit) -> None:
+        """64 KiB blocks as fast as the client takes them, until it hangs up or the server stops."""
+        block = bytes(64 << 10)
+        while not self.app.stop_event.is_set():
+            self.wfile.write(block)
+            hit.sent += len(block)
+
+    def _send_slowly(self, hit: Hit, body: bytes, interval: float) -> None:
+        """One byte every ``interval`` seconds: keeps the connection alive without ever finishing."""
+        for i in range(len(body)):
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+            hit.sent += 1
+            if self.app.stop_event.wait(interval):
+                return
 
 
 def _range_start(header: Optional[str]) -> Optional[int]:
@@ -240,3 +271,21 @@ def write_registry(path, *entries: dict) -> str:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump({"version": 1, "models": list(entries)}, fh, indent=1)
     return str(path)
+
+
+@functools.cache
+def checkpoint_bytes(size: int, seed: int = 0) -> bytes:
+    """About ``size`` bytes of a file that passes the cache's structural check: ``torch.save`` of a dict
+    with ``model_state_dict`` naming all three SAM-Med3D parts, padded with a random uint8 tensor."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {
+        "image_encoder.patch_embed.proj.weight": torch.randn(4, 1, 2, 2, 2, generator=generator),
+        "prompt_encoder.point_embeddings.0.weight": torch.randn(1, 4, generator=generator),
+        "mask_decoder.iou_token.weight": torch.randn(1, 4, generator=generator),
+    }
+    pad = random.Random(seed).randbytes(max(size - 4096, 1))
+    buffer = io.BytesIO()
+    torch.save({"model_state_dict": state, "padding": torch.frombuffer(bytearray(pad), dtype=torch.uint8)}, buffer)
+    return buffer.getvalue()
