@@ -135,14 +135,13 @@ def _interpolate_threshold(
     (``union``: or-ed with ``before``), and where that differs from ``before``."""
     device = values.device
     x, y, z = (_rows(a, region, n).to(device) for n, a in enumerate(axes))
-    # Logits permuted to the image's z-y-x, then the two small contractions: [s, s, s] → [s, Y, X].
+    # Logits permuted to the image's z-y-x [k, j, i], then the two small contractions, one product each:
+    # over j → [Y, k, i] → [k, Y, i], then over i → [k, Y, X] (laid out as the slabs below read it).
     s = values.shape[0]
-    permuted = values.permute([axes[2].roi_axis, axes[1].roi_axis, axes[0].roi_axis]).contiguous()
-    partial = matmul(permuted.reshape(-1, s), x.T).reshape(s, s, -1)  # [s, s, X]
-    planes = torch.empty((s, len(y), partial.shape[2]), dtype=torch.float32, device=device)
-    for k in range(s):
-        matmul(y, partial[k], out=planes[k])
-    partial = planes.reshape(s, -1)  # [s, Y * X]
+    permuted = values.permute([axes[2].roi_axis, axes[1].roi_axis, axes[0].roi_axis])
+    rows_y = matmul(y, permuted.permute(1, 0, 2).reshape(s, s * s))  # [Y, k * i]
+    rows_y = rows_y.reshape(len(y), s, s).permute(1, 0, 2).reshape(s * len(y), s)  # [k * Y, i]
+    partial = matmul(rows_y, x.T).reshape(s, -1)  # [k, Y * X]
     after = np.empty_like(before)
     changed = np.empty(before.shape, dtype=bool)
     flat_before, flat_after, flat_changed = (a.reshape(a.shape[0], -1) for a in (before, after, changed))
