@@ -104,8 +104,9 @@ def support(matrix: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return first, last
 
 
-COLUMN_CHUNK = 32
-"""Output columns per matrix product along the innermost dimension."""
+COLUMN_CHUNK = 16
+"""Output columns per matrix product along the innermost dimension (a 128-row block then stays under
+OpenBLAS's threshold for threading, ~262k multiply-adds)."""
 
 
 def _taps(matrix: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -177,6 +178,7 @@ def two_tap_then_innermost(
                 if k1 <= k0:
                     target[r, ..., c0:c1] = 0
                 else:
+                    # Small enough for a single-threaded BLAS call (no second thread pool wakes up).
                     np.matmul(row[..., k0:k1], innermost[c0:c1, k0:k1].T, out=target[r, ..., c0:c1])
 
     in_parallel(len(matrix), rows)
@@ -221,15 +223,10 @@ def contract_innermost(values: torch.Tensor, matrix: np.ndarray, dtype: torch.dt
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``a @ b`` (2-D) on their device, into ``out`` (contiguous) if given. On the CPU through numpy's BLAS:
-    torch's CPU GEMM takes a slow path for these skinny products on some CPUs (4x11 @ 11x52k in float64:
-    15 ms instead of 0.2 ms, AMD EPYC)."""
-    if a.device.type != "cpu":
-        return torch.matmul(a, b, out=out)
-    if out is None:
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
-    np.matmul(a.numpy(), b.numpy(), out=out.numpy())
-    return out
+    """``a @ b`` (2-D) on their device (``out``: contiguous, written in place). Through torch on the CPU too:
+    its thread pool is the network's, whereas numpy's BLAS keeps threads of its own that spin after a call
+    and slow the network's next steps on a small machine."""
+    return torch.matmul(a, b, out=out)
 
 
 def sample(

@@ -32,8 +32,10 @@ from .roi import ROI_SIZE, Grid, Roi
 
 PROMPT_LOGIT = 8.0
 """Magnitude of the logits a binary mask becomes when it is given as a mask prompt."""
-SLAB_VALUES = 1 << 18
-"""Interpolated values per slab of the last contraction on a CPU (1 MB of float32: stays in L2)."""
+SLAB_VALUES = 1 << 20
+"""Interpolated values per slab of the last contraction on a CPU (4 MB of float32, in cache: ~13 image slices
+of the benchmark's ROI; thinner slabs make the products too skinny for the CPU's GEMM: 1 MB slabs took
+twice as long)."""
 
 Logits = Union[torch.Tensor, np.ndarray]
 
