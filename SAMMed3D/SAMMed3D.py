@@ -1,7 +1,9 @@
 """SAM-Med3D: interactive 3-D segmentation in 3D Slicer.
 
-Shape of the Slicer scripted-module template: Module, parameter node, thin Widget (Qt wiring only), thin Logic
-(delegates to SAMMed3DLib.slicer.controller), Test (runs SAMMed3DLib.slicer.scenario, the same code as pytest).
+Shape of the Slicer scripted-module template: Module, parameter node, thin Widget (Qt wiring only, talks to
+``self.logic`` only), Logic (IS the controller: ``ScriptedLoadableModuleLogic`` with the Qt-free
+``SAMMed3DLib.slicer.controller.SegmentationController`` mixed in), Test (runs SAMMed3DLib.slicer.scenario, the
+same code as pytest).
 """
 
 import importlib.util
@@ -32,14 +34,21 @@ def _make_engine_importable() -> None:
 _make_engine_importable()
 
 from SAMMed3DLib.slicer import panel as slicer_panel  # noqa: E402
-from SAMMed3DLib.slicer.controller import DEFAULT_MODEL, Inputs, SegmentationController  # noqa: E402
+from SAMMed3DLib.slicer.controller import (  # noqa: E402
+    DEFAULT_MODEL,
+    DEVICES,
+    Inputs,
+    SegmentationController,
+)
+from SAMMed3DLib.slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S  # noqa: E402
 
-POLL_MS = 50  # worker polling period
 PROGRESS_DELAY_S = 0.4  # a busy indicator appears only for work that takes longer than this
 LOCAL_CHECKPOINT = "__local__"
-TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
 SHORTCUTS = (("A", "placePositive"), ("S", "placeNegative"), ("Ctrl+Z", "undo"), ("Ctrl+Y", "redo"),
              ("Ctrl+Shift+Z", "redo"), ("Return", "finish"), ("Enter", "finish"))  # fmt: skip
+PANEL_KEYS = ("Return", "Enter")
+"""Keys that act only while the focus is in the module panel: in any other line edit of the main window they
+must keep their meaning. The others work in the whole main window (clicks are made in the views)."""
 HELP = """Interactive 3-D segmentation with SAM-Med3D.
 <ol><li>Select the input volume and a segment (<b>New segment</b> adds one).</li>
 <li>Pick a model; press <b>Download</b> once (SAM-Med3D-turbo is recommended).</li>
@@ -75,7 +84,7 @@ class SAMMed3DParameterNode:
     positivePoints: vtkMRMLMarkupsFiducialNode
     negativePoints: vtkMRMLMarkupsFiducialNode
     model: str = DEFAULT_MODEL  # registry id or checkpoint path
-    device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     autoExtend: bool = False
     startFromExisting: bool = False
     protectOthers: bool = True
@@ -102,14 +111,17 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SAMMed3DLogic()
-        self.logic.controller.on_message = self._showMessage
+        self.logic.on_message = self._showMessage
+        self.logic.on_place_mode = self._updatePlaceButtons
+        self.logic.dependencies_ready = self._ensureDependencies
         self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
+        self.timer.setInterval(int(1000 * POLL_INTERVAL_S))
         self.timer.connect("timeout()", self._poll)
+        self.logic.on_work = self.timer.start
         self.ui.progressBar.setVisible(False)
         self.ui.deviceWarningLabel.setVisible(False)
         self._fillModels()
-        for label, value in (("auto", "auto"), ("CUDA", "cuda"), ("MPS (Apple)", "mps"), ("CPU", "cpu")):
+        for value, label in DEVICES.items():
             self.ui.deviceSelector.addItem(label, value)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self._onSegmentChanged)
         self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onSegmentationChanged)
@@ -121,29 +133,48 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.negativeButton.connect("toggled(bool)", lambda on: self._placePoints(False, on))
         for name in ("undo", "redo", "reset", "finish"):
             getattr(self.ui, f"{name}Button").connect("clicked()", getattr(self, name))
-        for keys, slot in SHORTCUTS:
-            shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
-            shortcut.setEnabled(False)
-            shortcut.connect("activated()", getattr(self, slot))
-            self._shortcuts.append(shortcut)
+        self._makeShortcuts()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
 
+    def _makeShortcuts(self) -> None:
+        """Disabled until the module is entered. Enter/Return belong to the panel (see PANEL_KEYS); the others to
+        the main window, or to the panel when there is none (``--no-main-window``)."""
+        window = slicer.util.mainWindow()
+        for keys, slot in SHORTCUTS:
+            panelOnly = keys in PANEL_KEYS or window is None
+            shortcut = qt.QShortcut(qt.QKeySequence(keys), self.parent if panelOnly else window)
+            if keys in PANEL_KEYS:
+                shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
+            shortcut.setEnabled(False)
+            shortcut.connect("activated()", getattr(self, slot))
+            self._shortcuts.append(shortcut)
+
     def cleanup(self) -> None:
+        """Module reload or application exit: nothing of this widget may outlive it (a reloaded module makes new
+        shortcuts; two enabled shortcuts for one key make Qt fire neither)."""
         self.removeObservers()
         self.timer.stop()
-        self.logic.controller.cleanup()
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(False)
+            shortcut.setParent(None)
+            shortcut.deleteLater()
+        self._shortcuts = []
+        self.logic.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.logic.enter(slicer.mrmlScene)
         for shortcut in self._shortcuts:
             shortcut.setEnabled(True)
+        self._updatePlaceButtons()
 
     def exit(self) -> None:
         for shortcut in self._shortcuts:
             shortcut.setEnabled(False)
-        self._stopPlacing()
+        self.logic.exit()
+        self._updatePlaceButtons()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -166,22 +197,19 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = parameterNode
+        self.logic.setParameterNode(parameterNode)  # the one call through which options reach the logic
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-            for node in (parameterNode.positivePoints, parameterNode.negativePoints):
-                self._observePoints(node)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        """GUI only (the logic follows the parameter node itself)."""
         p = self._parameterNode
-        self.ui.segmentSelector.setCurrentNode(p.segmentation)
-        if p.segmentId:
-            self.ui.segmentSelector.setCurrentSegmentID(p.segmentId)
+        showSegment(self.ui.segmentSelector, p.segmentation, p.segmentId)
         self.ui.deviceSelector.setCurrentIndex(max(self.ui.deviceSelector.findData(p.device), 0))
         index = self.ui.modelSelector.findData(p.model)
         self.ui.modelSelector.setCurrentIndex(index if index >= 0 else self.ui.modelSelector.count - 1)
-        self.logic.applyParameters(p)
         self._updateState()
 
     # --- panel actions --------------------------------------------------------------------------------------
@@ -229,35 +257,28 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onDownload(self) -> None:
         if not self._ensureDependencies():
             return
-        progress = self.logic.controller.download()
+        progress = self.logic.download()
         dialog = qt.QProgressDialog("Downloading the model\u2026", "Cancel", 0, 100, slicer.util.mainWindow())
         dialog.setWindowTitle("SAM-Med3D")
         dialog.setMinimumDuration(0)
         dialog.connect("canceled()", progress.cancel)
         self._progressDialog = dialog
-        self.timer.start()
 
     def _placePoints(self, positive: bool, on: bool) -> None:
-        """Persistent place mode on the green (positive) or red (negative) list: every click is a prompt."""
-        other = self.ui.negativeButton if positive else self.ui.positiveButton
-        if not on:
-            if not other.checked:
-                self._stopPlacing()
-            return
-        other.blockSignals(True)
-        other.checked = False
-        other.blockSignals(False)
-        node = self._parameterNode.positivePoints if positive else self._parameterNode.negativePoints
-        selectionNode = slicer.app.applicationLogic().GetSelectionNode()
-        selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
-        selectionNode.SetActivePlaceNodeID(node.GetID())
-        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
-        interactionNode.SetPlaceModePersistence(1)
-        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
+        """A button toggled by the user: place mode into its list, or out of place mode."""
+        if on:
+            self.logic.start_placing(positive)
+        elif self.logic.placing == positive:
+            self.logic.stop_placing()
+        self._updatePlaceButtons()
 
-    def _stopPlacing(self) -> None:
-        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
-        interactionNode.SetCurrentInteractionMode(interactionNode.ViewTransform)
+    def _updatePlaceButtons(self) -> None:
+        """The +/− buttons show Slicer's place mode (a right-click in a view ends it), not their last click."""
+        placing = self.logic.placing
+        for button, positive in ((self.ui.positiveButton, True), (self.ui.negativeButton, False)):
+            wasBlocked = button.blockSignals(True)
+            button.checked = placing is positive
+            button.blockSignals(wasBlocked)
 
     def placePositive(self) -> None:
         self.ui.positiveButton.checked = not self.ui.positiveButton.checked
@@ -266,37 +287,28 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.negativeButton.checked = not self.ui.negativeButton.checked
 
     def undo(self) -> None:
-        self._run(self.logic.controller.undo)
+        self._run(self.logic.undo)
 
     def redo(self) -> None:
-        self._run(self.logic.controller.redo)
+        self._run(self.logic.redo)
 
     def reset(self) -> None:
-        self._run(self.logic.controller.reset)
+        self._run(self.logic.reset)
 
     def finish(self) -> None:
-        self.ui.positiveButton.checked = self.ui.negativeButton.checked = False
-        self._run(self.logic.controller.finish)
-
-    def _observePoints(self, node) -> None:
-        if node is not None and not self.hasObserver(node, node.PointPositionDefinedEvent, self._onPointPlaced):
-            self.addObserver(node, node.PointPositionDefinedEvent, self._onPointPlaced)
-
-    def _onPointPlaced(self, caller=None, event=None) -> None:
-        self._run(lambda: self.logic.processNewPoints(self._ensureDependencies()))
+        self.logic.stop_placing()
+        self._run(self.logic.finish)
 
     def _run(self, action) -> None:
         action()
-        self.timer.start()
         self._updateState()
 
     # --- feedback -------------------------------------------------------------------------------------------
 
     def _poll(self) -> None:
-        busy = self.logic.controller.poll()
-        worker = self.logic.controller.worker
-        self.ui.progressBar.setVisible(busy and worker.running_for() > PROGRESS_DELAY_S)
-        progress = self.logic.controller.download_progress
+        busy = self.logic.poll(POLL_WAIT_S)
+        self.ui.progressBar.setVisible(busy and self.logic.running_for() > PROGRESS_DELAY_S)
+        progress = self.logic.download_progress
         if self._progressDialog is not None:
             if progress is None:
                 self._progressDialog.close()
@@ -308,38 +320,80 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateState()
 
     def _updateState(self) -> None:
-        controller = self.logic.controller
+        logic = self.logic
         ready = self._parameterNode is not None and self._parameterNode.inputVolume is not None
         self.ui.positiveButton.enabled = self.ui.negativeButton.enabled = ready
-        self.ui.undoButton.enabled = controller.can_undo
-        self.ui.redoButton.enabled = controller.can_redo
-        self.ui.resetButton.enabled = self.ui.finishButton.enabled = controller.can_undo
-        note = self.logic.deviceNote()
+        self.ui.undoButton.enabled = logic.can_undo
+        self.ui.redoButton.enabled = logic.can_redo
+        self.ui.resetButton.enabled = self.ui.finishButton.enabled = logic.can_undo
+        note = logic.device_note()
         self.ui.deviceWarningLabel.setVisible("CPU" in note)
         self.ui.deviceWarningLabel.text = note
-        if controller.status and controller.status != self._shownStatus:  # a newer message stays until then
-            self._shownStatus = controller.status
+        if logic.status and logic.status != self._shownStatus:  # a newer message stays until then
+            self._shownStatus = logic.status
             self.ui.statusLabel.setStyleSheet("")
-            self.ui.statusLabel.text = controller.status
+            self.ui.statusLabel.text = logic.status
 
     def _showMessage(self, text: str, isError: bool) -> None:
-        self._shownStatus = self.logic.controller.status
+        self._shownStatus = self.logic.status
         self.ui.statusLabel.setStyleSheet("color: #d03030;" if isError else "color: #c07000;")
         self.ui.statusLabel.text = text
         slicer.util.showStatusMessage(f"SAM-Med3D: {text}", 5000)
 
 
-class SAMMed3DLogic(ScriptedLoadableModuleLogic):
-    """Thin: MRML node bookkeeping for the panel; all segmentation work is in ``self.controller``."""
+def showSegment(selector, segmentation, segmentId: str) -> None:
+    """Show ``segmentation`` and its segment ``segmentId`` in a qMRMLSegmentSelectorWidget. Its signals are
+    blocked meanwhile: on a new node it announces its first segment, which would overwrite the saved choice."""
+    wasBlocked = selector.blockSignals(True)
+    try:
+        selector.setCurrentNode(segmentation)
+        if segmentId:
+            selector.setCurrentSegmentID(segmentId)
+    finally:
+        selector.blockSignals(wasBlocked)
+
+
+class SAMMed3DLogic(ScriptedLoadableModuleLogic, SegmentationController):
+    """The module's logic IS the controller (SegmentationController, Qt-free); this class adds what needs Slicer's
+    application: the parameter node, the cache folder, pip and PyTorch installs."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.controller = SegmentationController()
+        SegmentationController.__init__(self)
         # Checkpoints live in Slicer's cache folder (Application Settings → Cache), not the CLI's default one.
-        self.controller.set_options(cache_dir=os.path.join(slicer.app.cachePath, "SAMMed3D"))
+        self.set_options(cache_dir=os.path.join(slicer.app.cachePath, "SAMMed3D"))
+        self._parameters: Optional[SAMMed3DParameterNode] = None
+        self._parameterObservation = None
 
     def getParameterNode(self) -> SAMMed3DParameterNode:
         return SAMMed3DParameterNode(super().getParameterNode())
+
+    def setParameterNode(self, p: Optional[SAMMed3DParameterNode]) -> None:
+        """Follow ``p`` from now on: its options and selection reach the segmentation work whenever it changes."""
+        if self._parameterObservation is not None:
+            node, tag = self._parameterObservation
+            node.RemoveObserver(tag)
+            self._parameterObservation = None
+        self._parameters = p
+        if hasattr(p, "AddObserver"):  # the wrapper forwards observers to its MRML node, as the template uses it
+            tag = p.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: self.useParameters())
+            self._parameterObservation = (p, tag)
+        self.useParameters()
+
+    def useParameters(self) -> None:
+        """Options and selection from the parameter node (none: nothing selected, e.g. while the scene closes)."""
+        p = self._parameters
+        if p is None:
+            self.set_inputs(Inputs())
+            return
+        self.set_options(model=p.model, device=p.device, auto_extend=p.autoExtend,
+                         start_from_existing=p.startFromExisting, protect_others=p.protectOthers,
+                         harden_transforms=p.hardenTransform)  # fmt: skip
+        self.set_inputs(Inputs(p.inputVolume, p.segmentation, p.segmentId, p.positivePoints, p.negativePoints))
+
+    def cleanup(self) -> None:
+        self.setParameterNode(None)
+        SegmentationController.cleanup(self)
 
     def registryModels(self) -> list:
         """(id, name, description) of each model in model_weights.json; empty when it cannot be read."""
@@ -356,26 +410,17 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic):
             slicer.util.pip_install(" ".join(missing))
         return bool(missing)
 
-    def ensureTorch(self) -> bool:
-        """PyTorch through the PyTorch extension (EXTENSION_DEPENDS), which asks the user first."""
+    @staticmethod
+    def ensureTorch(askConfirmation: bool = True) -> bool:
+        """PyTorch through the PyTorch extension (EXTENSION_DEPENDS), which asks the user first (not in testing
+        mode). False when it is not installed (declined, or the PyTorch extension is absent)."""
         if importlib.util.find_spec("torch") is not None:
             return True
-        import PyTorchUtils
-
-        return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is not None
-
-    def processNewPoints(self, dependenciesReady: bool) -> None:
-        """Run the newly placed points, or, without PyTorch (install declined), remove them with one message."""
-        if dependenciesReady:
-            self.controller.process_new_points()
-        else:
-            self.controller.discard_new_points(TORCH_NEEDED)
-
-    def deviceNote(self) -> str:
         try:
-            return self.controller.device_note()
+            import PyTorchUtils
         except ImportError:
-            return "PyTorch is not installed yet (it is installed on first use)."
+            return False
+        return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is not None
 
     def ensureDefaults(self, p: SAMMed3DParameterNode) -> None:
         """The first volume, and the two point lists (green positive, red negative), unless already set."""
@@ -384,17 +429,10 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic):
     def addSegment(self, p: SAMMed3DParameterNode) -> str:
         return slicer_panel.add_segment(slicer.mrmlScene, p)
 
-    def applyParameters(self, p: SAMMed3DParameterNode) -> None:
-        self.controller.set_options(model=p.model, device=p.device, auto_extend=p.autoExtend,
-                                    start_from_existing=p.startFromExisting, protect_others=p.protectOthers,
-                                    harden_transforms=p.hardenTransform)  # fmt: skip
-        self.controller.set_inputs(
-            Inputs(p.inputVolume, p.segmentation, p.segmentId, p.positivePoints, p.negativePoints)
-        )
-
 
 class SAMMed3DTest(ScriptedLoadableModuleTest):
-    """Runs SAMMed3DLib.slicer.scenario in the application scene: the same checks as the headless pytest."""
+    """Runs SAMMed3DLib.slicer.scenario in the application scene: the same checks as the headless pytest.
+    Without PyTorch it installs it through the PyTorch extension (no question in testing mode), else skips."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -405,7 +443,13 @@ class SAMMed3DTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_real_network()
 
+    def _requireTorch(self) -> None:
+        testing = bool(getattr(slicer.app, "testingEnabled", lambda: False)())
+        if importlib.util.find_spec("torch") is None and not (testing and SAMMed3DLogic.ensureTorch(False)):
+            self.skipTest("PyTorch is not installed (the PyTorch extension installs it)")
+
     def test_phantom_scenario(self) -> None:
+        self._requireTorch()
         from SAMMed3DLib.slicer.scenario import PhantomModel, Scenario
 
         self.delayDisplay("Phantom: click, protection, undo/redo, second volume")
@@ -417,6 +461,7 @@ class SAMMed3DTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Phantom scenario passed")
 
     def test_real_network(self) -> None:
+        self._requireTorch()
         from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, Scenario, tiny_checkpoint
 
         self.delayDisplay("Real network (tiny random weights) end to end")
@@ -429,3 +474,4 @@ class SAMMed3DTest(ScriptedLoadableModuleTest):
             finally:
                 scenario.controller.cleanup()
         self.delayDisplay("Real network passed")
+

@@ -56,19 +56,19 @@ def read_checkpoint(path: "os.PathLike[str] | str") -> Mapping[str, object]:
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower():
             raise CheckpointError(
-                f"{path} holds objects a safe checkpoint may not contain; refusing to load it ({_first_line(exc)})"
+                f"{path} holds objects a safe checkpoint may not contain; refusing to load it ({_load_error_text(exc)})"
             ) from exc
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}") from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_load_error_text(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in any unpickler step
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or another format): {_first_line(exc)}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or another format): {_load_error_text(exc)}"
         ) from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or training checkpoint")
     return obj
 
 
-def _first_line(exc: BaseException) -> str:
+def _load_error_text(exc: BaseException) -> str:
     """The informative line of a loading error. torch's own text suggests retrying with
     ``weights_only=False`` (which would execute the pickle): such lines are never passed on."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -100,3 +100,14 @@ def test_every_room_says_what_it_is_for():
         init = LIB / room / "__init__.py"
         if init.parent.is_dir():
             assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), f"{init} needs a docstring"
+
+
+def test_the_device_list_and_the_panel_models_import_without_torch():
+    """The panel and the argument parsers read the one device list before PyTorch may be installed."""
+    code = (
+        "import sys, SAMMed3DLib.device as d, SAMMed3DLib.slicer.models as m\n"
+        "assert tuple(m.DEVICES) == d.DEVICES\n"
+        "assert 'torch' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

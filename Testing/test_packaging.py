@@ -189,3 +189,17 @@ def test_shortcuts_are_documented_in_help_and_readme():
 def test_module_citation():
     text = module_constant("ACKNOWLEDGEMENT")
     assert "arXiv:2310.15161" in text and "ECCV" in text
+
+
+def test_the_widget_talks_to_its_logic_only():
+    """The Logic is the controller: SAMMed3D.py never reaches through it (``self.logic.x.y``)."""
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    reached = []
+    for node in ast.walk(tree):
+        inner = node.value if isinstance(node, ast.Attribute) else None
+        if isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Attribute) and inner.value.attr == "logic":
+            reached.append(f"self.logic.{inner.attr}.{node.attr}")
+    assert reached == [], reached
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    bases = [ast.unparse(b) for b in classes["SAMMed3DLogic"].bases]
+    assert bases == ["ScriptedLoadableModuleLogic", "SegmentationController"]

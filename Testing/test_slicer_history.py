@@ -6,11 +6,13 @@ import threading
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import build_app_scene
 
-from SAMMed3DLib import session as session_module
-from SAMMed3DLib.slicer import mrml
+from SAMMed3DLib.slicer import markups, mrml
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 BELOW = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, -16.0)))  # mm RAS, inside the sphere
 ABOVE = tuple(np.add(SPHERE_CENTER_RAS, (0.0, 0.0, 16.0)))
@@ -56,12 +58,12 @@ def test_clicks_made_while_busy_are_queued_not_lost(scenario):
         (scenario.positive if positive else scenario.negative).AddControlPointWorld(*point)
     queued = [(action.point, action.positive) for action in scenario.controller._actions]
     assert _same_clicks(queued, clicks[1:]) and scenario.controller.busy
-    assert scenario.controller._current_target().done == []
+    assert scenario.controller.target().clicks() == ()
     model.release.set()
     scenario.controller.wait()
     assert scenario.controller.last_error is None, scenario.controller.last_error
-    target = scenario.controller._current_target()
-    assert _same_clicks([(step.point, step.positive) for step in target.done], clicks), "not all, or not in order"
+    target = scenario.controller.target()
+    assert _same_clicks(target.clicks(), clicks), "not all, or not in order"
     assert _same_clicks(target.session.clicks, clicks)
 
 
@@ -71,8 +73,8 @@ def _undo(scenario, times: int = 1) -> None:
     scenario.controller.wait()
 
 
-def test_undo_never_goes_past_the_session_history(scenario, monkeypatch):
-    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 2)
+def test_undo_never_goes_past_the_session_history(scenario):
+    scenario.controller.history_limit = 2
     neighbour = scenario.neighbour_digest()
     scenario.click(SPHERE_CENTER_RAS)
     after_first = scenario.target_voxels()
@@ -80,8 +82,8 @@ def test_undo_never_goes_past_the_session_history(scenario, monkeypatch):
     after_second = scenario.target_voxels()
     scenario.click(ABOVE, positive=False)
     after_third = scenario.target_voxels()
-    target = scenario.controller._current_target()
-    assert len(target.done) == 2 and target.points()[0] == (pytest.approx(SPHERE_CENTER_RAS), True)
+    target = scenario.controller.target()
+    assert target.session.history_limit == 2 and target.clicks()[0] == (pytest.approx(SPHERE_CENTER_RAS), True)
     _undo(scenario, 3)  # the third undo is one more than the session keeps: it must do nothing
     session = target.session
     assert not scenario.controller.can_undo and len(session.clicks) == 1
@@ -100,10 +102,10 @@ def test_undo_never_goes_past_the_session_history(scenario, monkeypatch):
     assert scenario.neighbour_digest() == neighbour
 
 
-def test_reset_restores_a_replaced_segment_after_the_history_limit(scenario, monkeypatch):
+def test_reset_restores_a_replaced_segment_after_the_history_limit(scenario):
     """A fresh start replaces the segment's old content; reset brings it back even when that first step
     is no longer undoable."""
-    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 1)
+    scenario.controller.history_limit = 1
     scenario.click(SPHERE_CENTER_RAS)
     scenario.controller.finish()
     scenario.controller.wait()
@@ -119,12 +121,12 @@ def test_reset_restores_a_replaced_segment_after_the_history_limit(scenario, mon
 
 def test_auto_extend_reaches_a_segment_in_progress(scenario):
     scenario.click(SPHERE_CENTER_RAS)
-    session = scenario.controller._current_target().session
+    session = scenario.controller.target().session
     assert session.auto_extend is False
     scenario.controller.set_options(auto_extend=True)
     assert session.auto_extend is True
     scenario.click(BELOW, positive=False)
-    assert scenario.controller._current_target().session is session and scenario.controller.last_error is None
+    assert scenario.controller.target().session is session and scenario.controller.last_error is None
     scenario.controller.set_options(auto_extend=False)
     assert session.auto_extend is False
 
@@ -142,17 +144,18 @@ def _fail_once(monkeypatch, name: str) -> None:
 
 def _check_consistent(scenario, clicks) -> None:
     """Session, controller history, point lists and segment all hold exactly ``clicks``."""
-    target = scenario.controller._current_target()
-    assert _same_clicks(target.session.clicks, clicks) and _same_clicks(target.points(), clicks)
+    target = scenario.controller.target()
+    assert _same_clicks(target.session.clicks, clicks) and _same_clicks(target.clicks(), clicks)
     for node, positive in ((scenario.positive, True), (scenario.negative, False)):
         assert _same_clicks(
-            [(p, positive) for p in mrml.control_points_ras(node)], [c for c in clicks if c[1] == positive]
+            [(p, positive) for p in markups.control_points_ras(node)], [c for c in clicks if c[1] == positive]
         )
     region = scenario.geometry.full_region()
     neighbour = mrml.read_segment(scenario.segmentation, scenario.neighbour, scenario.geometry, region)
     session_voxels = sitk.GetArrayFromImage(target.session.mask) != 0
     assert np.array_equal(scenario.target_voxels(), session_voxels & ~neighbour), "segment and session differ"
-    assert scenario.controller.can_redo == target.session.can_redo == bool(target.undone)
+    assert scenario.controller.can_redo == target.session.can_redo
+    assert scenario.controller.can_undo == target.session.can_undo
 
 
 def test_a_click_the_scene_rejects_leaves_no_redo_behind(scenario, monkeypatch):
@@ -195,15 +198,16 @@ def test_a_failed_undo_or_redo_write_changes_nothing(scenario, monkeypatch, acti
     if action == "redo":
         _undo(scenario)
     expected = [a, b] if action == "undo" else [a]
-    target = scenario.controller._current_target()
-    voxels, history = scenario.target_voxels(), (list(target.done), list(target.undone))
+    target = scenario.controller.target()
+    voxels, history = scenario.target_voxels(), (target.clicks(), target.session.can_undo, target.session.can_redo)
     _fail_once(monkeypatch, "revert_edit")
     getattr(scenario.controller, action)()
     scenario.controller.wait()
     errors = [text for text, error in scenario.controller.messages if error]
     assert errors == ["Unexpected error: RuntimeError('scene write failed')"]
     _check_consistent(scenario, expected)
-    assert np.array_equal(scenario.target_voxels(), voxels) and (target.done, target.undone) == history
+    assert np.array_equal(scenario.target_voxels(), voxels)
+    assert (target.clicks(), target.session.can_undo, target.session.can_redo) == history
     getattr(scenario.controller, action)()  # the retry works
     scenario.controller.wait()
     _check_consistent(scenario, [a] if action == "undo" else [a, b])
@@ -213,7 +217,7 @@ def test_a_failed_undo_or_redo_write_changes_nothing(scenario, monkeypatch, acti
 def test_a_rejected_click_on_a_full_history_keeps_undo_in_step(scenario, monkeypatch):
     """Committing the rejected click pushed the oldest step out of the session's full history; the scene's
     history follows, so undo still stops where the session does."""
-    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 2)
+    scenario.controller.history_limit = 2
     a, b, c = (SPHERE_CENTER_RAS, True), (BELOW, False), (ABOVE, False)
     scenario.click(*a)
     after_a = scenario.target_voxels()
@@ -221,7 +225,8 @@ def test_a_rejected_click_on_a_full_history_keeps_undo_in_step(scenario, monkeyp
     _fail_once(monkeypatch, "apply_mask")
     scenario.click(*c)
     _check_consistent(scenario, [a, b])
-    assert len(scenario.controller._current_target().done) == 1  # as many undo steps as the session holds
-    _undo(scenario, 2)  # only b is still undoable in the session
+    _undo(scenario)  # as many undo steps as the session holds: one, b
+    assert not scenario.controller.can_undo
+    _undo(scenario)  # only b was undoable in the session
     _check_consistent(scenario, [a])
     assert not scenario.controller.can_undo and np.array_equal(scenario.target_voxels(), after_a)

@@ -7,6 +7,7 @@ test_slicer_history.py; failed clicks that must leave the scene as it was: test_
 
 import numpy as np
 import pytest
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import expect_one_error
 
 from SAMMed3DLib.slicer import mrml
@@ -22,6 +23,8 @@ from SAMMed3DLib.slicer.scenario import (
 from SAMMed3DLib.slicer.scenario import (
     tiny_checkpoint as write_tiny_checkpoint,
 )
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 
 @pytest.fixture
@@ -110,7 +113,7 @@ def test_rgb_volume(scenario):
 
 
 def test_point_outside_the_volume(scenario):
-    expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
+    expect_one_error(scenario, "outside the image volume", lambda: scenario.click((500.0, 0.0, 0.0)))
 
 
 def test_volume_under_a_transform_needs_hardening(scenario):
@@ -161,7 +164,7 @@ def test_cancelled_download_changes_nothing(app, tmp_path, tiny_checkpoint):
         "Model ready: " + str(tmp_path / "cache" / "checkpoints" / "tiny.pth"),
         False,
     ) in scenario.controller.messages
-    assert scenario.controller._current_target().done
+    assert scenario.controller.target().clicks()
 
 
 def test_cuda_without_gpu_falls_back_to_cpu_with_a_message(app, tiny_checkpoint):
@@ -184,9 +187,9 @@ def test_real_network_end_to_end(app, tmp_path):
     neighbour = scenario.neighbour_digest()
     scenario.click(SPHERE_CENTER_RAS)
     assert scenario.controller.last_error is None, scenario.controller.last_error
-    target = scenario.controller._current_target()
-    assert "encoded" in scenario.controller.status and len(target.done) == 1  # the click's StepResult.encoded
-    edit = target.done[0].edit
+    target, step = scenario.controller.target(), scenario.controller.last_step
+    assert step.encoded and len(target.clicks()) == 1
+    edit = step.payload.edit
     if edit is not None:  # random weights may predict nothing; when they predict, only the region changed
         voxels = scenario.target_voxels()
         (x, y, z), (sx, sy, sz) = edit.region
@@ -227,7 +230,7 @@ def test_changing_the_device_keeps_the_segment_and_continues_from_it(scenario):
 
 
 def test_volume_to_sitk_keeps_the_oblique_anisotropic_geometry(scenario):
-    image = mrml.volume_to_sitk(scenario.volume)
+    image = mrml.read_volume(scenario.volume)[0]
     matrix = scenario.geometry.ijk_to_ras
     assert image.GetSize() == scenario.geometry.dims
     assert np.allclose(image.GetSpacing(), scenario.volume.GetSpacing())
@@ -258,14 +261,14 @@ def test_points_are_read_in_world_coordinates(scenario):
     scenario.positive.AddControlPoint(*local)  # local coordinates; world = the sphere centre
     scenario.controller.wait()
     assert scenario.controller.last_error is None
-    assert scenario.controller._current_target().done[0].point == pytest.approx(SPHERE_CENTER_RAS)
+    assert scenario.controller.target().clicks()[0][0] == pytest.approx(SPHERE_CENTER_RAS)
 
 
 def test_a_second_segment_of_the_same_volume_reuses_the_embedding(scenario):
     scenario.click(SPHERE_CENTER_RAS)
-    assert "encoded" in scenario.controller.status  # the click's StepResult.encoded
+    assert scenario.controller.last_step.encoded
     other = scenario.segmentation.GetSegmentation().AddEmptySegment("Second")
     scenario.select(scenario.volume, scenario.segmentation, other)
     scenario.click(SPHERE_CENTER_RAS)
-    session = scenario.controller._current_target().session
-    assert len(session.clicks) == 1 and "encoded" not in scenario.controller.status
+    session = scenario.controller.target().session
+    assert len(session.clicks) == 1 and not scenario.controller.last_step.encoded

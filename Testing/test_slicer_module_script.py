@@ -17,7 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 import slicer
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import build_app_scene
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "SAMMed3D" / "SAMMed3D.py"
@@ -97,7 +100,7 @@ def test_module_metadata(slicer_module):
 def test_logic_creates_point_lists_segment_and_feeds_the_controller(slicer_module):
     module, app = slicer_module
     logic = module.SAMMed3DLogic()
-    assert logic.controller.options.cache_dir.endswith("SAMMed3D")
+    assert logic.options.cache_dir.endswith("SAMMed3D")
     assert "sam-med3d-turbo" in [entry_id for entry_id, _, _ in logic.registryModels()]
     from SAMMed3DLib.slicer.scenario import sphere_volume
 
@@ -108,13 +111,13 @@ def test_logic_creates_point_lists_segment_and_feeds_the_controller(slicer_modul
     assert p.positivePoints.GetDisplayNode().GetSelectedColor() != p.negativePoints.GetDisplayNode().GetSelectedColor()
     segment_id = logic.addSegment(p)
     assert p.segmentation.GetSegmentation().GetSegment(segment_id) is not None
-    logic.applyParameters(p)
-    assert logic.controller.inputs.volume is volume and logic.controller.inputs.segment_id == segment_id
-    logic.controller.cleanup()
+    logic.setParameterNode(p)
+    assert logic.inputs.volume is volume and logic.inputs.segment_id == segment_id
+    logic.cleanup()
 
 
 def test_panel_defaults_are_headless_and_keep_what_is_set(app):
-    from SAMMed3DLib.slicer import mrml
+    from SAMMed3DLib.slicer import markups, mrml
     from SAMMed3DLib.slicer import panel as slicer_panel
     from SAMMed3DLib.slicer.scenario import sphere_volume
 
@@ -123,7 +126,7 @@ def test_panel_defaults_are_headless_and_keep_what_is_set(app):
     slicer_panel.ensure_defaults(app.scene, p)
     lists = (p.positivePoints, p.negativePoints)
     assert p.inputVolume is volume and [n.GetName() for n in lists] == ["SAM positive", "SAM negative"]
-    for node, (_, colour) in zip(lists, mrml.POINT_LISTS):
+    for node, (_, colour) in zip(lists, markups.POINT_LISTS):
         assert node.GetDisplayNode().GetSelectedColor() == pytest.approx(colour)
         assert not node.GetDisplayNode().GetPointLabelsVisibility()
     slicer_panel.ensure_defaults(app.scene, p)  # a second call changes nothing
@@ -138,6 +141,7 @@ def test_panel_defaults_are_headless_and_keep_what_is_set(app):
 
 
 def test_a_declined_pytorch_install_removes_the_point_once(slicer_module):
+    from SAMMed3DLib.slicer.controller import TORCH_NEEDED
     from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, sphere_volume
 
     module, app = slicer_module
@@ -146,17 +150,19 @@ def test_a_declined_pytorch_install_removes_the_point_once(slicer_module):
     p = parameters()
     logic.ensureDefaults(p)
     logic.addSegment(p)
-    logic.applyParameters(p)
-    logic.controller.wait()
-    p.positivePoints.AddControlPointWorld(*SPHERE_CENTER_RAS)
-    logic.processNewPoints(False)  # what the panel does when the user says no to installing PyTorch
+    logic.setParameterNode(p)
+    logic.enter(app.scene)
+    logic.wait()
+    logic.dependencies_ready = lambda: False  # what the panel answers when the user says no to installing PyTorch
+    p.positivePoints.AddControlPointWorld(*SPHERE_CENTER_RAS)  # a click in a view: the logic's observer runs
     assert p.positivePoints.GetNumberOfControlPoints() == 0
-    assert logic.controller.messages == [(module.TORCH_NEEDED, True)]
-    logic.processNewPoints(False)  # nothing new: no second message
-    logic.processNewPoints(True)  # and nothing left to replay
-    assert not logic.controller.busy and logic.controller.messages == [(module.TORCH_NEEDED, True)]
+    assert logic.messages == [(TORCH_NEEDED, True)]
+    logic.process_points()  # nothing new: no second message
+    logic.dependencies_ready = lambda: True
+    logic.process_points()  # and nothing left to replay
+    assert not logic.busy and logic.messages == [(TORCH_NEEDED, True)]
     assert volume is p.inputVolume
-    logic.controller.cleanup()
+    logic.cleanup()
 
 
 SET_UP_WITHOUT_TORCH = """
@@ -177,13 +183,13 @@ assert logic.registryModels() == [] and statuses, statuses  # filelock missing: 
 p = parameters()
 logic.ensureDefaults(p)
 logic.addSegment(p)
-logic.applyParameters(p)
-logic.controller.poll()
-assert "PyTorch is not installed" in logic.deviceNote()
+logic.setParameterNode(p)
+logic.poll()
+assert "PyTorch is not installed" in logic.device_note()
 assert logic.ensurePackages() and installed == ["filelock"]
 assert "sam-med3d-turbo" in [entry_id for entry_id, _, _ in logic.registryModels()]  # the refreshed list
 assert sys.modules["torch"] is None and p.positivePoints is not None
-logic.controller.cleanup()
+logic.cleanup()
 print("panel set up without torch")
 """
 

@@ -7,10 +7,14 @@ parameters (reference geometry) and which segments share a labelmap layer.
 import hashlib
 import json
 
+import pytest
+from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import expect_one_error
 
 from SAMMed3DLib.slicer import mrml
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, PhantomModel, Scenario, scene_fingerprint, sphere_volume
+
+pytestmark = pytest.mark.usefixtures("under_main_loop")  # the worker runs as under Slicer's main loop
 
 
 def _fresh_segmentation(scene, names=("A", "B")):
@@ -39,7 +43,7 @@ def test_bad_clicks_leave_a_fresh_segmentation_as_it_was(app):
     scenario = Scenario(app.scene, model=PhantomModel())
     node, (a, _) = _fresh_segmentation(app.scene)
     scenario.select(scenario.volume, node, a)
-    expect_one_error(scenario, "outside the volume", lambda: scenario.click((500.0, 0.0, 0.0)))
+    expect_one_error(scenario, "outside the image volume", lambda: scenario.click((500.0, 0.0, 0.0)))
     scenario.select(scenario.volume, node, "")
     expect_one_error(scenario, "select a segment", lambda: scenario.click(SPHERE_CENTER_RAS))
     scenario.select(scenario.volume, node, a)  # and a good click then prepares it and works

@@ -1,7 +1,7 @@
 """The off-screen Slicer views themselves (Testing/support/views.py): the markups widget's preview and defined
 points under real mouse events, place mode, the rendered slice and segment colours, and the render time.
 
-The module's end-to-end behaviour in these views: test_views_module.py.
+The module's end-to-end behaviour in these views: test_slicer_views.py.
 """
 
 import statistics

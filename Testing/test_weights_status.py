@@ -130,10 +130,10 @@ def test_models_command_reports_a_poisoned_file(reg, cache, capsys, verify):
 def test_slicer_checks_report_a_poisoned_file(srv, reg, cache):
     """The panel's check before a click (main thread, no hashing) and the worker's both see it; neither
     touches the network or deletes the file."""
-    from SAMMed3DLib.slicer.models import Options, check_weights_present, local_checkpoint
+    from SAMMed3DLib.slicer.models import ModuleOptions, check_weights_present, local_checkpoint
 
     path = poison(cache)
-    options = Options(model="open", registry=reg, cache_dir=str(cache))
+    options = ModuleOptions(model="open", registry=reg, cache_dir=str(cache))
     for check in (check_weights_present, local_checkpoint):
         with pytest.raises(InputError, match=r"'open' is damaged \(it is not a complete.*press Download"):
             check(options)
@@ -141,9 +141,9 @@ def test_slicer_checks_report_a_poisoned_file(srv, reg, cache):
 
 
 def test_slicer_checks_accept_a_good_file(reg, cache):
-    from SAMMed3DLib.slicer.models import Options, check_weights_present, local_checkpoint
+    from SAMMed3DLib.slicer.models import ModuleOptions, check_weights_present, local_checkpoint
 
-    options = Options(model="pinned", registry=reg, cache_dir=str(cache))
+    options = ModuleOptions(model="pinned", registry=reg, cache_dir=str(cache))
     with pytest.raises(InputError, match="not downloaded yet"):
         check_weights_present(options)
     path = resolve_checkpoint("pinned", registry=reg, cache_dir=cache, **FAST)

@@ -131,9 +131,9 @@ def load_network(kind: str, state_path: str, device: torch.device, precision: st
         model = build_sam_med3d()
         model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
-    from ..device import PRECISIONS
+    from ..device import precision_dtype
 
-    model.image_encoder.to(PRECISIONS[precision])
+    model.image_encoder.to(precision_dtype(precision))
     return model
 
 

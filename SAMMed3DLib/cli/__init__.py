@@ -19,6 +19,9 @@ COMMANDS = {
     "models": "list the registry's checkpoints and what is cached",
     "bench": "benchmark the network against the official implementation",
     "bench-session": "benchmark interactive clicks against the official-style pipeline",
+    "serve": "serve the engine over HTTP on Ray Serve (one worker per GPU)",
+    "bench-server": "benchmark clicks through a server against local ones, and latency under concurrency",
+    "segment-dataset": "segment every image of a folder from recorded markups prompts, locally or on a server",
 }
 """Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
 

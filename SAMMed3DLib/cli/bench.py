@@ -4,6 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..device import DEVICES
 from ..errors import InputError
 
 HELP = "benchmark the network against the official implementation (identity, speed-up, peak memory)"
@@ -12,7 +13,7 @@ HELP = "benchmark the network against the official implementation (identity, spe
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed encoder runs of SAMMed3DLib (median)")
     parser.add_argument("--reference-repeats", type=int, default=3, help="timed encoder runs of the reference")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument(
         "--precision",

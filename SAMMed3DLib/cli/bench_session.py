@@ -4,11 +4,13 @@ import argparse
 import json
 from pathlib import Path
 
+from ..device import DEVICES
+
 HELP = "benchmark interactive clicks (first click, refinement, peak RSS) against the official-style pipeline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--no-reference", action="store_true", help="time SAMMed3DLib alone (no torchio/medim)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")

@@ -5,6 +5,8 @@ import json
 import os
 from typing import Callable
 
+from ..device import DEVICES
+
 HELP = "click-simulation evaluation against a label map: Dice after each simulated click"
 
 
@@ -19,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crop", choices=("bbox", "click"), default="bbox", help="first ROI centred on the label's box (official)"
     )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    from .evaluate_dataset import add_dataset_arguments  # --dataset: every case, locally or on a server
+
+    add_dataset_arguments(parser)
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -38,6 +43,11 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .evaluate_dataset import check_single_case, run_dataset
+
+    if args.dataset is not None:
+        return run_dataset(args)
+    check_single_case(args)
     from ..bench.evaluation import simulate
     from ..inputs import check_label_map
     from ..model import load_model

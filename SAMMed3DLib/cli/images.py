@@ -45,7 +45,7 @@ def read_image(path: PathLike) -> sitk.Image:
         with native_stderr_held():
             return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"{path} is not an image SimpleITK can read ({_first_line(exc)})") from exc
+        raise InputError(f"{path} is not an image SimpleITK can read ({_itk_message(exc)})") from exc
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -60,7 +60,7 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         with native_stderr_held():
             return reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"the DICOM series in {folder} cannot be read ({_first_line(exc)})") from exc
+        raise InputError(f"the DICOM series in {folder} cannot be read ({_itk_message(exc)})") from exc
 
 
 def write_image(image: sitk.Image, path: PathLike) -> None:
@@ -77,7 +77,7 @@ def write_image(image: sitk.Image, path: PathLike) -> None:
             sitk.WriteImage(image, str(path), useCompression=True)
             _verify_image_file(image, path)
     except RuntimeError as exc:
-        raise InputError(f"cannot write {path} ({_first_line(exc)})") from exc
+        raise InputError(f"cannot write {path} ({_itk_message(exc)})") from exc
 
 
 def _verify_image_file(image: sitk.Image, path: Path) -> None:
@@ -92,7 +92,7 @@ def _verify_image_file(image: sitk.Image, path: Path) -> None:
             else:  # ITK's other readers raise on short data
                 written = sitk.ReadImage(str(path))
     except (RuntimeError, InputError) as exc:
-        message = exc if isinstance(exc, InputError) else _first_line(exc)
+        message = exc if isinstance(exc, InputError) else _itk_message(exc)
         raise InputError(f"cannot write {path}: the file on disk is incomplete (disk full?) ({message})") from exc
     if tuple(written.GetSize()) != tuple(image.GetSize()):
         raise InputError(f"cannot write {path}: the file on disk has size {written.GetSize()}, not {image.GetSize()}")
@@ -131,7 +131,7 @@ def check_format_holds(image: sitk.Image, path: PathLike, option: str) -> None:
                 sitk.WriteImage(probe, str(target))
                 reader.ReadImageInformation()
         except RuntimeError as exc:
-            reason = _first_line(exc).replace(str(target), str(path))
+            reason = _itk_message(exc).replace(str(target), str(path))
             raise InputError(f"{option} {path}: cannot write this format ({reason})") from exc
         try:
             check_geometry_kept(probe, reader, path)
@@ -189,7 +189,7 @@ _ITK_PREFIX = re.compile(r"^(?:ITK ERROR: \w+\(0x[0-9a-fA-F]+\): |sitk::ERROR: )
 _ITK_NOISE = re.compile(r"^Exception thrown in SimpleITK|\.(?:cxx|h|hxx|cpp):\d+:?$")
 
 
-def _first_line(exc: Exception) -> str:
+def _itk_message(exc: Exception) -> str:
     """What a SimpleITK exception says, on one line, without ITK's source locations and object addresses."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     telling = [_ITK_PREFIX.sub("", line) for line in lines if not _ITK_NOISE.search(line)]

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import List, Tuple
 
+from ..device import DEVICES
 from .markups import POINT_LIKE
 
 HELP = "segment a structure from positive/negative clicks (RAS mm or Slicer .mrk.json) and write the mask"
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output mask (uint8 0/1 on the image grid)")
     parser.add_argument("--save-roi", metavar="FILE", help="also write the normalised 128³ model input (NIfTI)")
     parser.add_argument("--timings", action="store_true", help="print one JSON line of step times (seconds)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--auto-extend", action="store_true", help="follow objects larger than the 192 mm ROI")
 
 

@@ -1,8 +1,14 @@
-"""The Slicer side of the engine: MRML volumes, segments and point lists, the module's controller, its
-background worker, model store and self-test scenario.
+"""The Slicer side of the engine: the module's controller (its Logic), MRML volumes, segments and point lists,
+the background worker, the model store and the self-test scenario.
+
+- ``controller``: ``SegmentationController``, the Qt-free Logic (SAMMed3D.py mixes it into
+  ``ScriptedLoadableModuleLogic``); ``actions`` (one type per user action), ``targets`` (per volume/segment state);
+- ``mrml``: volumes and segments ↔ SimpleITK; ``markups``: the point lists as a view of a session's clicks;
+  ``placing``: place mode and the observers that exist while the module is shown;
+- ``worker``: the background thread; ``models``: options, weights, networks; ``panel``: default nodes;
+  ``scenario``: the end-to-end checks shared by pytest and Slicer's self-test.
 
 This is the only folder that imports ``slicer``, ``vtk`` or MRML; nothing outside it imports it. It uses MRML
 and VTK classes only (no Qt, no ``slicer.app``/``slicer.util``), so it runs on the ``slicer-core`` wheel in tests.
-The module script (SAMMed3D/SAMMed3D.py) wires Qt to it; it imports the engine, never the command line or the
-benchmarks.
+It imports the engine, never the command line, the benchmarks or the server.
 """

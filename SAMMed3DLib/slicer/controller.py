@@ -1,121 +1,79 @@
 """What the Slicer module does, without Qt: clicks in markups point lists → engine → the chosen segment.
 
-:class:`SegmentationController` owns the model cache, one :class:`~SAMMed3DLib.InteractiveSession` per
-(volume, segment) and the undo history of the segment in the scene. Model loading and inference run on a
-:class:`~SAMMed3DLib.slicer.worker.BackgroundWorker`; every MRML read/write happens in :meth:`poll` on the
-main thread (Slicer calls it from a ``qt.QTimer``, tests through :meth:`wait`). Actions (clicks, undo, redo,
-reset, finish) are queued and run in order, so a click made while a prediction runs is never lost.
+:class:`SegmentationController` is the module's Logic (SAMMed3D.py mixes it into ``ScriptedLoadableModuleLogic``).
+It owns the model cache and one :class:`~SAMMed3DLib.InteractiveSession` per (volume, segment). There is one
+history: the session's. Each session step carries the edit it made to the segment as its payload, so undo, redo
+and reset read the edits back from the session; steps that fall off the session's history hand their payloads
+back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
+(:mod:`.markups`): a new Defined point is a click, a click's point the user deletes is put back with a message.
+
+Model loading and inference run on a :class:`~.worker.BackgroundWorker`; every MRML read/write happens on the
+main thread in :meth:`poll` (Slicer calls it from a ``qt.QTimer``, tests through :meth:`wait`). Actions are
+queued and run in order, so a click made while a prediction runs is never lost.
 """
 
 import collections
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from dataclasses import replace
+from functools import singledispatchmethod
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from .. import regions
 from ..errors import InputError, SAMMed3DError
-from . import mrml
-from .models import DEFAULT_MODEL, DEVICES, ModelStore, Options, device_note, download_checkpoint
+from . import markups, mrml
+from .actions import Action, Click, Finish, Redo, Reset, Show, Undo
+from .models import DEFAULT_MODEL, DEVICES, ModelStore, ModuleOptions, device_note, download_checkpoint
+from .placing import PlaceMode
+from .targets import Inputs, SceneStep, Target, TargetKey, VolumeCache, folded
 from .worker import BackgroundWorker, Job, Progress
 
-__all__ = ["DEFAULT_MODEL", "DEVICES", "Inputs", "Options", "SegmentationController"]
+__all__ = ["DEFAULT_MODEL", "DEVICES", "Inputs", "ModuleOptions", "SegmentationController"]
 
 MAX_CACHED_TARGETS = 4  # sessions kept for (volume, segment) pairs the user may come back to
-Point = Tuple[float, float, float]  # RAS, mm
-
-
-@dataclass
-class Inputs:
-    """The MRML nodes the panel selects (any may be None)."""
-
-    volume: Any = None
-    segmentation: Any = None
-    segment_id: str = ""
-    positive: Any = None  # vtkMRMLMarkupsFiducialNode
-    negative: Any = None
-
-
-@dataclass
-class Step:
-    """One applied click: where and which polarity, and what it did to the segment (None: nothing)."""
-
-    point: Point
-    positive: bool
-    edit: Optional[mrml.SegmentEdit]
-
-
-@dataclass
-class Target:
-    """Everything about one (volume, segmentation, segment): session, geometry and undo/redo history."""
-
-    key: Tuple
-    image: Any  # SimpleITK.Image of the volume
-    geometry: mrml.VolumeGeometry
-    segmentation: Any
-    segment_id: str
-    embeddings: Any = None  # EmbeddingCache shared by the targets of one volume
-    initial_mask: Any = None
-    session: Any = None
-    done: List[Step] = field(default_factory=list)  # at most the session's undo history, newest last
-    undone: List[Step] = field(default_factory=list)
-    extra_region: Optional[regions.Region] = None  # old content to clear on the first step (fresh start)
-    settled_points: List[Tuple[Point, bool]] = field(default_factory=list)  # clicks no longer undoable
-    settled_edit: Optional[mrml.SegmentEdit] = None  # their net effect on the segment (for reset)
-
-    def points(self) -> List[Tuple[Point, bool]]:
-        """Every click the session holds, oldest first: (RAS point, positive)."""
-        return self.settled_points + [(step.point, step.positive) for step in self.done]
-
-    def settle_beyond(self, limit: int) -> None:
-        """Keep at most ``limit`` undoable steps (as the session does); older ones become settled."""
-        while len(self.done) > limit:
-            step = self.done.pop(0)
-            self.settled_points.append((step.point, step.positive))
-            self.settled_edit = mrml.merge_edits(self.settled_edit, step.edit)
-
-
-@dataclass
-class Action:
-    """A queued user action with the panel selection it was made with (the selection may change meanwhile)."""
-
-    kind: str  # click | undo | redo | reset | finish | switch
-    inputs: Inputs
-    point: Optional[Point] = None
-    positive: bool = True
+TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
+DELETED_POINT = "A click's point cannot be deleted on its own; it was put back. Use Undo (Ctrl+Z) or Reset."
 
 
 class SegmentationController:
-    """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI."""
+    """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI,
+    ``on_place_mode()`` tells it that place mode started or ended."""
 
     def __init__(self, worker: Optional[BackgroundWorker] = None, model_loader: Optional[Callable] = None) -> None:
         self.worker = worker or BackgroundWorker()
-        self.options = Options()
+        self.options = ModuleOptions()
         self.inputs = Inputs()
         self.on_message: Optional[Callable[[str, bool], None]] = None
+        self.on_place_mode: Optional[Callable[[], None]] = None
+        self.on_work: Optional[Callable[[], None]] = None  # work was queued: the GUI starts polling
         self.messages: List[Tuple[str, bool]] = []
         self.status = ""
         self.download_progress: Optional[Progress] = None
         self.models = ModelStore(model_loader)
-        self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
-        self._targets: collections.OrderedDict[Tuple, Target] = collections.OrderedDict()
+        self.history_limit: Optional[int] = None  # undo steps per session; None: the engine's default
+        self.place_mode = PlaceMode(self.process_points, self._place_mode_changed)
+        self._volumes = VolumeCache()
+        self._targets: collections.OrderedDict[TargetKey, Target] = collections.OrderedDict()
         self._actions: Deque[Action] = collections.deque()
-        self._running: Optional[Job] = None
-        self._consumed: Dict[str, int] = {}  # markups node id → control points already turned into clicks
+        self._running: Optional[Tuple[Action, Job]] = None
         self._continue: set = set()  # target keys whose next session starts from the segment's content
+        self._showing = False  # the controller itself is changing the point lists: their events are ours
+        self._last_error: Optional[str] = None
+        self.last_step: Any = None  # the engine's StepResult last written to the scene (status line, tests)
+        self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
 
     # --- what the GUI calls ---------------------------------------------------------------------------------
 
     def set_options(self, **changes: Any) -> None:
-        """Change :class:`Options` fields; sessions in progress follow (a new model or device starts new ones)."""
+        """Change :class:`ModuleOptions` fields; sessions in progress follow (a new model or device starts new
+        ones that continue from the segments as they are)."""
         old, self.options = self.options, replace(self.options, **changes)
         if old.auto_extend != self.options.auto_extend:
             for target in self._targets.values():
                 if target.session is not None:  # a plain attribute, read once per click by the session
                     target.session.auto_extend = self.options.auto_extend
         if (old.model, old.device) != (self.options.model, self.options.device) and self._targets:
-            # Sessions hold the previous network: start new ones that continue from the segments as they are.
             self._continue.update(self._targets)
             self._targets.clear()
-            self._queue("switch")
+            self._queue(Show)
 
     def set_model(self, name: str, model: Any, device_type: str = "cpu") -> None:
         """Use an already-built model under ``name`` (tests, or a model another module loaded)."""
@@ -123,68 +81,118 @@ class SegmentationController:
         self.models.put(name, self.options.device, model, device_type)
 
     def set_inputs(self, inputs: Inputs) -> None:
-        """New panel selection. Changing volume or segment starts over with that pair's own clicks."""
-        switched = self._target_key(inputs) != self._target_key(self.inputs)
+        """New panel selection. Changing volume or segment shows that pair's own clicks."""
+        switched = inputs.key != self.inputs.key
         self.inputs = inputs
+        self.place_mode.watch((inputs.positive, inputs.negative))
         if switched:
-            self._queue("switch")
+            self._queue(Show)
 
-    def process_new_points(self) -> None:
-        """Queue the control points placed since the last call (call it on markups point events)."""
-        for node, positive in ((self.inputs.positive, True), (self.inputs.negative, False)):
-            if node is None:
-                continue
-            points = mrml.control_points_ras(node)
-            consumed = self._consumed.get(mrml.node_id(node), 0)
-            for point in points[consumed:]:
-                self._actions.append(Action("click", self.inputs, point, positive))
-            self._consumed[mrml.node_id(node)] = max(consumed, len(points))
+    def enter(self, scene) -> None:
+        """The module is shown: observe the point lists and place mode of ``scene``; the lists show the selected
+        target's clicks (points placed in them meanwhile, from elsewhere, are not clicks)."""
+        self.place_mode.enter(scene, (self.inputs.positive, self.inputs.negative))
+        self._show_points()
+
+    def exit(self) -> None:
+        """The module is left: no observers, no place mode in our lists, Slicer's active place list restored."""
+        self.place_mode.exit()
+
+    def start_placing(self, positive: bool) -> None:
+        """Place mode into the positive (green) or negative (red) list: every click in a view is a prompt."""
+        node = self.inputs.positive if positive else self.inputs.negative
+        if node is not None and self.place_mode.entered:
+            self.place_mode.start(node)
+
+    def stop_placing(self) -> None:
+        self.place_mode.stop()
+
+    @property
+    def placing(self) -> Optional[bool]:
+        """True / False while placing positive / negative clicks, None otherwise."""
+        node = self.place_mode.placing_into()
+        return None if node is None else node is self.inputs.positive
+
+    def process_points(self) -> None:
+        """Turn new Defined points into queued clicks and put back clicks' points the user deleted (call it on
+        the point lists' events; Preview points are ignored)."""
+        if self._showing:
+            return
+        if self._has_new_points() and not self.dependencies_ready():
+            self.discard_new_points(TORCH_NEEDED)
+            return
+        deleted = False
+        for node, positive in self.inputs.point_lists():
+            new, missing = markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive))
+            for point_id, point in new:
+                node.SetNthControlPointLocked(node.GetNthControlPointIndexByID(point_id), True)
+                self._actions.append(Click(self.inputs, point, positive, point_id))
+            deleted |= bool(missing)
+        self._cancel_deleted_clicks()
+        if deleted:
+            self._show_points()
+            self._report(DELETED_POINT, True)
         self._start_next()
 
     def discard_new_points(self, reason: str) -> None:
-        """Remove the control points placed since the last :meth:`process_new_points` without running them,
-        and report ``reason`` once (e.g. the user declined to install PyTorch)."""
+        """Remove new Defined points without running them and report ``reason`` once (e.g. the user declined to
+        install PyTorch)."""
         removed = False
-        for node in (self.inputs.positive, self.inputs.negative):
-            if node is None:
-                continue
-            consumed = self._consumed.get(mrml.node_id(node), 0)
-            removed |= mrml.point_count(node) > consumed
-            mrml.keep_points(node, consumed)
+        for node, positive in self.inputs.point_lists():
+            new, _ = markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive))
+            self._showing = True
+            try:
+                for point_id, _ in new:
+                    markups.remove_point(node, point_id)
+            finally:
+                self._showing = False
+            removed |= bool(new)
         if removed:
             self._report(reason, True)
 
+    def _has_new_points(self) -> bool:
+        return any(
+            markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive))[0]
+            for node, positive in self.inputs.point_lists()
+        )
+
     def undo(self) -> None:
-        self._queue("undo")
+        self._queue(Undo)
 
     def redo(self) -> None:
-        self._queue("redo")
+        self._queue(Redo)
 
     def reset(self) -> None:
         """Restore the segment as it was before the first click and clear the points."""
-        self._queue("reset")
+        self._queue(Reset)
 
     def finish(self) -> None:
         """Keep the segment as it is, forget clicks and history; the next click starts a new session."""
-        self._queue("finish")
+        self._queue(Finish)
 
     @property
     def busy(self) -> bool:
         return self._running is not None or bool(self._actions) or self.worker.busy
 
+    def target(self) -> Optional[Target]:
+        """The selected (volume, segment)'s target, None before its first click."""
+        return self._targets.get(self.inputs.key)
+
     @property
     def can_undo(self) -> bool:
-        target = self._current_target()
-        return bool(target and target.done and target.session is not None and target.session.can_undo)
+        target = self._targets.get(self.inputs.key)
+        return bool(target and target.session is not None and target.session.can_undo)
 
     @property
     def can_redo(self) -> bool:
-        target = self._current_target()
-        return bool(target and target.undone and target.session is not None and target.session.can_redo)
+        target = self._targets.get(self.inputs.key)
+        return bool(target and target.session is not None and target.session.can_redo)
 
-    def poll(self) -> bool:
-        """Apply finished work to the scene and start queued work (main thread). Returns ``busy``."""
-        for job in self.worker.poll():
+    def poll(self, wait_s: float = 0.0) -> bool:
+        """Apply finished work to the scene and start queued work (main thread); while the worker runs, wait up
+        to ``wait_s`` seconds for it (the wait releases the GIL: see :mod:`.worker`). Returns ``busy``."""
+        self._start_next()
+        for job in self.worker.poll(wait_s):
             self._collect(job)
         self._start_next()
         return self.busy
@@ -201,293 +209,282 @@ class SegmentationController:
         progress = progress or Progress()
         self.download_progress = progress
         options = self.options
-        self.worker.submit(lambda: download_checkpoint(options, progress), "download", progress)
+        job = Job(lambda: download_checkpoint(options, progress), self._downloaded, self._download_failed)
+        self.worker.submit(job)
+        if self.on_work is not None:
+            self.on_work()
         return progress
 
+    def device_note(self) -> str:
+        """What the panel shows about the device (see :func:`.models.device_note`)."""
+        return device_note(self.options.device)
+
+    def running_for(self) -> float:
+        """Seconds the current background job has been running (0 when idle)."""
+        return self.worker.running_for()
+
     def cleanup(self) -> None:
+        self.exit()
         self.worker.shutdown()
         self._targets.clear()
         self.models.clear()
 
+    @property
+    def last_error(self) -> Optional[str]:
+        """The newest error message, None once a later step was written to the scene successfully."""
+        return self._last_error
+
     # --- queue ----------------------------------------------------------------------------------------------
 
-    def _queue(self, kind: str) -> None:
-        self._actions.append(Action(kind, self.inputs))
+    def _queue(self, kind: type) -> None:
+        self._actions.append(kind(self.inputs))
         self._start_next()
 
     def _start_next(self) -> None:
         while self._running is None and not self.worker.busy and self._actions:
             action = self._actions.popleft()
             try:
-                self._running = self._start(action)
+                job = self._start(action)
             except Exception as exc:  # noqa: BLE001 - reported once in the panel; never raised into Qt callbacks
                 self._fail(action, exc)
+                continue
+            if job is not None:
+                self._running = (action, self.worker.submit(job))
+        if self.on_work is not None and self.busy:
+            self.on_work()
 
     def _collect(self, job: Job) -> None:
-        if job is self._running:
-            self._running = None
+        action = None
+        if self._running is not None and self._running[1] is job:
+            action, self._running = self._running[0], None
         try:
-            self._finish_job(job)
+            job.complete()
         except Exception as exc:  # noqa: BLE001 - reported once in the panel; never raised into Qt callbacks
-            if job.kind == "download":
-                self._report(f"Unexpected error: {exc!r}", True)
-                return
-            if job.kind == "click":
-                self._forget_click(*job.payload)
-            self._fail(job.payload[1], exc)
+            self._fail(action, exc)
 
-    def _start(self, action: Action) -> Optional[Job]:
-        if action.kind == "finish":
-            self._drop_target(action.inputs)
-            return None
-        if action.kind == "switch":
-            self._show_points(action.inputs)
-            return None
-        if action.kind == "click":
-            return self._start_click(action)
-        target = self._targets.get(self._target_key(action.inputs))
-        if target is None or target.session is None:
-            return None  # nothing to undo, redo or reset yet
-        # The session keeps history_limit steps: undo/redo only what it can, so scene and session stay in step.
-        if action.kind == "undo" and target.done and target.session.can_undo:
-            return self.worker.submit(target.session.undo, "undo", (target, action))
-        if action.kind == "redo" and target.undone and target.session.can_redo:
-            return self.worker.submit(target.session.redo, "redo", (target, action))
-        if action.kind == "reset":
-            return self.worker.submit(target.session.reset, "reset", (target, action))
-        return None
-
-    def _finish_job(self, job: Job) -> None:
-        if job.kind == "download":
-            self._finish_download(job)
-            return
-        target, action = job.payload
-        if job.error is not None:
-            self._fail(action, job.error)
-            return
-        if job.kind == "click":
-            self._apply_click(target, action, job.result)
-        elif job.kind == "undo":
-            self._apply_undo(target, action.inputs)
-        elif job.kind == "redo":
-            self._apply_redo(target, action.inputs)
-        elif job.kind == "reset":
-            self._apply_reset(target, action.inputs)
-
-    def _fail(self, action: Action, error: BaseException) -> None:
-        """Report one message and leave the scene as before: the click's point goes, queued clicks too."""
-        if action.kind == "click":
-            self._remove_unapplied_points(action.inputs)
+    def _fail(self, action: Optional[Action], error: BaseException) -> None:
+        """Report one message and leave the scene as before: a failed click's point goes, queued clicks too."""
+        if isinstance(action, Click):
+            self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
+            target = self._targets.get(action.inputs.key)
+            if target is not None and not target.clicks():
+                self._targets.pop(target.key, None)  # a session that never produced a step is not worth keeping
+            self._show_points()
         text = str(error) if isinstance(error, SAMMed3DError) else f"Unexpected error: {error!r}"
         self._report(text, True)
 
-    # --- targets and models ---------------------------------------------------------------------------------
+    def _job(self, fn: Callable[[], Any], on_done: Callable[[Any], None], action: Action) -> Job:
+        """A worker job whose failure is reported as ``action``'s."""
+        return Job(fn, on_done, lambda error: self._fail(action, error))
 
-    @staticmethod
-    def _target_key(inputs: Inputs) -> Tuple:
-        return mrml.node_id(inputs.volume), mrml.node_id(inputs.segmentation), inputs.segment_id
+    # --- one handler per action (main thread; a returned job runs on the worker) ----------------------------
 
-    def _current_target(self) -> Optional[Target]:
-        return self._targets.get(self._target_key(self.inputs))
+    @singledispatchmethod
+    def _start(self, action: Action) -> Optional[Job]:
+        raise TypeError(f"no handler for {type(action).__name__}")
 
-    def _volume_image(self, volume) -> Tuple[Any, mrml.VolumeGeometry, Any]:
-        """The volume as an engine image, converted once per image content and transform (cached), with
-        the embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
-        from ..session import EmbeddingCache  # torch loads only when the engine is first used
-
-        harden = self.options.harden_transforms
-        mrml.check_scalar_volume(volume)
-        key = mrml.volume_cache_key(volume, harden)
-        if key not in self._images:
-            self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}
-            geometry = mrml.volume_geometry(volume, harden=harden)
-            self._images[key] = (mrml.volume_to_sitk(volume, harden=harden), geometry, EmbeddingCache())
-        return self._images[key]
-
-    def _start_click(self, action: Action) -> Job:
+    @_start.register
+    def _start_click(self, action: Click) -> Job:
         """Check every input first (nothing in the scene changes on bad input), then run the click."""
         inputs = action.inputs
-        image, geometry, embeddings = self._volume_image(inputs.volume)
+        image, geometry, embeddings = self._volumes.get(inputs.volume, self.options.harden_transforms)
         mrml.check_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
-        if not mrml.ras_inside(geometry, action.point):
-            raise InputError("The point is outside the volume; click inside the image.")
         load, warning = self.models.job(self.options)
         if warning:
             self._report(warning, False)  # a warning: the click still runs, on the CPU
         target = self._prepare_target(inputs, image, geometry, embeddings)
-        return self.worker.submit(lambda: self._click(load, target, action), "click", (target, action))
+        auto_extend = self.options.auto_extend
+        return self._job(lambda: self._click(load, target, action, auto_extend),
+                         lambda result: self._apply_click(target, result), action)  # fmt: skip
+
+    @_start.register
+    def _start_undo(self, action: Undo) -> Optional[Job]:
+        return self._start_travel(action, undo=True)
+
+    @_start.register
+    def _start_redo(self, action: Redo) -> Optional[Job]:
+        return self._start_travel(action, undo=False)
+
+    def _start_travel(self, action: Action, undo: bool) -> Optional[Job]:
+        """Undo or redo one session step, when the session has one (its history is the only one)."""
+        target = self._session_target(action)
+        if target is None or not (target.session.can_undo if undo else target.session.can_redo):
+            return None
+        step = target.session.undo if undo else target.session.redo
+        return self._job(step, lambda result: self._apply_travel(target, result, undo=undo), action)
+
+    @_start.register
+    def _start_reset(self, action: Reset) -> Optional[Job]:
+        target = self._session_target(action)
+        if target is None:
+            return None
+        return self._job(lambda: _rewind(target.session), lambda payloads: self._apply_reset(target, payloads), action)
+
+    @_start.register
+    def _start_finish(self, action: Finish) -> None:
+        if self._targets.pop(action.inputs.key, None) is not None:
+            self.status = "finished"
+        self._show_points()
+
+    @_start.register
+    def _start_show(self, action: Show) -> None:
+        self._show_points()
+
+    # --- targets --------------------------------------------------------------------------------------------
+
+    def _session_target(self, action: Action) -> Optional[Target]:
+        target = self._targets.get(action.inputs.key)
+        return target if target is not None and target.session is not None else None
 
     def _prepare_target(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any) -> Target:
-        """The (cached) target of ``inputs`` on ``geometry``; reads the segment, writes nothing."""
-        key = self._target_key(inputs)
+        """The (cached) target of ``inputs`` on ``geometry``; reads the segment once, writes nothing."""
+        key = inputs.key
         target = self._targets.get(key)
         if target is not None and target.geometry == geometry:
             self._targets.move_to_end(key)
             return target
         target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings)
-        existing = mrml.segment_region(inputs.segmentation, inputs.segment_id, geometry)
+        voxels = mrml.whole_segment(inputs.segmentation, inputs.segment_id, geometry)
+        existing = mrml.voxels_region(voxels)
         continuing = key in self._continue
         self._continue.discard(key)
         if existing is not None and (self.options.start_from_existing or continuing):
-            target.initial_mask = mrml.segment_to_sitk(inputs.segmentation, inputs.segment_id, geometry, image)
+            target.initial_mask = mrml.voxels_to_sitk(voxels, image)
         else:
-            target.extra_region = existing  # a fresh start replaces what the segment held
+            target.replaced = existing  # a fresh start replaces what the segment held
         self._targets[key] = target
         while len(self._targets) > MAX_CACHED_TARGETS:
             self._targets.popitem(last=False)
         return target
 
-    def device_note(self) -> str:
-        """'CPU' / 'CUDA' / 'MPS' of the loaded model, and a warning when the request fell back to the CPU."""
-        return device_note(self.options.device)
+    # --- worker-thread part ---------------------------------------------------------------------------------
 
-    # --- worker-thread parts --------------------------------------------------------------------------------
-
-    def _click(self, load: Callable[[], Any], target: Target, action: Action) -> Any:
-        """Worker thread: the session's StepResult of the click."""
+    def _click(self, load: Callable[[], Any], target: Target, action: Click, auto_extend: bool) -> Any:
+        """Worker thread: the session's step result after the click (its payload to be filled on the main thread)."""
         from .. import InteractiveSession
-        from .. import session as engine_session  # HISTORY_LIMIT read now: tests may lower it
 
         model = load()
         if target.session is None:
+            limit = {} if self.history_limit is None else {"history_limit": self.history_limit}
             target.session = InteractiveSession(
-                model,
-                target.image,
-                initial_mask=target.initial_mask,
-                auto_extend=self.options.auto_extend,
-                embedding_cache=target.embeddings,
-                history_limit=engine_session.HISTORY_LIMIT,
-            )
-        return target.session.add_click(action.point, positive=action.positive)
+                model, target.image, initial_mask=target.initial_mask, auto_extend=auto_extend,
+                embedding_cache=target.embeddings, **limit,
+            )  # fmt: skip
+        return target.session.add_click(action.point, positive=action.positive, payload=SceneStep())
 
     # --- main-thread parts: write the scene -----------------------------------------------------------------
 
-    def _apply_click(self, target: Target, action: Action, result: Any) -> None:
-        session = target.session
-        mrml.prepare_segmentation(target.segmentation, target.geometry, mrml.node_name(action.inputs.volume))
-        region = regions.union(result.changed, target.extra_region)
-        edit = mrml.apply_mask(
-            target.segmentation,
-            target.segment_id,
-            target.geometry,
-            session.mask,
-            region,
-            protect_others=self.options.protect_others,
-        )
-        target.extra_region = None  # only now: a failed write leaves it for the next click
-        target.done.append(Step(action.point, action.positive, edit))
-        target.undone.clear()
-        target.settle_beyond(session.history_limit)
-        self.status = self._timing_text(result)
-
-    def _forget_click(self, target: Target, action: Action) -> None:
-        """A click that ran but could not be written to the scene: take it back from the session for good.
-        Committing it dropped the session's redo history (and, with a full history, its oldest step)."""
-        if target.session is not None and len(target.session.clicks) > len(target.points()):
-            target.session.discard_last_step()
-            target.undone.clear()
-            target.settle_beyond(target.session.history_limit - 1)
-
-    def _write_step(self, target: Target, step: Step, undo: bool) -> None:
-        """Write ``step``'s edit out of (``undo``) or back into the segment. The session has already undone or
-        redone the step: if the write fails, it goes back the other way (to match the scene) and the error rises."""
+    def _apply_click(self, target: Target, result: Any) -> None:
+        """Write the click's mask into the segment; a write that fails takes the click back from the session."""
+        target.settled = folded(target.settled, result.dropped)  # fell off the history whatever happens next
         try:
-            if step.edit is not None:
+            mrml.prepare_segmentation(target.segmentation, target.geometry)
+            region = regions.union(result.changed, target.replaced)
+            result.payload.edit = mrml.apply_mask(
+                target.segmentation, target.segment_id, target.geometry, result.mask, region,
+                protect_others=self.options.protect_others,
+            )  # fmt: skip
+        except Exception:
+            target.session.discard_last_step()
+            raise
+        target.replaced = None  # only now: a failed write leaves it for the next click
+        self.last_step, self._last_error = result, None
+        self.status = self._timing_text(result)
+        self._show_points()
+
+    def _apply_travel(self, target: Target, result: Any, undo: bool) -> None:
+        """Write an undone (``undo``) or redone step's edit out of or back into the segment. If the write fails,
+        the session goes back the other way (to match the scene) and the error rises."""
+        step = result.payload
+        try:
+            if isinstance(step, SceneStep) and step.edit is not None:
                 mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=undo)
         except Exception:
             (target.session.redo if undo else target.session.undo)()
             raise
+        self.last_step, self._last_error = result, None
+        self.status = f"{'undone' if undo else 'redone'} ({len(result.clicks)} clicks)"
+        self._show_points()
 
-    def _apply_undo(self, target: Target, inputs: Inputs) -> None:
-        step = target.done[-1]
-        self._write_step(target, step, undo=True)
-        target.undone.append(target.done.pop())
-        self._remove_last_point(step, inputs)
-        self.status = f"undone ({len(target.done)} clicks)"
-
-    def _apply_redo(self, target: Target, inputs: Inputs) -> None:
-        step = target.undone[-1]
-        self._write_step(target, step, undo=False)
-        target.done.append(target.undone.pop())
-        node = inputs.positive if step.positive else inputs.negative
-        if node is not None:
-            # Counted first: adding the point fires the event the panel turns into process_new_points().
-            self._consumed[mrml.node_id(node)] = mrml.point_count(node) + 1
-            mrml.add_point(node, step.point)
-        self.status = f"redone ({len(target.done)} clicks)"
-
-    def _apply_reset(self, target: Target, inputs: Inputs) -> None:
-        edits = [step.edit for step in reversed(target.done)] + [target.settled_edit]
-        for edit in edits:
+    def _apply_reset(self, target: Target, payloads: List[Any]) -> None:
+        """Revert every step of the session (``payloads``, newest first, from :func:`_rewind`) and the steps that
+        fell off its history, in one write; then forget the target."""
+        edit = folded(target.settled, payloads[::-1])
+        try:
             if edit is not None:
                 mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, edit, undo=True)
-        self._drop_target(inputs)
+        except Exception:
+            for _ in payloads:
+                target.session.redo()
+            raise
+        self._targets.pop(target.key, None)
         self.status = "reset"
+        self._show_points()
 
-    def _drop_target(self, inputs: Inputs) -> None:
-        """Forget the target's session and history (the segment stays as it is) and clear the points."""
-        if self._targets.pop(self._target_key(inputs), None) is not None:
-            self.status = "finished"
-        self._show_points(inputs)
+    def _show_points(self) -> None:
+        """Make the point lists show the selected target's clicks and the clicks still waiting to run."""
+        self._showing = True
+        try:
+            for node, positive in self.inputs.point_lists():
+                markups.show(node, self._shown_clicks(positive), self._waiting_ids(positive))
+        finally:
+            self._showing = False
 
-    def _show_points(self, inputs: Inputs) -> None:
-        """Fill the point lists with the clicks of ``inputs``' target (none for a new one)."""
-        target = self._targets.get(self._target_key(inputs))
-        clicks = target.points() if target is not None else []
-        for node, positive in ((inputs.positive, True), (inputs.negative, False)):
-            if node is None:
-                continue
-            points = [point for point, polarity in clicks if polarity == positive]
-            self._consumed[mrml.node_id(node)] = len(points)  # before the point events fire (see _apply_redo)
-            mrml.set_points(node, points)
+    def _shown_clicks(self, positive: bool) -> List[markups.Point]:
+        target = self._targets.get(self.inputs.key)
+        clicks = target.clicks() if target is not None else ()
+        return [point for point, polarity in clicks if polarity == positive]
 
-    def _remove_last_point(self, step: Step, inputs: Inputs) -> None:
-        node = inputs.positive if step.positive else inputs.negative
-        if mrml.point_count(node) == 0:
-            return
-        mrml.keep_points(node, mrml.point_count(node) - 1)
-        self._consumed[mrml.node_id(node)] = max(self._consumed.get(mrml.node_id(node), 1) - 1, 0)
+    def _waiting(self) -> List[Click]:
+        running = [self._running[0]] if self._running is not None else []
+        return [a for a in [*running, *self._actions] if isinstance(a, Click) and a.inputs.key == self.inputs.key]
 
-    def _remove_unapplied_points(self, inputs: Inputs) -> None:
-        """Drop queued clicks and the control points that were never applied (after a failure)."""
-        self._actions = collections.deque(a for a in self._actions if a.kind != "click")
-        target = self._targets.get(self._target_key(inputs))
-        applied = {True: 0, False: 0}
-        for _, positive in target.points() if target else []:
-            applied[positive] += 1
-        for node, positive in ((inputs.positive, True), (inputs.negative, False)):
-            if node is None:
-                continue
-            mrml.keep_points(node, applied[positive])
-            self._consumed[mrml.node_id(node)] = mrml.point_count(node)
-        if target is not None and not target.points():
-            self._targets.pop(target.key, None)  # a session that never produced a step is not worth keeping
+    def _waiting_ids(self, positive: bool) -> List[str]:
+        return [a.point_id for a in self._waiting() if a.positive == positive]
 
-    def _finish_download(self, job: Job) -> None:
-        if job.error is not None:
-            self._report(str(job.error) if isinstance(job.error, SAMMed3DError) else repr(job.error), True)
-        else:
-            self._report(f"Model ready: {job.result}", False)
+    def _cancel_deleted_clicks(self) -> None:
+        """Queued clicks whose point the user deleted before they ran are dropped."""
+        def exists(action: Action) -> bool:
+            if not isinstance(action, Click):
+                return True
+            node = action.inputs.positive if action.positive else action.inputs.negative
+            return node is not None and node.GetNthControlPointIndexByID(action.point_id) >= 0
+
+        self._actions = collections.deque(a for a in self._actions if exists(a))
+
+    def _downloaded(self, path: Any) -> None:
+        self._report(f"Model ready: {path}", False)
+        self.download_progress = None
+
+    def _download_failed(self, error: BaseException) -> None:
+        self._report(str(error) if isinstance(error, SAMMed3DError) else repr(error), True)
         self.download_progress = None
 
     def _timing_text(self, result: Any) -> str:
-        """Status line of a click's StepResult: encoder and total time, device."""
-        timings = result.timings
         parts = []
         if result.encoded:
-            parts.append(f"encoded {timings.get('encode', 0.0):.1f} s")
-        parts.append(f"refined {1000 * timings.get('total', 0.0):.0f} ms")
+            parts.append(f"encoded {result.timings.get('encode', 0.0):.1f} s")
+        parts.append(f"refined {1000 * result.timings.get('total', 0.0):.0f} ms")
         parts.append(self.models.device_type(self.options).upper())
         return " · ".join(parts)
 
+    def _place_mode_changed(self) -> None:
+        if self.on_place_mode is not None:
+            self.on_place_mode()
+
     def _report(self, text: str, is_error: bool) -> None:
         self.messages.append((text, is_error))
+        if is_error:
+            self._last_error = text
         if self.on_message is not None:
             self.on_message(text, is_error)
 
-    @property
-    def last_error(self) -> Optional[str]:
-        errors = [text for text, is_error in self.messages if is_error]
-        return errors[-1] if errors else None
+
+def _rewind(session: Any) -> List[Any]:
+    """Worker thread: undo every step of ``session``; their payloads, newest first."""
+    payloads = []
+    while session.can_undo:
+        payloads.append(session.undo().payload)
+    return payloads

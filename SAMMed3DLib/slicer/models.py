@@ -9,16 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..device import DEVICES as ENGINE_DEVICES
 from ..errors import InputError
 from .worker import Progress
 
 DEFAULT_MODEL = "sam-med3d-turbo"
-DEVICES = ("auto", "cuda", "mps", "cpu")
+DEVICES = dict(zip(ENGINE_DEVICES, ("auto", "CUDA", "MPS (Apple)", "CPU")))
+"""The devices the panel offers (the engine's list), value → label: parameter node choice, device menu, notes."""
 
 
 @dataclass(frozen=True)
-class Options:
-    """User choices. ``model``: registry id or checkpoint path; ``device``: auto/cuda/mps/cpu."""
+class ModuleOptions:
+    """The module's user choices. ``model``: registry id or checkpoint path; ``device``: one of :data:`DEVICES`."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
@@ -34,7 +36,7 @@ def _is_local(spec: str) -> bool:
     return spec.startswith("file:") or Path(spec).is_file()
 
 
-def _registry_entry(options: Options):
+def _registry_entry(options: ModuleOptions):
     """The registry entry of ``options.model``, or one ``InputError`` naming what is wrong."""
     from ..weights import load_registry
 
@@ -46,7 +48,7 @@ def _registry_entry(options: Options):
     return entry
 
 
-def _cache_slot(options: Options) -> Tuple[Path, str, Optional[str], Optional[int]]:
+def _cache_slot(options: ModuleOptions) -> Tuple[Path, str, Optional[str], Optional[int]]:
     """Where Download puts ``options.model`` (a registry id or an http(s) URL): (path, display name,
     expected SHA-256, expected size in bytes)."""
     from .. import weights
@@ -61,7 +63,7 @@ def _not_downloaded(name: str) -> InputError:
     return InputError(f"The model '{name}' is not downloaded yet: press Download first.")
 
 
-def _usable_status(options: Options, deep: bool):
+def _usable_status(options: ModuleOptions, deep: bool):
     """The weights' cache status (``weights.cache_status``), or one ``InputError`` offering Download."""
     from .. import weights
 
@@ -75,7 +77,7 @@ def _usable_status(options: Options, deep: bool):
     return status
 
 
-def check_weights_present(options: Options) -> None:
+def check_weights_present(options: ModuleOptions) -> None:
     """Main thread, cheap (size and structure, no hashing): the weights a click would use exist locally and
     are not visibly damaged (a registry model: in the cache)."""
     if _is_local(options.model):
@@ -83,7 +85,7 @@ def check_weights_present(options: Options) -> None:
     _usable_status(options, deep=False)
 
 
-def local_checkpoint(options: Options) -> str:
+def local_checkpoint(options: ModuleOptions) -> str:
     """Worker thread: the verified local weights file for a click. Never uses the network and never deletes:
     a missing or corrupted cached file is one ``InputError`` that offers Download."""
     from ..weights import resolve_checkpoint
@@ -93,7 +95,7 @@ def local_checkpoint(options: Options) -> str:
     return str(_usable_status(options, deep=True).path)
 
 
-def download_checkpoint(options: Options, progress: Optional[Progress]) -> str:
+def download_checkpoint(options: ModuleOptions, progress: Optional[Progress]) -> str:
     """Worker thread (Download button): fetch ``options.model`` into the cache, verified; cancel via ``progress``."""
     from ..weights import resolve_checkpoint
 
@@ -103,14 +105,21 @@ def download_checkpoint(options: Options, progress: Optional[Progress]) -> str:
     )
 
 
+NO_TORCH_NOTE = "PyTorch is not installed yet (it is installed on first use)."
+
+
 def device_note(requested: str) -> str:
-    """'CPU' / 'CUDA' / 'MPS' for ``requested``, and a warning when the request fell back to the CPU."""
+    """What the panel shows about the device: 'running on CUDA' / a CPU warning, a fallback warning when the
+    requested device is absent, or :data:`NO_TORCH_NOTE` before PyTorch is installed."""
     from ..device import resolve_device
 
-    actual = resolve_device(requested).type
+    try:
+        actual = resolve_device(requested).type
+    except ImportError:  # torch itself is missing
+        return NO_TORCH_NOTE
     if requested not in ("auto", "cpu") and actual == "cpu":
-        return f"{requested.upper()} is not available here; running on the CPU (much slower)."
-    return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {actual.upper()}"
+        return f"{DEVICES.get(requested, requested)} is not available here; running on the CPU (much slower)."
+    return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {DEVICES[actual]}"
 
 
 class ModelStore:
@@ -124,14 +133,14 @@ class ModelStore:
         """Use an already-built model for (``name``, ``device``)."""
         self._models[(name, device)] = (model, device_type)
 
-    def device_type(self, options: Options) -> str:
+    def device_type(self, options: ModuleOptions) -> str:
         """'cpu' / 'cuda' / 'mps' the loaded model runs on ('cpu' before it is loaded)."""
         return self._models.get((options.model, options.device), (None, "cpu"))[1]
 
     def clear(self) -> None:
         self._models.clear()
 
-    def job(self, options: Options) -> Tuple[Callable[[], Any], Optional[str]]:
+    def job(self, options: ModuleOptions) -> Tuple[Callable[[], Any], Optional[str]]:
         """Main thread: a function for the worker returning the (cached) model, and a device warning (or None).
         Raises ``InputError`` when there is no model or its weights are not downloaded."""
         key = (options.model, options.device)
@@ -144,7 +153,7 @@ class ModelStore:
         note = device_note(options.device)
         return (lambda: self._load(key, options)), (note if "not available" in note else None)
 
-    def _load(self, key: Tuple[str, str], options: Options) -> Any:
+    def _load(self, key: Tuple[str, str], options: ModuleOptions) -> Any:
         """Worker thread: verified local weights → network on the resolved device (cached for later clicks)."""
         from ..device import resolve_device
         from ..model import load_model

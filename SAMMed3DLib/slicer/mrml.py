@@ -9,7 +9,7 @@ index order is also an IJK box of the volume and of the segmentation's reference
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,12 +27,29 @@ from ..regions import Region
 _MATRIX_TOLERANCE = 1e-4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VolumeGeometry:
-    """A voxel grid in world RAS: ``ijk_to_ras`` (4×4, mm) and ``dims`` (nx, ny, nz)."""
+    """A voxel grid in world RAS: ``ijk_to_ras`` (4×4, mm, read-only) and ``dims`` (nx, ny, nz).
+
+    Compared by value (exact matrix and dims): the controller keeps a session only while its volume's grid is
+    the same, and a dataclass's generated ``==`` on an ndarray field raises instead of answering."""
 
     ijk_to_ras: np.ndarray
     dims: Tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        matrix = np.array(self.ijk_to_ras, dtype=float)
+        matrix.flags.writeable = False
+        object.__setattr__(self, "ijk_to_ras", matrix)
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VolumeGeometry):
+            return NotImplemented
+        return self.dims == other.dims and np.array_equal(self.ijk_to_ras, other.ijk_to_ras)
+
+    def __hash__(self) -> int:
+        return hash((self.dims, self.ijk_to_ras.tobytes()))
 
     def vtk_matrix(self) -> vtk.vtkMatrix4x4:
         m = vtk.vtkMatrix4x4()
@@ -77,8 +94,7 @@ def region_to_extent(region: Region) -> Tuple[int, int, int, int, int, int]:
 def volume_geometry(volume_node, *, harden: bool = False) -> VolumeGeometry:
     """The volume's voxel grid in world RAS. A parent transform is an error unless ``harden`` is set; then a
     linear one is folded into the matrix (the scene is not changed) and a non-linear one is still an error."""
-    if volume_node is None:
-        raise InputError("Select an input volume first.")
+    image = _image_data(volume_node)
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
     ijk_to_ras = _vtk_to_numpy_matrix(matrix)
@@ -98,20 +114,22 @@ def volume_geometry(volume_node, *, harden: bool = False) -> VolumeGeometry:
         to_world = vtk.vtkMatrix4x4()
         transform.GetMatrixTransformToWorld(to_world)
         ijk_to_ras = _vtk_to_numpy_matrix(to_world) @ ijk_to_ras
+    return VolumeGeometry(ijk_to_ras, tuple(int(d) for d in image.GetDimensions()))
+
+
+def _image_data(volume_node) -> vtk.vtkImageData:
+    if volume_node is None:
+        raise InputError("Select an input volume first.")
     image = volume_node.GetImageData()
     if image is None:
         raise InputError(f"Volume '{volume_node.GetName()}' holds no image data.")
-    return VolumeGeometry(ijk_to_ras, tuple(int(d) for d in image.GetDimensions()))
+    return image
 
 
 def check_scalar_volume(volume_node) -> None:
     """Raise ``InputError`` for anything but a 3-D single-component scalar volume."""
-    if volume_node is None:
-        raise InputError("Select an input volume first.")
+    image = _image_data(volume_node)
     name = volume_node.GetName()
-    image = volume_node.GetImageData()
-    if image is None:
-        raise InputError(f"Volume '{name}' holds no image data.")
     if volume_node.IsA("vtkMRMLVectorVolumeNode") or image.GetNumberOfScalarComponents() != 1:
         raise InputError(
             f"Volume '{name}' is a colour (RGB) or vector volume; SAM-Med3D needs a single-channel scalar volume "
@@ -124,10 +142,16 @@ def check_scalar_volume(volume_node) -> None:
         )
 
 
-def volume_to_sitk(volume_node, *, harden: bool = False) -> sitk.Image:
-    """The volume as a SimpleITK image (LPS physical space, index (x, y, z) == IJK), voxel values copied."""
+def read_volume(volume_node, *, harden: bool = False) -> Tuple[sitk.Image, VolumeGeometry]:
+    """The volume checked once (scalar, 3-D, transform) and read once: a SimpleITK image (LPS physical space,
+    index (x, y, z) == IJK, voxel values copied) and its grid in world RAS."""
     check_scalar_volume(volume_node)
     geometry = volume_geometry(volume_node, harden=harden)
+    return volume_to_sitk(volume_node, geometry), geometry
+
+
+def volume_to_sitk(volume_node, geometry: VolumeGeometry) -> sitk.Image:
+    """The checked volume on ``geometry`` (its :func:`volume_geometry`) as a SimpleITK image, voxels copied."""
     voxels = np.array(_voxels(volume_node.GetImageData()), copy=True)
     image = sitk.GetImageFromArray(voxels)
     axes = geometry.ijk_to_ras[:3, :3]
@@ -137,57 +161,6 @@ def volume_to_sitk(volume_node, *, harden: bool = False) -> sitk.Image:
     image.SetDirection((RAS_TO_LPS @ (axes / np.asarray(spacing))).flatten().tolist())
     image.SetOrigin((RAS_TO_LPS @ geometry.ijk_to_ras[:3, 3]).tolist())
     return image
-
-
-def ras_inside(geometry: VolumeGeometry, point_ras: Sequence[float]) -> bool:
-    """Whether an RAS point (mm) falls within the volume's voxels (half a voxel margin)."""
-    ijk = np.linalg.solve(geometry.ijk_to_ras, [*point_ras, 1.0])[:3]
-    return bool(np.all(ijk >= -0.5) and np.all(ijk <= np.asarray(geometry.dims) - 0.5))
-
-
-# --- markups ----------------------------------------------------------------------------------------------
-
-
-def control_points_ras(markups_node) -> List[Tuple[float, float, float]]:
-    """Positions of the node's defined control points in world RAS (mm), in placement order."""
-    if markups_node is None:
-        return []
-    points = []
-    position = [0.0, 0.0, 0.0]
-    for i in range(markups_node.GetNumberOfControlPoints()):
-        if markups_node.GetNthControlPointPositionStatus(i) != markups_node.PositionDefined:
-            continue  # the point under the mouse during placement is not a prompt yet
-        markups_node.GetNthControlPointPositionWorld(i, position)
-        points.append(tuple(float(v) for v in position))
-    return points
-
-
-def node_id(node) -> Optional[str]:
-    return node.GetID() if node is not None else None
-
-
-def point_count(markups_node) -> int:
-    return markups_node.GetNumberOfControlPoints() if markups_node is not None else 0
-
-
-def add_point(markups_node, point_ras: Sequence[float]) -> None:
-    """Append a control point at world RAS (mm); fires the point events the panel listens to."""
-    markups_node.AddControlPointWorld(*point_ras)
-
-
-def keep_points(markups_node, count: int) -> None:
-    """Remove control points from the end until ``count`` remain."""
-    while markups_node.GetNumberOfControlPoints() > max(count, 0):
-        markups_node.RemoveNthControlPoint(markups_node.GetNumberOfControlPoints() - 1)
-
-
-def set_points(markups_node, points_ras: Sequence[Sequence[float]]) -> None:
-    """Replace all control points (world RAS, mm), firing one batch of events."""
-    was_modifying = markups_node.StartModify()
-    markups_node.RemoveAllControlPoints()
-    for point in points_ras:
-        markups_node.AddControlPointWorld(*point)
-    markups_node.EndModify(was_modifying)
 
 
 def volume_cache_key(volume_node, harden: bool) -> Tuple:
@@ -288,9 +261,13 @@ def write_segment(segmentation_node, segment_id: str, geometry: VolumeGeometry, 
         segmentation_node.EndModify(was_modifying)
 
 
-def segment_region(segmentation_node, segment_id: str, geometry: VolumeGeometry) -> Optional[Region]:
-    """Bounding region of the segment's voxels on ``geometry`` (``None`` when empty)."""
-    voxels = read_segment(segmentation_node, segment_id, geometry, geometry.full_region())
+def whole_segment(segmentation_node, segment_id: str, geometry: VolumeGeometry) -> np.ndarray:
+    """The segment's voxels on all of ``geometry`` (bool, z, y, x)."""
+    return read_segment(segmentation_node, segment_id, geometry, geometry.full_region())
+
+
+def voxels_region(voxels: np.ndarray) -> Optional[Region]:
+    """Bounding region (SimpleITK index order) of the true voxels of a (z, y, x) array; ``None`` when empty."""
     if not voxels.any():
         return None
     nz = np.nonzero(voxels)
@@ -299,9 +276,8 @@ def segment_region(segmentation_node, segment_id: str, geometry: VolumeGeometry)
     return tuple(start), tuple(size)
 
 
-def segment_to_sitk(segmentation_node, segment_id: str, geometry: VolumeGeometry, reference: sitk.Image):
-    """The segment as a uint8 0/1 SimpleITK mask on ``reference``'s grid (the volume image)."""
-    voxels = read_segment(segmentation_node, segment_id, geometry, geometry.full_region())
+def voxels_to_sitk(voxels: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A (z, y, x) bool array as a uint8 0/1 SimpleITK mask on ``reference``'s grid (the volume image)."""
     mask = sitk.GetImageFromArray(voxels.astype(np.uint8))
     mask.CopyInformation(reference)
     return mask
@@ -444,27 +420,10 @@ def revert_edit(
 
 # --- what the panel creates -------------------------------------------------------------------------------
 
-POSITIVE_COLOR = (0.2, 0.85, 0.2)  # green: positive clicks (RGB, 0..1)
-NEGATIVE_COLOR = (0.9, 0.2, 0.2)  # red: negative clicks
-POINT_LISTS = (("SAM positive", POSITIVE_COLOR), ("SAM negative", NEGATIVE_COLOR))
-"""(name, colour) of the positive and the negative point list."""
-
 
 def first_scalar_volume(scene):
     """The scene's first scalar volume node, or None."""
     return scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-
-
-def new_point_list(scene, name: str, colour: Sequence[float]):
-    """A markups point list drawn in ``colour`` (RGB, 0..1), without point labels."""
-    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-    node.CreateDefaultDisplayNodes()
-    display = node.GetDisplayNode()
-    if display is not None:
-        display.SetSelectedColor(*colour)
-        display.SetColor(*colour)
-        display.SetPointLabelsVisibility(False)
-    return node
 
 
 def new_segmentation(scene, volume_node=None):

@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 from typing import Any, List, Tuple
 
-from . import mrml
+from . import markups, mrml
 
 PIP_PACKAGES = ("platformdirs", "filelock")
 """Small packages the weights cache needs that Slicer's Python may lack (installed with pip on first use)."""
@@ -34,9 +34,9 @@ def ensure_defaults(scene, params) -> None:
     unless the parameters already have them."""
     if params.inputVolume is None:
         params.inputVolume = mrml.first_scalar_volume(scene)
-    for attribute, (name, colour) in zip(("positivePoints", "negativePoints"), mrml.POINT_LISTS):
+    for attribute, (name, colour) in zip(("positivePoints", "negativePoints"), markups.POINT_LISTS):
         if getattr(params, attribute) is None:
-            setattr(params, attribute, mrml.new_point_list(scene, name, colour))
+            setattr(params, attribute, markups.new_point_list(scene, name, colour))
 
 
 def add_segment(scene, params) -> str:

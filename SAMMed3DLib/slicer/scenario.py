@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 import vtk
 from vtk.util import numpy_support
 
 from ..coordinates import RAS_TO_LPS
 from ..metrics import dice
-from . import mrml
+from . import markups, mrml
 from .controller import Inputs, SegmentationController
 
 SPHERE_CENTER_RAS = (12.0, -20.0, 30.0)  # mm
@@ -109,7 +108,7 @@ def segmentation_with_neighbour(scene, volume, name="Segmentation"):
 
 def point_lists(scene):
     """The positive (green) and negative (red) point lists the panel creates."""
-    return tuple(mrml.new_point_list(scene, name, colour) for name, colour in mrml.POINT_LISTS)
+    return tuple(markups.new_point_list(scene, name, colour) for name, colour in markups.POINT_LISTS)
 
 
 # --- a network stand-in with a known answer --------------------------------------------------------------
@@ -118,14 +117,21 @@ def point_lists(scene):
 class PhantomModel:
     """``encode`` keeps the crop; ``decode`` answers "bright voxels that were inside before or lie within 40 mm of
     a positive click, and not within 8 mm of a negative one" as 32³ logits (±8). Coordinates are ROI voxels
-    (i, j, k), 1.5 mm each; the previous logits come back as ``mask_logits``, as with the real decoder."""
+    (i, j, k), 1.5 mm each; the previous logits come back as ``mask_logits``, as with the real decoder. torch is
+    imported on first use, so that this module (and Slicer's self-test) loads before PyTorch is installed."""
 
-    device = torch.device("cpu")
+    @property
+    def device(self):
+        import torch
 
-    def encode(self, crop: torch.Tensor) -> torch.Tensor:
+        return torch.device("cpu")
+
+    def encode(self, crop):
         return crop.float()
 
     def decode(self, embedding, coords, labels, mask_logits=None):
+        import torch
+
         bright = torch.nn.functional.avg_pool3d(embedding, 4)[0, 0] > 0.5  # 32³, 6 mm voxels
         grid = torch.stack(torch.meshgrid(*(torch.arange(32.0),) * 3, indexing="ij"), dim=-1) * 4 + 1.5
         inside = torch.zeros_like(bright) if mask_logits is None else mask_logits[0, 0] > 0  # previous answer
@@ -141,6 +147,8 @@ class PhantomModel:
 
 def tiny_checkpoint(path: Path) -> Path:
     """A few-MB random-weight network in the official layout (the real architecture, tiny widths)."""
+    import torch
+
     from ..modeling import TINY_CONFIG, build_sam_med3d
 
     torch.manual_seed(0)
@@ -182,7 +190,7 @@ def scene_fingerprint(scene) -> Dict[str, Tuple]:
         node = scene.GetNthNode(i)
         entry: Tuple = (node.GetClassName(),)
         if node.IsA("vtkMRMLMarkupsNode"):
-            entry += tuple(tuple(p) for p in mrml.control_points_ras(node))
+            entry += tuple(tuple(p) for p in markups.control_points_ras(node))
         if node.IsA("vtkMRMLSegmentationNode"):
             entry += _segmentation_fingerprint(node)
         fingerprint[node.GetID()] = entry
@@ -199,14 +207,13 @@ class Scenario:
         self.segmentation, self.target, self.neighbour = segmentation_with_neighbour(scene, self.volume)
         self.positive, self.negative = point_lists(scene)
         self.controller = SegmentationController()
-        for node in (self.positive, self.negative):  # as the panel does: a placed point is a click
-            node.AddObserver(node.PointPositionDefinedEvent, lambda caller, event: self.controller.process_new_points())
         self.controller.set_options(device="cpu")
         if model is not None:
             self.controller.set_model("phantom", model)
         elif checkpoint is not None:
             self.controller.set_options(model=str(checkpoint))
         self.select(self.volume, self.segmentation, self.target)
+        self.controller.enter(scene)  # as when the module is shown: a Defined point in a list is a click
 
     def select(self, volume, segmentation, segment_id: str) -> None:
         self.controller.set_inputs(Inputs(volume, segmentation, segment_id, self.positive, self.negative))

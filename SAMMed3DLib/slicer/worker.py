@@ -1,29 +1,53 @@
 """A single background thread that runs model loading and inference, so the Slicer GUI never blocks.
 
-Pure Python (``threading`` + ``queue``, no Qt): the GUI thread submits jobs and polls for finished ones
-(Slicer does so from a ``qt.QTimer``); headless tests call :meth:`BackgroundWorker.wait`. Jobs run one at a
-time in submission order, which keeps an :class:`~SAMMed3DLib.InteractiveSession` single-threaded.
+Pure Python (``threading`` + ``queue``, no Qt): the GUI thread submits jobs and collects finished ones with
+:meth:`BackgroundWorker.poll` (Slicer does so from a ``qt.QTimer``). Jobs run one at a time in submission
+order, which keeps an :class:`~SAMMed3DLib.InteractiveSession` single-threaded.
+
+Slicer's main thread holds Python's GIL while it sits in the Qt event loop, so a Python worker thread runs only
+while the main thread is inside Python and releases the GIL. ``poll(wait_s)`` therefore blocks on the queue of
+finished jobs for up to ``wait_s`` seconds while a job runs: that wait releases the GIL and the worker runs at
+full speed (Testing/support/mainloop.py is a stand-in main loop that holds the GIL the way Slicer does).
 """
 
+import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
+POLL_INTERVAL_S = 0.0
+"""Period of the GUI's poll timer (seconds) while work is pending: 0, a Qt timer that fires whenever the event
+queue is empty, since each poll already waits (a first tick 20 ms late delayed every click by 20 ms)."""
+POLL_WAIT_S = 0.05
+"""How long each poll waits for the worker (seconds): the GUI stays responsive at this granularity, and the
+worker gets the GIL for all but the main loop's own event handling between ticks."""
+
+
+def _ignore(_: Any) -> None:
+    """Default completion handler: nothing to do on the main thread."""
+
 
 @dataclass
 class Job:
-    """One unit of work; ``result`` or ``error`` is set when it has run. ``kind`` and ``payload`` belong to the
-    caller (what to do with the result on the main thread)."""
+    """One unit of work. ``fn`` runs on the worker; then, on the main thread (in :meth:`BackgroundWorker.poll`'s
+    caller), ``on_done(result)`` or ``on_error(exception)``."""
 
     fn: Callable[[], Any]
-    kind: str = ""
-    payload: Any = None
+    on_done: Callable[[Any], None] = _ignore
+    on_error: Callable[[BaseException], None] = _ignore
     result: Any = None
     error: Optional[BaseException] = None
     started: Optional[float] = None  # time.monotonic() seconds
     finished: Optional[float] = None
+
+    def complete(self) -> None:
+        """Main thread: hand the outcome to its handler."""
+        if self.error is not None:
+            self.on_error(self.error)
+        else:
+            self.on_done(self.result)
 
 
 @dataclass
@@ -59,8 +83,7 @@ class BackgroundWorker:
         self._lock = threading.Lock()
         self.current: Optional[Job] = None
 
-    def submit(self, fn: Callable[[], Any], kind: str = "", payload: Any = None) -> Job:
-        job = Job(fn, kind, payload)
+    def submit(self, job: Job) -> Job:
         self._ensure_thread()
         self._pending += 1
         self._todo.put(job)
@@ -76,14 +99,15 @@ class BackgroundWorker:
         job = self.current
         return time.monotonic() - job.started if job is not None and job.started else 0.0
 
-    def poll(self) -> List[Job]:
-        """Finished jobs in submission order, without blocking."""
-        finished = []
-        while True:
-            try:
-                finished.append(self._done.get_nowait())
-            except queue.Empty:
-                break
+    def poll(self, wait_s: float = 0.0) -> List[Job]:
+        """Finished jobs in submission order. While a job is still running and none has finished, wait up to
+        ``wait_s`` seconds for one: the wait releases the GIL, so the worker runs even under a main loop that
+        holds it."""
+        finished = self._drain()
+        if not finished and self._pending and wait_s > 0:
+            with contextlib.suppress(queue.Empty):
+                finished.append(self._done.get(timeout=wait_s))
+            finished += self._drain()
         self._pending -= len(finished)
         return finished
 
@@ -108,6 +132,14 @@ class BackgroundWorker:
             if self._thread is not None:
                 self._todo.put(None)
                 self._thread = None
+
+    def _drain(self) -> List[Job]:
+        finished = []
+        while True:
+            try:
+                finished.append(self._done.get_nowait())
+            except queue.Empty:
+                return finished
 
     def _ensure_thread(self) -> None:
         with self._lock:

@@ -1,0 +1,122 @@
+"""Server benchmark: the same clicks in a local session and through a server, and latency under concurrency.
+
+The overhead per refinement click is the median round trip through the server minus the median local step
+(same volume, same clicks, same weights; the masks are checked equal). Concurrency runs ``n`` clients at once,
+each with its own session, and reports p50/p95 of their refinement clicks.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import requests
+import SimpleITK as sitk
+
+Click = Tuple[Tuple[float, float, float], bool]
+
+
+def phantom(size: Sequence[int], spacing: float = 1.0, seed: int = 0) -> sitk.Image:
+    """A noisy int16 volume of ``size`` (x, y, z) voxels with a bright 40 mm sphere at its centre."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[: size[2], : size[1], : size[0]]
+    centre = [(n - 1) / 2 for n in size]
+    inside = ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) * spacing**2 <= 40.0**2
+    values = np.where(inside, 300, 100) + rng.normal(0, 10, inside.shape)
+    image = sitk.GetImageFromArray(values.astype(np.int16))
+    image.SetSpacing([spacing] * 3)
+    return image
+
+
+def refinement_clicks(image: sitk.Image, count: int, seed: int = 0) -> List[Click]:
+    """``count`` clicks within 20 mm of the image centre (less in a small image; one ROI: the first encodes,
+    the rest refine)."""
+    rng = np.random.default_rng(seed)
+    reach = min(20.0, 0.3 * min(n * s for n, s in zip(image.GetSize(), image.GetSpacing())))
+    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    ras = (-centre[0], -centre[1], centre[2])
+    return [(tuple(float(c + d) for c, d in zip(ras, rng.uniform(-reach, reach, 3))), i % 3 != 1) for i in range(count)]
+
+
+def step_times(session, clicks: Sequence[Click]) -> Tuple[List[float], sitk.Image]:
+    """Wall time of each click (s) and the final mask."""
+    times = []
+    for point, positive in clicks:
+        start = time.perf_counter()
+        session.add_click(point, positive)
+        times.append(time.perf_counter() - start)
+    return times, session.mask
+
+
+def concurrent_latencies(open_session, image: sitk.Image, clicks: Sequence[Click], clients: int) -> List[float]:
+    """Refinement-click latencies (s) of ``clients`` sessions clicking at once."""
+    latencies: List[float] = []
+    errors: List[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        try:
+            session = open_session(image)
+            times, _ = step_times(session, clicks)
+            session.close()
+            with lock:
+                latencies.extend(times[1:])
+        except Exception as exc:  # reported after the join
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} clients failed: {errors[0]}")
+    return latencies
+
+
+def percentiles(values: Sequence[float]) -> Dict[str, float]:
+    return {"p50_ms": float(np.percentile(values, 50) * 1e3), "p95_ms": float(np.percentile(values, 95) * 1e3)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_server(weights: str, workers: int, threads: Optional[int], timeout: float = 300.0) -> Iterator[str]:
+    """A ``serve`` process on 127.0.0.1 for the benchmark's duration; its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", weights, "--port", str(port),
+               "--workers", str(workers), "--max-sessions", "16"]
+    if threads:
+        command += ["--threads", str(threads)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with status {process.returncode}")
+            try:
+                if requests.get(url + "/v1/health", timeout=5).json().get("status") == "ok":
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start in time")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,340 @@
+"""A session on a SAM-Med3D server (``python -m SAMMed3DLib serve``), without torch: requests, numpy, SimpleITK.
+
+``RemoteSession(ServerConnection(url, token), image)`` has the steps and results of the local
+:class:`~SAMMed3DLib.InteractiveSession` (``add_click``, ``undo``, ``redo``, ``reset``, ``discard_last_step``,
+``focus``; ``mask``, ``clicks``, ``can_undo``, ``can_redo``); its results are :class:`RemoteStepResult`, the
+engine's StepResult fields plus ``replayed`` / ``message``. The volume is uploaded once; each step brings back
+only the changed region. If the server loses the session (restart, dead worker, idle time-out), the next step
+opens a new session, replays every step so far, and says so in its result.
+
+Points are RAS mm; regions ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index order.
+"""
+
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import requests
+import SimpleITK as sitk
+
+from . import __version__
+from .errors import InputError, SAMMed3DError
+from .protocol import (
+    API_PREFIX,
+    FRAME_TYPE,
+    PROTOCOL,
+    PROTOCOL_HEADER,
+    VERSION_HEADER,
+    VersionMismatchError,
+    as_clicks,
+    as_region,
+    pack_bits,
+    pack_frame,
+    raw_volume,
+    region_slices,
+    unpack_bits,
+    unpack_frame,
+    version_message,
+    write_mask_region,
+)
+
+LOST = ("session_lost", "worker_lost")
+"""Error codes after which the client re-opens the session and replays it."""
+
+
+class RemoteError(SAMMed3DError):
+    """The server refused a request or could not be reached; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class RemoteInputError(InputError):
+    """The engine on the server rejected an input (HTTP 400); the message is the engine's."""
+
+
+class SessionLostError(RemoteError):
+    """The server no longer has the session (or its worker)."""
+
+
+@dataclass(frozen=True)
+class RemoteStepResult:
+    """The engine's StepResult plus whether the session had to be re-opened and replayed first.
+
+    ``timings`` (s): the engine's preprocess/encode/decode/paste, ``engine`` its total, ``total`` the whole
+    round trip seen by the client, ``transfer`` the difference (network, HTTP, packing)."""
+
+    mask: sitk.Image
+    changed: Optional[Tuple[Tuple[int, int, int], Tuple[int, int, int]]]
+    timings: Mapping[str, float]
+    encoded: bool
+    clicks: Tuple[Tuple[Tuple[float, float, float], bool], ...]
+    payload: Any = None
+    dropped: Tuple[Any, ...] = ()
+    replayed: bool = False
+    message: str = ""
+
+
+class ServerConnection:
+    """A server's base URL (e.g. ``http://gpu-host:8000``) and bearer token; checks versions on first use."""
+
+    def __init__(self, url: str, token: Optional[str] = None, *, timeout: float = 300.0,
+                 recovery_timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.recovery_timeout = recovery_timeout
+        self._http = requests.Session()
+        self._http.headers[PROTOCOL_HEADER] = str(PROTOCOL)
+        self._http.headers[VERSION_HEADER] = __version__
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+        self._checked = False
+
+    def version(self) -> Dict[str, Any]:
+        """The server's ``{"version", "protocol"}``; VersionMismatchError naming both versions if incompatible."""
+        info = self._json("GET", "/version")
+        if info.get("protocol") != PROTOCOL:
+            server = info.get("version"), info.get("protocol")
+            raise VersionMismatchError(version_message(__version__, PROTOCOL, *server))
+        self._checked = True
+        return info
+
+    def health(self) -> Dict[str, Any]:
+        return self._json("GET", "/health")
+
+    def models(self) -> List[Dict[str, Any]]:
+        """The workers' weights and devices (needs the token): what "Test connection" shows."""
+        return self._json("GET", "/models")["models"]
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _json(self, method: str, path: str) -> Dict[str, Any]:
+        return self.request(method, path).json()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """``method`` on ``/v1<path>``; a RemoteError subclass for every failure, with the server's message."""
+        if not self._checked and path != "/version":
+            self.version()
+        try:
+            response = self._http.request(method, self.url + API_PREFIX + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise SessionLostError(f"cannot reach the SAM-Med3D server at {self.url}: {exc}", 0, "unreachable") from exc
+        if response.status_code >= 400:
+            raise _error(response, self.url)
+        return response
+
+
+def _error(response: requests.Response, url: str) -> SAMMed3DError:
+    """The exception for an error answer; a non-JSON answer (a proxy's page) gets a message that says so."""
+    try:
+        body = response.json()
+        code, message = str(body["error"]), str(body["message"])
+    except (ValueError, KeyError, TypeError):
+        return RemoteError(f"{url} answered HTTP {response.status_code} {response.reason} without a SAM-Med3D "
+                           "message: is it a SAM-Med3D server (`python -m SAMMed3DLib serve`), and is it running?",
+                           response.status_code, "not_sammed3d")
+    if code == "version_mismatch":
+        return VersionMismatchError(message)
+    if response.status_code == 400:
+        return RemoteInputError(message)
+    kind = SessionLostError if code in LOST else RemoteError
+    return kind(f"the server refused the request (HTTP {response.status_code}): {message}", response.status_code, code)
+
+
+class RemoteSession:
+    """Interactive segmentation of ``image`` on a server; see the module docstring.
+
+    ``server``: a :class:`ServerConnection` (where the local session takes the network). ``initial_mask``: a
+    segmentation on the image's grid to refine (non-zero = inside). ``auto_extend`` may be changed between
+    clicks, as on the local session.
+    """
+
+    def __init__(self, server: ServerConnection, image: sitk.Image, *, initial_mask: Optional[sitk.Image] = None,
+                 auto_extend: bool = False, max_extend_steps: int = 6, history_limit: Optional[int] = None) -> None:
+        self._server = server
+        self.auto_extend = bool(auto_extend)
+        options: Dict[str, Any] = {"max_extend_steps": int(max_extend_steps)}
+        if history_limit is not None:
+            options["history_limit"] = int(history_limit)
+        self._upload = _upload(image, initial_mask, options)
+        self._initial = _initial_mask(image, initial_mask)
+        self._ids = itertools.count(1)
+        self._payloads: Dict[int, Any] = {}
+        self._ops: List[Tuple[str, Dict[str, Any]]] = []
+        self._open()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def mask(self) -> sitk.Image:
+        """The current mask (uint8 0/1 on the image grid), a copy-on-write snapshot."""
+        return sitk.Image(self._mask)
+
+    @property
+    def clicks(self) -> List[Tuple[Tuple[float, float, float], bool]]:
+        return list(self._state["clicks"])
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._state["can_undo"])
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._state["can_redo"])
+
+    @property
+    def history_limit(self) -> int:
+        """Undo steps the server keeps for this session."""
+        return self._history_limit
+
+    @property
+    def session_id(self) -> str:
+        return self._sid
+
+    # ------------------------------------------------------------------ steps
+    def add_click(self, point_ras: Sequence[float], positive: bool = True, *, payload: Any = None) -> RemoteStepResult:
+        """A positive/negative click at ``point_ras`` (RAS mm); all or nothing, as locally."""
+        try:
+            point = [float(v) for v in point_ras]
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"a click must be three coordinates in mm (R, A, S), got {point_ras!r}") from exc
+        args = {"point": point, "positive": bool(positive), "auto_extend": self.auto_extend}
+        return self._step("click", args, payload)
+
+    def undo(self) -> RemoteStepResult:
+        return self._step("undo", {})
+
+    def redo(self) -> RemoteStepResult:
+        return self._step("redo", {})
+
+    def reset(self, *, payload: Any = None) -> RemoteStepResult:
+        return self._step("reset", {}, payload)
+
+    def discard_last_step(self) -> RemoteStepResult:
+        return self._step("discard", {})
+
+    def focus(self, points_ras: Sequence[Sequence[float]]) -> None:
+        """Centre the next new ROI on these RAS points (see the local session's ``focus``)."""
+        self._step("focus", {"points": [[float(v) for v in p] for p in points_ras]})
+
+    def close(self) -> None:
+        """Free the session on the server (a lost session is already freed)."""
+        with contextlib.suppress(SessionLostError):
+            self._server.request("DELETE", f"/sessions/{self._sid}")
+
+    def __enter__(self) -> "RemoteSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _open(self) -> None:
+        response = self._server.request("POST", "/sessions", data=self._upload,
+                                        headers={"Content-Type": FRAME_TYPE})
+        header, _ = unpack_frame(response.content)
+        self._sid = str(header["session"])
+        self._history_limit = int(header["history_limit"])
+        self._state = _state_of(header)
+        self._mask = sitk.Image(self._initial)
+        self._voxels = sitk.GetArrayFromImage(self._initial)  # z-y-x mirror: finds what really changed
+
+    def _step(self, op: str, args: Dict[str, Any], payload: Any = None) -> RemoteStepResult:
+        start = time.perf_counter()
+        if op in ("click", "reset"):
+            args = {**args, "payload": next(self._ids)}
+        message = ""
+        try:
+            header, bits = self._post(op, args)
+        except SessionLostError as exc:
+            message = self._recover(exc)
+            header, bits = self._post(op, args)
+        self._ops.append((op, args))
+        if op in ("click", "reset"):
+            self._payloads[args["payload"]] = payload
+        result = self._apply(header, bits, start)
+        return RemoteStepResult(**result, replayed=bool(message), message=message)
+
+    def _post(self, op: str, args: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes]:
+        response = self._server.request("POST", f"/sessions/{self._sid}/{op}", json=args)
+        return unpack_frame(response.content)
+
+    def _apply(self, header: Dict[str, Any], bits: bytes, start: float) -> Dict[str, Any]:
+        """Write the answer's region into the local mask and update the state; the result's fields."""
+        region = as_region(header["changed"])
+        if region is not None:
+            self._write(region, unpack_bits(bits, tuple(region[1][::-1])))
+        self._state = _state_of(header)
+        dropped = tuple(self._payloads.pop(i, None) for i in header["dropped"])
+        timings = {k: float(v) for k, v in header["timings"].items()}
+        timings["engine"] = timings.get("total", 0.0)
+        timings["total"] = time.perf_counter() - start
+        timings["transfer"] = timings["total"] - timings["engine"]
+        payload = self._payloads.get(header["payload"]) if header["payload"] is not None else None
+        return {"mask": self.mask, "changed": region, "timings": timings, "encoded": bool(header["encoded"]),
+                "clicks": self._state["clicks"], "payload": payload, "dropped": dropped}
+
+    def _write(self, region, values: np.ndarray) -> None:
+        """Put the region's new z-y-x values into the mask, pasting only the box of voxels that differ (the
+        paste costs per voxel; a refinement usually changes a small part of the region it reports)."""
+        window = region_slices(region)
+        differs = values != self._voxels[window]
+        if not differs.any():
+            return
+        box = tuple(_extent(differs.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3))
+        self._voxels[window][box] = values[box]
+        start = tuple(int(r + b.start) for r, b in zip(region[0], box[::-1]))
+        size = tuple(b.stop - b.start for b in box[::-1])
+        write_mask_region(self._mask, (start, size), values[box])
+
+    def _recover(self, reason: SessionLostError) -> str:
+        """Open a new session and replay every step so far (retrying while the server comes back)."""
+        deadline = time.monotonic() + self._server.recovery_timeout
+        while True:
+            try:
+                self._open()
+                for op, args in self._ops:
+                    header, bits = self._post(op, args)
+                    self._apply(header, bits, time.perf_counter())
+                return (f"the server lost the session ({reason}); a new session was opened and "
+                        f"{len(self._ops)} steps replayed")
+            except SessionLostError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def _extent(flags: np.ndarray) -> slice:
+    """The slice from the first to the last True of a 1-D boolean array."""
+    where = np.flatnonzero(flags)
+    return slice(int(where[0]), int(where[-1]) + 1)
+
+
+def _state_of(header: Mapping[str, Any]) -> Dict[str, Any]:
+    return {"clicks": as_clicks(header["clicks"]), "can_undo": header["can_undo"], "can_redo": header["can_redo"]}
+
+
+def _initial_mask(image: sitk.Image, initial_mask: Optional[sitk.Image]) -> sitk.Image:
+    """The client's starting mask: ``initial_mask != 0`` or empty, uint8 on the image's grid."""
+    if initial_mask is None:
+        mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    else:
+        if tuple(initial_mask.GetSize()) != tuple(image.GetSize()):
+            raise InputError(f"the initial mask's size {initial_mask.GetSize()} differs from the image's "
+                             f"{image.GetSize()}")
+        mask = sitk.GetImageFromArray((sitk.GetArrayViewFromImage(initial_mask) != 0).astype(np.uint8))
+    mask.CopyInformation(image)
+    return mask
+
+
+def _upload(image: sitk.Image, initial_mask: Optional[sitk.Image], options: Dict[str, Any]) -> bytes:
+    """The session upload frame: raw voxels (+ the bit-packed initial mask), compressed."""
+    volume, data = raw_volume(image)
+    mask = b"" if initial_mask is None else pack_bits(sitk.GetArrayViewFromImage(initial_mask) != 0)
+    header = {"volume": {**volume, "length": len(data)}, "mask": None if initial_mask is None else {"packed": True},
+              "options": options}
+    return pack_frame(header, data + mask)

@@ -1,0 +1,90 @@
+"""Server options, the bearer-token rule and the limits (no Ray, no torch)."""
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import InputError
+
+NAMESPACE = "sammed3d"
+"""Ray namespace of the worker actors (named ``sammed3d-worker-<i>``)."""
+
+
+def worker_name(index: int) -> str:
+    return f"sammed3d-worker-{index}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload size (bytes, compressed and expanded), sessions per worker, idle time-out and request time-out (s)."""
+
+    max_upload: int = 1 << 30
+    max_sessions: int = 8
+    idle_timeout: float = 1800.0
+    request_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker.
+    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves)."""
+
+    weights: str
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: Optional[str] = None
+    workers: Optional[int] = None
+    address: Optional[str] = None
+    num_cpus: int = 2
+    threads: Optional[int] = None
+    limits: Limits = Limits()
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(config: ServerConfig) -> None:
+    """Refuse a configuration that would expose the server without a token, or nonsense limits."""
+    if not is_loopback(config.host) and not config.token:
+        raise InputError(
+            f"refusing to listen on {config.host} without a token: anyone on the network could use the GPU and read "
+            "uploaded volumes; give --token-file FILE (one line, the shared secret) or bind to 127.0.0.1"
+        )
+    if config.threads is not None and config.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {config.threads}")
+    if config.workers is not None and config.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {config.workers}")
+    limits = config.limits
+    if limits.max_upload < 1 or limits.max_sessions < 1 or limits.idle_timeout <= 0 or limits.request_timeout <= 0:
+        raise InputError("the limits (--max-upload-mb, --max-sessions, --idle-timeout, --request-timeout) must be > 0")
+
+
+def read_token(path: Path) -> str:
+    """The secret in ``path`` (surrounding white space dropped); InputError if unreadable, empty or too short."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the token file {path}: {exc}") from exc
+    if len(token) < 16:
+        raise InputError(f"the token in {path} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)")
+    return token
+
+
+def token_matches(expected: Optional[str], authorization: Optional[str]) -> bool:
+    """Whether an ``Authorization: Bearer <token>`` header carries ``expected`` (constant-time; no token: True)."""
+    if not expected:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"), expected.encode("utf-8"))

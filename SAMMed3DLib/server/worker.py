@@ -1,0 +1,61 @@
+"""The Ray actor that holds the model and one :class:`~.core.WorkerCore` of sessions."""
+
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import ray
+
+from .config import NAMESPACE, Limits, ServerConfig, worker_name
+from .core import Answer, WorkerCore
+
+
+class EngineWorker:
+    """Loads the network once on ``device`` and serves sessions; a daemon thread frees idle sessions."""
+
+    def __init__(self, index: int, weights: str, device: str, limits: Limits, threads: Optional[int]) -> None:
+        import torch
+
+        from .. import InteractiveSession, load_model
+
+        if threads:  # CPU results depend on the thread count (reduction order): pin it when asked
+            torch.set_num_threads(threads)
+        model = load_model(weights, device=device)
+        self._core = WorkerCore(
+            index,
+            lambda image, **options: InteractiveSession(model, image, **options),
+            limits,
+            {"weights": str(weights), "device": str(model.device)},
+        )
+        threading.Thread(target=self._sweep_forever, daemon=True, name="idle-sweep").start()
+
+    def _sweep_forever(self) -> None:
+        period = min(30.0, max(0.2, self._core.limits.idle_timeout / 4))
+        while True:
+            time.sleep(period)
+            self._core.sweep()
+
+    def info(self) -> Dict[str, Any]:
+        return self._core.info()
+
+    def load(self) -> int:
+        return self._core.load()
+
+    def create(self, upload: bytes) -> Answer:
+        return self._core.create(upload)
+
+    def step(self, sid: str, op: str, args: Dict[str, Any]) -> Answer:
+        return self._core.step(sid, op, args)
+
+    def close(self, sid: str) -> Answer:
+        return self._core.close(sid)
+
+
+def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpus: float) -> Any:
+    """Worker ``index`` as a named actor: threaded (one thread per session, plus two for health and sweeps),
+    restarted by Ray if its process dies (the sessions are then lost; clients replay them)."""
+    actor = ray.remote(EngineWorker).options(
+        name=worker_name(index), namespace=NAMESPACE, max_concurrency=config.limits.max_sessions + 2,
+        max_restarts=-1, num_gpus=gpus, num_cpus=cpus,
+    )
+    return actor.remote(index, config.weights, device, config.limits, config.threads)

@@ -1,0 +1,370 @@
+"""The server (``python -m SAMMed3DLib serve``) and its torch-free client, end to end.
+
+One real server for the module: a local Ray bound to 127.0.0.1 with two CPU workers on the tiny checkpoint,
+real HTTP on a free port, a token. Kept small for 2 shared cores: 64³ volumes, 4 concurrent clients × 5 clicks.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import SimpleITK as sitk
+import torch
+from support.phantoms import centre_ras, sphere_phantom
+
+pytest.importorskip("ray.serve")
+
+from SAMMed3DLib import InteractiveSession  # noqa: E402
+from SAMMed3DLib.errors import InputError  # noqa: E402
+from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL_HEADER, VERSION_HEADER, pack_frame  # noqa: E402
+from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, ServerConnection  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-0123456789abcdef"
+MAX_SESSIONS = 6
+START_TIMEOUT = 150.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    """(base URL, process) of a running server; stopped (SIGTERM) after the module."""
+    folder = tmp_path_factory.mktemp("server")
+    token_file = folder / "token"
+    token_file.write_text(TOKEN + "\n")
+    port = _free_port()
+    command = [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--port", str(port),
+               "--workers", "2", "--token-file", str(token_file), "--max-upload-mb", "2",
+               "--max-sessions", str(MAX_SESSIONS), "--threads", str(torch.get_num_threads())]
+    # CPU results depend on torch's thread count: the workers use the test process's, for bit-identical masks
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    log = open(folder / "serve.log", "w")  # noqa: SIM115 (closed after the module)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, folder / "serve.log")
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if requests.get(url + "/v1/health", timeout=5).json()["status"] == "ok":
+                return
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the server did not become healthy:\n" + log.read_text()[-3000:])
+
+
+@pytest.fixture
+def connection(server):
+    return ServerConnection(server[0], TOKEN, recovery_timeout=90.0)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    image, truth = sphere_phantom()
+    return image, centre_ras(truth)
+
+
+def clicks_around(centre, count: int, seed: int = 0):
+    """``count`` clicks near ``centre`` (RAS mm), alternating positive/negative after the first."""
+    rng = np.random.default_rng(seed)
+    return [(tuple(float(c + d) for c, d in zip(centre, rng.normal(0, 12, 3))), i % 3 != 1) for i in range(count)]
+
+
+def voxels(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image)
+
+
+def local_session(tiny_model, image, **options):
+    return InteractiveSession(tiny_model, image, **options)
+
+
+# ---------------------------------------------------------------------------------------------- results
+def test_remote_steps_are_bit_identical_to_local(connection, tiny_model, phantom):
+    image, centre = phantom
+    local = local_session(tiny_model, image, history_limit=2)
+    with RemoteSession(connection, image, history_limit=2) as remote:
+        assert remote.history_limit == local.history_limit == 2
+        for i, (point, positive) in enumerate(clicks_around(centre, 4)):
+            r, lo = remote.add_click(point, positive, payload=f"p{i}"), local.add_click(point, positive, payload=i)
+            assert np.array_equal(voxels(r.mask), voxels(lo.mask))
+            assert (r.changed, r.encoded, r.clicks) == (lo.changed, lo.encoded, lo.clicks)
+            assert r.payload == f"p{i}" and not r.replayed
+            assert r.dropped == tuple(f"p{d}" for d in lo.dropped)
+            assert set(r.timings) >= {"preprocess", "encode", "decode", "paste", "total", "engine", "transfer"}
+        for op in ("undo", "undo", "undo", "redo", "reset", "undo", "redo", "discard_last_step"):
+            r, lo = getattr(remote, op)(), getattr(local, op)()
+            assert np.array_equal(voxels(r.mask), voxels(lo.mask)), op
+            assert (r.changed, r.clicks, remote.can_undo, remote.can_redo) == (
+                lo.changed, lo.clicks, local.can_undo, local.can_redo), op
+            assert (r.payload is None) == (lo.payload is None), op
+
+
+def test_initial_mask_and_auto_extend_reach_the_server(connection, tiny_model, phantom):
+    image, centre = phantom
+    initial = sitk.Cast(sitk.Image(image) > 200, sitk.sitkUInt8)
+    local = local_session(tiny_model, image, initial_mask=initial, auto_extend=True, max_extend_steps=1)
+    with RemoteSession(connection, image, initial_mask=initial, auto_extend=True, max_extend_steps=1) as remote:
+        assert np.array_equal(voxels(remote.mask), voxels(local.mask))
+        for point, positive in clicks_around(centre, 2, seed=3):
+            assert np.array_equal(voxels(remote.add_click(point, positive).mask),
+                                  voxels(local.add_click(point, positive).mask))
+        assert np.array_equal(voxels(remote.reset().mask), voxels(initial))
+
+
+def test_the_client_runs_without_torch(server, tiny_model, phantom, tmp_path):
+    image, centre = phantom
+    point = clicks_around(centre, 1)[0][0]
+    path = tmp_path / "volume.nrrd"
+    sitk.WriteImage(image, str(path))
+    code = (
+        "import json, sys, numpy as np, SimpleITK as sitk\n"
+        "from SAMMed3DLib.remote import RemoteSession, ServerConnection\n"
+        f"server = ServerConnection({server[0]!r}, {TOKEN!r})\n"
+        f"session = RemoteSession(server, sitk.ReadImage({str(path)!r}))\n"
+        f"result = session.add_click({list(point)!r})\n"
+        "session.close()\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'ray': 'ray' in sys.modules,"
+        " 'sum': int(sitk.GetArrayViewFromImage(result.mask).sum())}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["torch"] is False and report["ray"] is False
+    assert report["sum"] == int(voxels(local_session(tiny_model, image).add_click(point).mask).sum())
+
+
+def test_a_killed_worker_is_recovered_by_replay(server, connection, tiny_model, phantom):
+    image, centre = phantom
+    clicks = clicks_around(centre, 4, seed=5)
+    local = local_session(tiny_model, image)
+    with RemoteSession(connection, image) as remote:
+        for point, positive in clicks[:2]:
+            remote.add_click(point, positive)
+            local.add_click(point, positive)
+        remote.undo()
+        local.undo()
+        worker = int(remote.session_id.split("-")[0][1:])
+        pid = next(w["pid"] for w in connection.health()["workers"] if w["index"] == worker)
+        os.kill(pid, signal.SIGKILL)
+        result = remote.add_click(*clicks[2])
+        expected = local.add_click(*clicks[2])
+        assert result.replayed and "replayed" in result.message
+        assert np.array_equal(voxels(result.mask), voxels(expected.mask))
+        assert result.clicks == expected.clicks and remote.can_redo == local.can_redo
+        again = remote.add_click(*clicks[3])
+        assert not again.replayed
+        assert np.array_equal(voxels(again.mask), voxels(local.add_click(*clicks[3]).mask))
+
+
+def test_concurrent_clients_each_get_their_own_masks(connection, tiny_model, phantom):
+    """4 clients x 5 clicks at once (sized for 2 shared cores), each checked against a local session."""
+    image, centre = phantom
+    plans = [clicks_around(centre, 5, seed=10 + c) for c in range(4)]
+    expected = []
+    for plan in plans:
+        local = local_session(tiny_model, image)
+        expected.append([voxels(local.add_click(p, s).mask) for p, s in plan])
+    failures = []
+
+    def client(index: int) -> None:
+        try:
+            with RemoteSession(ServerConnection(connection.url, TOKEN), image) as remote:
+                for step, (point, positive) in enumerate(plans[index]):
+                    if not np.array_equal(voxels(remote.add_click(point, positive).mask), expected[index][step]):
+                        failures.append((index, step))
+        except Exception as exc:  # reported below: a thread's exception would otherwise vanish
+            failures.append((index, repr(exc)))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+def test_a_request_without_the_right_token_gets_401(server, phantom):
+    url = server[0] + "/v1/models"
+    assert requests.get(url, timeout=10).status_code == 401
+    wrong = requests.get(url, headers={"Authorization": "Bearer " + "x" * len(TOKEN)}, timeout=10)
+    assert wrong.status_code == 401 and "token" in wrong.json()["message"]
+    with pytest.raises(RemoteError, match="HTTP 401"):
+        RemoteSession(ServerConnection(server[0], "wrong-token-wrong-token"), phantom[0])
+
+
+def test_a_client_of_another_protocol_gets_one_message_with_both_versions(server):
+    headers = {"Authorization": f"Bearer {TOKEN}", PROTOCOL_HEADER: "99", VERSION_HEADER: "9.9.9"}
+    answer = requests.get(server[0] + "/v1/models", headers=headers, timeout=10)
+    assert answer.status_code == 409
+    message = answer.json()["message"]
+    assert "9.9.9 (protocol 99)" in message and "(protocol 1)" in message
+
+
+def test_an_oversized_upload_gets_413(server):
+    noise = np.random.default_rng(0).integers(0, 255, 3 * 2**20, dtype=np.uint8).tobytes()
+    answer = requests.post(server[0] + "/v1/sessions", data=pack_frame({"volume": {}}, noise, compress=False),
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": FRAME_TYPE}, timeout=30)
+    assert answer.status_code == 413 and "limit" in answer.json()["message"]
+
+
+def test_malformed_volumes_get_400_with_the_engines_message(connection):
+    constant = sitk.Image(16, 16, 16, sitk.sitkInt16)
+    with pytest.raises(RemoteInputError, match="the image is empty: every voxel is 0"):
+        RemoteSession(connection, constant)
+    frame = pack_frame({"volume": {"format": "raw", "dtype": "int16", "size": [8, 8, 8], "spacing": [1, 1, 1],
+                                   "origin": [0, 0, 0], "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1], "length": 10}},
+                       b"0123456789")
+    answer = requests.post(connection.url + "/v1/sessions", data=frame,
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": FRAME_TYPE}, timeout=30)
+    assert answer.status_code == 400 and "do not hold" in answer.json()["message"]
+
+
+def test_a_bad_click_gets_400_and_changes_nothing(connection, phantom):
+    with RemoteSession(connection, phantom[0]) as remote:
+        with pytest.raises(InputError, match="outside"):
+            remote.add_click((5000.0, 0.0, 0.0))
+        assert remote.clicks == [] and not remote.can_undo
+
+
+def test_the_session_limit_gets_503(connection, phantom):
+    sessions = []
+    try:
+        with pytest.raises(RemoteError, match="limit of 6 sessions") as caught:
+            for _ in range(2 * MAX_SESSIONS + 1):
+                sessions.append(RemoteSession(connection, phantom[0]))
+        assert caught.value.status == 503 and len(sessions) == 2 * MAX_SESSIONS
+        assert {s.session_id[:2] for s in sessions} == {"w0", "w1"}  # least-loaded placement used both
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def test_an_unknown_session_gets_404(connection):
+    with pytest.raises(RemoteError, match="does not exist"):
+        connection.request("POST", "/sessions/w0-nosuchsession/undo", json={})
+
+
+def test_a_public_address_without_a_token_is_refused_before_ray_starts(tiny_checkpoint):
+    done = subprocess.run(
+        [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--host", "0.0.0.0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in done.stderr
+
+
+def test_missing_weights_are_reported_before_ray_starts(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tmp_path / "missing.pth")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: checkpoint not found")
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+def _markups(path: Path, points) -> None:
+    controls = [{"position": list(p), "positionStatus": "defined"} for p in points]
+    path.write_text(json.dumps({"markups": [{"coordinateSystem": "RAS", "controlPoints": controls}]}))
+
+
+def test_a_dataset_on_the_server_survives_a_corrupt_case_and_reruns_only_what_is_missing(
+    server, tiny_model, phantom, tmp_path, capsys
+):
+    from SAMMed3DLib.cli import main
+
+    image, centre = phantom
+    images, prompts, out = tmp_path / "images", tmp_path / "prompts", tmp_path / "out"
+    images.mkdir()
+    prompts.mkdir()
+    plan = clicks_around(centre, 3, seed=20)
+    for name in ("a", "b"):
+        sitk.WriteImage(image, str(images / f"{name}.nii.gz"))
+        _markups(prompts / f"{name}.mrk.json", [p for p, s in plan if s])
+        _markups(prompts / f"{name}.negative.mrk.json", [p for p, s in plan if not s])
+    (images / "broken.nrrd").write_bytes(b"NRRD0004\nnot really\n")
+    _markups(prompts / "broken.mrk.json", [centre])
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    command = ["segment-dataset", "--images", str(images), "--prompts", str(prompts), "--out", str(out),
+               "--server", server[0], "--token-file", str(token_file)]
+
+    assert main(command) == 1
+    table = capsys.readouterr().out
+    assert "3 cases: 2 done, 0 skipped (already done), 1 failed" in table and "broken" in table
+    local = local_session(tiny_model, image)
+    for point, positive in sorted(plan, key=lambda c: not c[1]):  # positives first, as the command sends them
+        local.add_click(point, positive)
+    for name in ("a", "b"):
+        assert np.array_equal(voxels(sitk.ReadImage(str(out / f"{name}.nii.gz"))), voxels(local.mask))
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii.gz", "segment-dataset-report.json"]
+
+    kept = (out / "a.nii.gz").stat().st_mtime_ns
+    (out / "b.nii.gz").unlink()  # as if the first run had been interrupted before b
+    assert main(command) == 1
+    report = json.loads((out / "segment-dataset-report.json").read_text())
+    assert {c["case"]: c["status"] for c in report["cases"]} == {"a": "skipped", "b": "done", "broken": "failed"}
+    assert (out / "a.nii.gz").stat().st_mtime_ns == kept
+    assert np.array_equal(voxels(sitk.ReadImage(str(out / "b.nii.gz"))), voxels(local.mask))
+
+
+def test_bench_server_compares_local_and_remote_clicks(server, tiny_checkpoint, tmp_path, capsys):
+    from SAMMed3DLib.cli import main
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    out = tmp_path / "bench.json"
+    assert main(["bench-server", "--weights", str(tiny_checkpoint), "--server", server[0], "--token-file",
+                 str(token_file), "--size", "48,48,32", "--clicks", "3", "--concurrency", "1,2",
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["identical_masks"] is True and set(figures["concurrency"]) == {"1", "2"}
+    assert "overhead" in capsys.readouterr().out
+
+
+def test_evaluate_a_dataset_on_the_server(server, tiny_model, tmp_path, capsys):
+    from SAMMed3DLib.bench.evaluation import simulate
+    from SAMMed3DLib.cli import main
+
+    image, truth = sphere_phantom(size=(48, 48, 40), centre_ras=(-70.0, -70.0, 60.0))
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    sitk.WriteImage(image, str(tmp_path / "data" / "imagesTr" / "one.nii.gz"))
+    sitk.WriteImage(truth, str(tmp_path / "data" / "labelsTr" / "one.nii.gz"))
+    sitk.WriteImage(image, str(tmp_path / "data" / "imagesTr" / "nolabel.nii.gz"))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    command = ["evaluate", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--clicks", "3",
+               "--server", server[0], "--token-file", str(token_file)]
+    assert main(command) == 1
+    out = capsys.readouterr().out
+    assert "2 cases: 1 done, 0 skipped (already done), 1 failed" in out and "mean Dice over 1 structures" in out
+    local = [s.dice for s in simulate(tiny_model, image, sitk.GetArrayFromImage(truth) > 0, 3)]
+    assert json.loads((tmp_path / "out" / "one.json").read_text())["dice"] == {"1": local}
+    assert main(command) == 1 and "1 skipped (already done)" in capsys.readouterr().out
