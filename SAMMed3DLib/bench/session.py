@@ -56,7 +56,7 @@ def synthetic_volume(seed: int = 0) -> sitk.Image:
     return image
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -83,7 +83,7 @@ def run_ours(state_path: str, device: str) -> Dict[str, object]:
         breakdowns.append(use(holder["s"].add_click(LESION_RAS)))
 
     breakdowns: List[Dict[str, float]] = []
-    first_s = _timed(first)
+    first_s = _seconds(first)
     session = holder["s"]
     first_breakdown = breakdowns[0]
     refine = [use(session.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
@@ -116,9 +116,9 @@ def compare_paste_methods(image: sitk.Image, roi, repeats: int = 3) -> Dict[str,
     logits = [torch.randn(1, 1, 32, 32, 32, generator=generator) for _ in range(2)]
     mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     mask.CopyInformation(image)
-    separable = [_timed(lambda i=i: paste_logits(mask, roi, logits[i % 2])) for i in range(repeats)]
+    separable = [_seconds(lambda i=i: paste_logits(mask, roi, logits[i % 2])) for i in range(repeats)]
     upsampled = [upsample(low) for low in logits]
-    resampler = [_timed(lambda i=i: sitk_paste_logits(mask, roi, upsampled[i % 2])) for i in range(repeats)]
+    resampler = [_seconds(lambda i=i: sitk_paste_logits(mask, roi, upsampled[i % 2])) for i in range(repeats)]
     return {"separable_s": statistics.median(separable), "simpleitk_s": statistics.median(resampler)}
 
 
@@ -179,8 +179,8 @@ def run_official(state_path: str, device: str) -> Dict[str, object]:
             full[c[0] : c[0] + part.shape[0], c[2] : c[2] + part.shape[1], c[4] : c[4] + part.shape[2]] = part
             return F.interpolate(full[None, None], size=tuple(original_shape), mode="nearest")[0, 0].numpy()
 
-    first_s = _timed(lambda: one_click(LESION_RAS, True))
-    refine = [_timed(lambda i=i: one_click(REFINE_RAS, i % 2 == 0)) for i in range(2)]
+    first_s = _seconds(lambda: one_click(LESION_RAS, True))
+    refine = [_seconds(lambda i=i: one_click(REFINE_RAS, i % 2 == 0)) for i in range(2)]
     return {"first_click_s": first_s, "refine_s": refine, "peak_rss_mb": peak_rss_mb()}
 
 
