@@ -24,7 +24,7 @@ from . import markups, mrml
 from .actions import Action, Click, Finish, Redo, Reset, Show, Undo
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, device_note, download_checkpoint
 from .placing import PlaceMode
-from .remote_models import closer, is_server, open_session
+from .remote_models import ServerActions, closer, open_session
 from .targets import Inputs, SceneStep, Target, TargetKey, VolumeCache, folded, rewind
 from .worker import BackgroundWorker, Job, Progress
 
@@ -35,7 +35,7 @@ TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again t
 DELETED_POINT = "A click's point cannot be deleted on its own; it was put back. Use Undo (Ctrl+Z) or Reset."
 
 
-class SegmentationController:
+class SegmentationController(ServerActions):
     """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI,
     ``on_place_mode()`` tells it that place mode started or ended."""
 
@@ -223,17 +223,6 @@ class SegmentationController:
         if self.uses_server:
             return self.models.servers.note(self.options)
         return device_note(self.options.device)
-
-    @property
-    def uses_server(self) -> bool:
-        """The Server device is chosen: clicks run on a SAM-Med3D server, PyTorch is not needed here."""
-        return is_server(self.options)
-
-    def test_connection(self) -> None:
-        """Ask the server of the options for its version and workers (on the worker); one line in the panel."""
-        self.worker.submit(self.models.servers.test_job(self.options, self._report))
-        if self.on_work is not None:
-            self.on_work()
 
     def running_for(self) -> float:
         """Seconds the current background job has been running (0 when idle)."""
@@ -446,10 +435,6 @@ class SegmentationController:
         self._show_points()
         if replayed:
             self._report(replayed, False)
-
-    def _tell_replayed(self, result: Any) -> None:
-        if getattr(result, "message", ""):  # a server lost the session and replayed it (RemoteStepResult)
-            self._report(result.message, False)
 
     def _show_points(self) -> None:
         """Make the point lists show the selected target's clicks and the clicks still waiting to run."""

@@ -108,6 +108,27 @@ class ServerStore:
         self._connections.clear()
 
 
+class ServerActions:
+    """The controller's Server-device calls (mixed into SegmentationController, whose ``options``, ``models``,
+    ``worker``, ``on_work`` and ``_report`` they use)."""
+
+    @property
+    def uses_server(self) -> bool:
+        """The Server device is chosen: clicks run on a SAM-Med3D server, PyTorch is not needed here."""
+        return is_server(self.options)
+
+    def test_connection(self) -> None:
+        """Ask the server of the options for its version and workers (on the worker); one line in the panel."""
+        self.worker.submit(self.models.servers.test_job(self.options, self._report))
+        if self.on_work is not None:
+            self.on_work()
+
+    def _tell_replayed(self, result: Any) -> None:
+        """Main thread: a server lost the session and replayed it into a new one (RemoteStepResult): say so."""
+        if getattr(result, "message", ""):
+            self._report(result.message, False)
+
+
 def open_session(model: Any, target: Any, auto_extend: bool, history_limit: Optional[int]) -> Any:
     """Worker thread: the target's new session, on the server when ``model`` is a ServerConnection, else the
     local engine's (imported only then: it imports torch)."""
