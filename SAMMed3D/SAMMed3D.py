@@ -36,7 +36,7 @@ _make_engine_importable()
 from SAMMed3DLib.slicer import panel as slicer_panel  # noqa: E402
 from SAMMed3DLib.slicer.controller import (  # noqa: E402
     DEFAULT_MODEL,
-    DEVICES,
+    DEVICE_CHOICES,
     Inputs,
     SegmentationController,
 )
@@ -44,6 +44,7 @@ from SAMMed3DLib.slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S  # noqa: E402
 
 PROGRESS_DELAY_S = 0.4  # a busy indicator appears only for work that takes longer than this
 LOCAL_CHECKPOINT = "__local__"
+SERVER_SETTINGS = ("SAMMed3D/serverUrl", "SAMMed3D/serverToken")  # qt.QSettings keys: per user, not in scenes
 SHORTCUTS = (("A", "placePositive"), ("S", "placeNegative"), ("Ctrl+Z", "undo"), ("Ctrl+Y", "redo"),
              ("Ctrl+Shift+Z", "redo"), ("Return", "finish"), ("Enter", "finish"))  # fmt: skip
 PANEL_KEYS = ("Return", "Enter")
@@ -51,7 +52,8 @@ PANEL_KEYS = ("Return", "Enter")
 must keep their meaning. The others work in the whole main window (clicks are made in the views)."""
 HELP = """Interactive 3-D segmentation with SAM-Med3D.
 <ol><li>Select the input volume and a segment (<b>New segment</b> adds one).</li>
-<li>Pick a model; press <b>Download</b> once (SAM-Med3D-turbo is recommended).</li>
+<li>Pick a model; press <b>Download</b> once (SAM-Med3D-turbo is recommended). Or choose the device
+<b>Server</b>, enter a team server's URL and token and press <b>Test connection</b>: no PyTorch needed.</li>
 <li>Press <b>+ point</b> and click on the structure in any slice or 3-D view: the segment appears.
 Add more positive (green) or <b>&minus; point</b> negative (red) clicks to refine it.</li>
 <li><b>Finish</b> keeps the result. Other segments are never modified.</li></ol>
@@ -84,7 +86,7 @@ class SAMMed3DParameterNode:
     positivePoints: vtkMRMLMarkupsFiducialNode
     negativePoints: vtkMRMLMarkupsFiducialNode
     model: str = DEFAULT_MODEL  # registry id or checkpoint path
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     autoExtend: bool = False
     startFromExisting: bool = False
     protectOthers: bool = True
@@ -121,7 +123,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         self.ui.deviceWarningLabel.setVisible(False)
         self._fillModels()
-        for value, label in DEVICES.items():
+        for value, label in DEVICE_CHOICES.items():
             self.ui.deviceSelector.addItem(label, value)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self._onSegmentChanged)
         self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onSegmentationChanged)
@@ -129,6 +131,8 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self._onDeviceChosen)
         self.ui.addSegmentButton.connect("clicked()", self._onAddSegment)
         self.ui.downloadButton.connect("clicked()", self._onDownload)
+        self._loadServerSettings()
+        self.ui.testConnectionButton.connect("clicked()", self.logic.test_connection)  # edits end on focus-out
         self.ui.positiveButton.connect("toggled(bool)", lambda on: self._placePoints(True, on))
         self.ui.negativeButton.connect("toggled(bool)", lambda on: self._placePoints(False, on))
         for name in ("undo", "redo", "reset", "finish"):
@@ -235,6 +239,19 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and device and self._parameterNode.device != device:
             self._parameterNode.device = device
 
+    def _loadServerSettings(self) -> None:
+        for lineEdit, key in zip((self.ui.serverUrlLineEdit, self.ui.serverTokenLineEdit), SERVER_SETTINGS):
+            lineEdit.text = str(qt.QSettings().value(key, "") or "")
+            lineEdit.connect("editingFinished()", self._onServerChanged)
+        self._onServerChanged()
+
+    def _onServerChanged(self) -> None:
+        """The server's URL and token: into Slicer's settings (never the scene) and to the logic."""
+        url, token = self.ui.serverUrlLineEdit.text.strip(), self.ui.serverTokenLineEdit.text.strip()
+        for key, value in zip(SERVER_SETTINGS, (url, token)):
+            qt.QSettings().setValue(key, value)
+        self.logic.set_options(server_url=url, server_token=token)
+
     def _onSegmentationChanged(self, node) -> None:
         if self._parameterNode and self._parameterNode.segmentation != node:
             self._parameterNode.segmentation = node
@@ -252,7 +269,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._fillModels()
             if self._parameterNode:
                 self._onParameterNodeModified()
-        return self.logic.ensureTorch()
+        return self.logic.torchReady()
 
     def _onDownload(self) -> None:
         if not self._ensureDependencies():
@@ -327,7 +344,8 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.redoButton.enabled = logic.can_redo
         self.ui.resetButton.enabled = self.ui.finishButton.enabled = logic.can_undo
         note = logic.device_note()
-        self.ui.deviceWarningLabel.setVisible("CPU" in note)
+        self.ui.serverBox.setVisible(logic.uses_server)
+        self.ui.deviceWarningLabel.setVisible("CPU" in note or logic.uses_server)
         self.ui.deviceWarningLabel.text = note
         if logic.status and logic.status != self._shownStatus:  # a newer message stays until then
             self._shownStatus = logic.status
@@ -409,6 +427,10 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic, SegmentationController):
         if missing:
             slicer.util.pip_install(" ".join(missing))
         return bool(missing)
+
+    def torchReady(self) -> bool:
+        """PyTorch is installed or not needed (the Server device runs the network); else :meth:`ensureTorch`."""
+        return self.uses_server or self.ensureTorch()
 
     @staticmethod
     def ensureTorch(askConfirmation: bool = True) -> bool:

@@ -1,15 +1,23 @@
 """From the network's logits on a ROI back to the mask on the original image grid, and back again.
 
-The official code thresholds the 128³ upsampled logits and maps the binary mask back with
-nearest-neighbour interpolation. Here the logits themselves are interpolated (linear) onto the
-original voxels inside the ROI's extent and thresholded at 0, which gives smoother boundaries at the
-original resolution; voxels outside the ROI keep their previous value.
+The official code upsamples the 32³ logits to 128³ (trilinear, ``align_corners=False``), thresholds
+them and maps the binary mask back with nearest-neighbour interpolation. Here the upsampled logits
+themselves are interpolated (linear, with SimpleITK's rules) onto the original voxels inside the ROI's
+extent and thresholded at 0, which gives smoother boundaries at the original resolution; voxels whose
+centre lies outside the ROI keep their value.
+
+Both steps are separable (the ROI's axes are the image's axes, see :mod:`.interpolation`), so
+"upsample, then interpolate" is one matrix per image axis (image voxels × 32, at most 3–4 non-zeros a
+row) applied to the 32³ logits by three contractions on the logits' device; the last one runs in
+slabs of a few image slices that stay in cache, with the threshold and the comparison with the
+previous mask done per slab.
 
 Arrays from SimpleITK are z-y-x; ROI arrays are in ROI index order ``[i, j, k]``; regions are
 ``(index_start, size)`` in SimpleITK index order (x, y, z).
 """
 
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,12 +25,19 @@ import torch
 from torch.nn import functional as F
 
 from . import regions
+from .interpolation import axis_maps, inside, linear_matrix, matmul, sample, support, upsample_matrix
 from .modeling import LOW_RES_SIZE as LOW_RES  # side of the decoder's logit grid: the network defines it
 from .regions import Region
-from .roi import ROI_SIZE, Grid, Roi, resample_onto, roi_image_kji, to_roi_order
+from .roi import ROI_SIZE, Grid, Roi
 
 PROMPT_LOGIT = 8.0
 """Magnitude of the logits a binary mask becomes when it is given as a mask prompt."""
+SLAB_VALUES = 1 << 20
+"""Interpolated values per slab of the last contraction on a CPU (4 MB of float32, in cache: ~13 image slices
+of the benchmark's ROI; thinner slabs make the products too skinny for the CPU's GEMM: 1 MB slabs took
+twice as long)."""
+
+Logits = Union[torch.Tensor, np.ndarray]
 
 
 def upsample(low_res: torch.Tensor) -> np.ndarray:
@@ -31,15 +46,134 @@ def upsample(low_res: torch.Tensor) -> np.ndarray:
     return full[0, 0].cpu().numpy()
 
 
-def roi_box_region(grid: Grid, roi: Roi, lo: np.ndarray, hi: np.ndarray) -> Optional[Region]:
-    """Image voxels (x, y, z region, clipped) whose centres may fall in the ROI voxels ``[lo, hi]`` (inclusive)."""
-    # Half a ROI voxel beyond the outer centres reaches the ROI's faces.
-    bounds = [(a - 0.5, b + 0.5) for a, b in zip(lo, hi)]
-    corners = np.array([[x, y, z] for x in bounds[0] for y in bounds[1] for z in bounds[2]])
-    index = grid.to_index(roi.grid.to_physical(corners))
-    start = np.floor(index.min(axis=0)).astype(int)
-    stop = np.ceil(index.max(axis=0)).astype(int) + 1
-    return regions.clip(regions.from_bounds(start, stop), grid.size)
+@dataclass(frozen=True)
+class _Axis:
+    """One image axis of a paste: the ROI axis along it and the interpolation rows of the ROI's extent."""
+
+    roi_axis: int
+    start: int
+    """First image index whose voxel centre lies in the ROI (SimpleITK's half-voxel rule)."""
+    matrix: np.ndarray
+    """``[rows, side]`` float64: logits along ``roi_axis`` → image voxels ``start, start + 1, ...``."""
+
+    def rows_reading(self, lo: int, hi: int) -> Tuple[int, int]:
+        """Image indices ``[a, b)`` whose rows read a logit in ``[lo, hi)`` (empty: a == b)."""
+        first, last = support(self.matrix)
+        hit = np.flatnonzero((first < hi) & (last > lo))
+        if len(hit) == 0:
+            return self.start, self.start
+        return self.start + int(hit[0]), self.start + int(hit[-1]) + 1
+
+
+def _paste_axes(grid: Grid, roi: Roi, side: int) -> Optional[List[_Axis]]:
+    """Per image axis (x, y, z): the paste's :class:`_Axis` for logits of ``side``³ over the ROI
+    (32: the decoder's, upsampled on the way; 128: already upsampled); None if the ROI misses the image."""
+    upsampling = upsample_matrix(side, ROI_SIZE // side) if side != ROI_SIZE else np.eye(ROI_SIZE)
+    axes = []
+    for axis, mapping in enumerate(axis_maps(roi.grid, grid)):
+        coordinates = mapping.coordinates(np.arange(grid.size[axis]))
+        rows = np.flatnonzero(inside(coordinates, ROI_SIZE))  # one run: the map is monotonic
+        if len(rows) == 0:
+            return None
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        matrix = linear_matrix(coordinates[lo:hi], ROI_SIZE) @ upsampling
+        axes.append(_Axis(mapping.source_axis, lo, matrix))
+    return axes
+
+
+def _logit_grid(logits: Logits) -> torch.Tensor:
+    """Logits as a float32 ``[s, s, s]`` tensor (ROI order), s = 32 (decoder output) or 128 (upsampled)."""
+    values = torch.as_tensor(logits).float()
+    values = values.reshape(values.shape[-3:])
+    if values.shape[0] not in (LOW_RES, ROI_SIZE) or len(set(values.shape)) != 1:
+        raise ValueError(f"logits must be [1, 1, 32, 32, 32] or [128, 128, 128], got {tuple(values.shape)}")
+    return values
+
+
+def paste_logits(
+    mask: sitk.Image, roi: Roi, logits: Logits, *, union: bool = False, known: Optional[Region] = None
+) -> Tuple[Optional[Region], Optional[np.ndarray]]:
+    """Write ``logits > 0`` into ``mask`` in place, within the ROI's extent.
+
+    ``logits``: the decoder's ``[1, 1, 32, 32, 32]`` (any device; the interpolation runs there), or the
+    upsampled ``[128, 128, 128]`` (ROI order ``[i, j, k]``). Inside the ROI the prediction replaces the
+    mask (``union=True``: only adds). ``known`` bounds the mask's non-zero voxels (an over-estimate is
+    fine; None: unknown, an empty size: none). Returns (region, changed), ``changed`` the z-y-x boolean
+    array of the voxels of ``region`` that flipped, or (None, None) when nothing can change.
+    """
+    grid = Grid.of(mask)
+    values = _logit_grid(logits)
+    axes = _paste_axes(grid, roi, values.shape[0])
+    if axes is None:
+        return None, None
+    region = _paste_region(axes, values, union, known)
+    if region is None:
+        return None, None
+    before = read_region(mask, region)
+    after, changed = _interpolate_threshold(values, axes, region, before, union)
+    write_region(mask, region, after)  # last: a failure before it leaves the mask untouched
+    return region, changed
+
+
+def _paste_region(axes: List[_Axis], values: torch.Tensor, union: bool, known: Optional[Region]) -> Optional[Region]:
+    """The image voxels a paste may change: those whose stencil reads a positive logit, plus (replacing)
+    the known non-zero voxels inside the ROI's extent."""
+    footprint = regions.from_bounds([a.start for a in axes], [a.start + len(a.matrix) for a in axes])
+    positive = (values > 0).cpu().numpy()  # small (32³): its bounding box is read on the host
+    region = None
+    if positive.any():
+        extent = [np.flatnonzero(positive.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+        bounds = [a.rows_reading(int(extent[a.roi_axis][0]), int(extent[a.roi_axis][-1]) + 1) for a in axes]
+        region = regions.from_bounds([b[0] for b in bounds], [b[1] for b in bounds])
+    if not union:
+        region = regions.union(region, regions.intersection(footprint, footprint if known is None else known))
+    return regions.intersection(region, footprint)
+
+
+def _interpolate_threshold(
+    values: torch.Tensor, axes: List[_Axis], region: Region, before: np.ndarray, union: bool
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(after, changed) for the z-y-x voxels of ``region``: the logits interpolated there, thresholded at 0
+    (``union``: or-ed with ``before``), and where that differs from ``before``."""
+    device = values.device
+    x, y, z = (_rows(a, region, n).to(device) for n, a in enumerate(axes))
+    # Logits permuted to the image's z-y-x [k, j, i], then the two small contractions, one product each:
+    # over j → [Y, k, i] → [k, Y, i], then over i → [k, Y, X] (laid out as the slabs below read it).
+    s = values.shape[0]
+    permuted = values.permute([axes[2].roi_axis, axes[1].roi_axis, axes[0].roi_axis])
+    rows_y = matmul(y, permuted.permute(1, 0, 2).reshape(s, s * s))  # [Y, k * i]
+    rows_y = rows_y.reshape(len(y), s, s).permute(1, 0, 2).reshape(s * len(y), s)  # [k * Y, i]
+    partial = matmul(rows_y, x.T).reshape(s, -1)  # [k, Y * X]
+    after = np.empty_like(before)
+    changed = np.empty(before.shape, dtype=bool)
+    flat_before, flat_after, flat_changed = (a.reshape(a.shape[0], -1) for a in (before, after, changed))
+    first, last = support(z.cpu().numpy())
+    slab = min(max(1, SLAB_VALUES // partial.shape[1]), len(z)) if device.type == "cpu" else len(z)
+    buffer = torch.empty((slab, partial.shape[1]), dtype=torch.float32, device=device)
+    for z0 in range(0, len(z), slab):
+        z1 = min(z0 + slab, len(z))
+        k0, k1 = int(first[z0:z1].min()), int(last[z0:z1].max())  # the band of logit slices these rows read
+        slab_values = matmul(z[z0:z1, k0:k1], partial[k0:k1], out=buffer[: z1 - z0])
+        positive = flat_after[z0:z1].view(bool)
+        _positive_into(slab_values, positive)
+        if union:
+            positive |= flat_before[z0:z1].view(bool)
+        np.not_equal(positive, flat_before[z0:z1].view(bool), out=flat_changed[z0:z1])
+    return after, changed
+
+
+def _rows(axis: _Axis, region: Region, index_axis: int) -> torch.Tensor:
+    """The float32 interpolation rows of ``axis`` for the region's voxels along image axis ``index_axis``."""
+    lo = region[0][index_axis] - axis.start
+    return torch.from_numpy(axis.matrix[lo : lo + region[1][index_axis]].astype(np.float32))
+
+
+def _positive_into(values: torch.Tensor, out: np.ndarray) -> None:
+    """``values > 0`` written into the boolean array ``out`` (host memory)."""
+    if values.device.type == "cpu":
+        np.greater(values.numpy(), 0, out=out)  # numpy's comparison is several times faster than torch's here
+    else:
+        out[...] = (values > 0).cpu().numpy()
 
 
 def nonzero_region(mask: sitk.Image, within: Optional[Region]) -> Optional[Region]:
@@ -72,182 +206,16 @@ def write_region(mask: sitk.Image, region: Region, values: np.ndarray) -> None:
     mask[x : x + sx, y : y + sy, z : z + sz] = sitk.GetImageFromArray(np.ascontiguousarray(values, dtype=np.uint8))
 
 
-def positive_region(grid: Grid, roi: Roi, positive: np.ndarray) -> Optional[Region]:
-    """Image region that may hold the ROI voxels set in boolean ``positive`` ``[i, j, k]`` (one ROI voxel of margin)."""
-    if not positive.any():
+def mask_to_prompt(mask: sitk.Image, roi: Roi, device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
+    """An existing binary mask as decoder-style logits ``[1, 1, 32, 32, 32]`` on the ROI (on ``device``), or
+    None if empty there.
+
+    The mask is sampled (linear, as SimpleITK would, 0 outside the image) at the ROI's 1.5 mm voxels,
+    averaged over 4³ blocks into the fraction of each 6 mm cell that is inside, and mapped to
+    ``±PROMPT_LOGIT`` (0 at half coverage).
+    """
+    fraction = sample(sitk.GetArrayViewFromImage(mask), Grid.of(mask), roi.grid, device=device)
+    if not bool((fraction > 0).any()):
         return None
-    lo = [np.flatnonzero(positive.any(axis=tuple(a for a in range(3) if a != axis)))[[0, -1]] for axis in range(3)]
-    lo, hi = np.array([v[0] for v in lo]) - 1, np.array([v[1] for v in lo]) + 1
-    return roi_box_region(grid, roi, np.clip(lo, 0, ROI_SIZE - 1), np.clip(hi, 0, ROI_SIZE - 1))
-
-
-def paste_logits(
-    mask: sitk.Image, roi: Roi, logits: np.ndarray, *, union: bool = False, known: Optional[Region] = None
-) -> Tuple[Optional[Region], Optional[np.ndarray]]:
-    """Write ``logits > 0`` (``[i, j, k]`` on the ROI) into ``mask`` in place, within the ROI's extent.
-
-    Inside the ROI the prediction replaces the mask (``union=True``: only adds). ``known`` bounds the
-    mask's non-zero voxels (an over-estimate is fine; None: unknown, an empty size: none). Returns
-    (region, changed), ``changed`` the z-y-x boolean array of the voxels of ``region`` that flipped, or
-    (None, None) when nothing can change.
-    """
-    grid = Grid.of(mask)
-    footprint = roi_box_region(grid, roi, np.zeros(3), np.full(3, ROI_SIZE - 1))
-    positive = logits > 0
-    region = positive_region(grid, roi, positive)
-    if not union:
-        region = regions.union(region, regions.intersection(footprint, footprint if known is None else known))
-    if region is None:
-        return None, None
-    before = read_region(mask, region)
-    after = before.copy()
-    _fill_blocks(after, grid, region, roi, logits, positive, union)
-    changed = before != after
-    write_region(mask, region, after)  # last: a failure before it leaves the mask untouched
-    return region, changed
-
-
-def _fill_blocks(
-    values: np.ndarray, grid: Grid, region: Region, roi: Roi, logits: np.ndarray, positive: np.ndarray, union: bool
-) -> None:
-    """Set the z-y-x ``values`` of ``region`` from the logits (``positive``: ``logits > 0``).
-
-    Linear interpolation is a convex combination of the 8 surrounding ROI voxels, so a block whose
-    stencil voxels are all positive (or all ≤ 0) and lie inside the ROI is filled without interpolating;
-    only blocks on the boundary of the object or of the ROI are resampled, and the cost follows the
-    object's surface rather than its volume. When most blocks are on a boundary (a ragged mask), one
-    resampling of the whole region is faster than many small ones.
-    """
-    edges = _block_edges(region)
-    lo, hi = _block_roi_bounds(grid, roi, region, edges)
-    covered = np.all((lo >= -0.5) & (hi <= ROI_SIZE - 0.5), axis=-1)
-    outside = np.any((hi < -0.5) | (lo > ROI_SIZE - 0.5), axis=-1)
-    any_positive, any_other = _stencil_signs(positive, lo, hi)
-    full = covered & ~any_other
-    empty = covered & ~any_positive
-    mixed = ~(outside | full | empty)
-    interpolator = _BlockInterpolator(grid, roi_image_kji(logits, roi), union)
-    if mixed.mean() > MIXED_FRACTION:
-        interpolator(values, region)
-        return
-    for b in np.argwhere(~outside):
-        b = tuple(b)
-        (x0, x1), (y0, y1), (z0, z1) = ((int(edges[a][b[a]]), int(edges[a][b[a] + 1])) for a in range(3))
-        target = values[z0:z1, y0:y1, x0:x1]
-        if full[b]:
-            target[...] = 1
-        elif empty[b]:
-            if not union:
-                target[...] = 0
-        else:
-            start = (region[0][0] + x0, region[0][1] + y0, region[0][2] + z0)
-            interpolator(target, (start, (x1 - x0, y1 - y0, z1 - z0)))
-
-
-MIXED_FRACTION = 0.3
-"""Above this share of boundary blocks the whole region is resampled at once (multi-threaded)."""
-BLOCK = 32
-"""Side, in image voxels, of the blocks the paste classifies."""
-
-
-def _block_edges(region: Region) -> List[np.ndarray]:
-    """Per image axis (x, y, z): block boundaries relative to the region start."""
-    return [np.append(np.arange(0, n, BLOCK), n) for n in region[1]]
-
-
-def _block_roi_bounds(grid: Grid, roi: Roi, region: Region, edges: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Continuous ROI index bounds ``[bx, by, bz, 3]`` (min, max) of each block's voxel centres.
-
-    The map image index → ROI index is affine, so each bound is a sum of per-axis extremes.
-    """
-    to_roi = np.linalg.inv(roi.grid.matrix) @ grid.matrix  # image index offsets → ROI index offsets
-    offset = roi.grid.to_index(grid.to_physical(np.asarray(region[0], dtype=float)))
-    shape = [len(e) - 1 for e in edges]
-    lo = np.broadcast_to(offset, (*shape, 3)).copy()
-    hi = lo.copy()
-    for axis in range(3):
-        first = edges[axis][:-1].astype(float)
-        last = edges[axis][1:].astype(float) - 1
-        a = first[:, None] * to_roi[:, axis]  # [blocks along axis, 3 ROI axes]
-        b = last[:, None] * to_roi[:, axis]
-        view = [1, 1, 1, 3]
-        view[axis] = -1
-        lo += np.minimum(a, b).reshape(view)
-        hi += np.maximum(a, b).reshape(view)
-    return lo, hi
-
-
-def _stencil_signs(positive: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Per block: whether any ROI voxel of its interpolation stencil is positive, and whether any is not.
-
-    Decided on ``CELL``³ cells of the ROI (a summed-area table of 32³ cells instead of 128³ voxels):
-    a block's stencil is widened to whole cells, so a block may be called mixed when it is not (it is
-    then interpolated, with the same result), never uniform when it is not.
-    """
-    n = ROI_SIZE // CELL
-    # Four consecutive booleans along k read as one uint32: non-zero if any is set, all-ones if all are.
-    runs = np.ascontiguousarray(positive).view(np.uint32).reshape(n, CELL, n, CELL, n)
-    any_positive = (runs != 0).any(axis=(1, 3))
-    any_other = (runs != ALL_FOUR).any(axis=(1, 3))
-    start = np.clip(np.floor(lo), 0, ROI_SIZE - 1).astype(int) // CELL
-    stop = np.clip(np.ceil(hi), 0, ROI_SIZE - 1).astype(int) // CELL + 1
-    return _box_any(any_positive, start, stop), _box_any(any_other, start, stop)
-
-
-CELL = 4
-"""Side, in ROI voxels, of the cells that classify paste blocks (4 booleans = one uint32)."""
-ALL_FOUR = np.frombuffer(np.ones(CELL, dtype=bool).tobytes(), dtype=np.uint32)[0]
-
-
-def _box_any(flags: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """Whether any of ``flags`` is set in each box ``[start, stop)`` (``[..., 3]`` arrays), by a summed-area table."""
-    table = np.zeros(tuple(n + 1 for n in flags.shape), dtype=np.int64)
-    table[1:, 1:, 1:] = flags.cumsum(0).cumsum(1).cumsum(2)
-    count = np.zeros(start.shape[:-1], dtype=np.int64)
-    for corner in np.ndindex(2, 2, 2):
-        index = tuple(np.where(c, stop[..., a], start[..., a]) for a, c in enumerate(corner))
-        count += (-1) ** (3 - sum(corner)) * table[index]
-    return count > 0
-
-
-class _BlockInterpolator:
-    """Linear interpolation of the logits (SimpleITK) onto parts of the image grid; one filter reused."""
-
-    def __init__(self, grid: Grid, source: sitk.Image, union: bool) -> None:
-        self.grid = grid
-        self.source = source
-        self.union = union
-        self.resampler = sitk.ResampleImageFilter()
-        self.resampler.SetOutputSpacing(grid.spacing)
-        self.resampler.SetOutputDirection(grid.direction)
-        self.resampler.SetInterpolator(sitk.sitkLinear)
-        self.resampler.SetDefaultPixelValue(float("nan"))
-        self.resampler.SetOutputPixelType(sitk.sitkFloat32)
-
-    def __call__(self, target: np.ndarray, block: Region) -> None:
-        """Fill z-y-x ``target`` (the voxels of ``block``); voxels outside the ROI keep their value."""
-        self.resampler.SetSize([int(n) for n in block[1]])
-        self.resampler.SetOutputOrigin(tuple(self.grid.to_physical(np.asarray(block[0], dtype=float)).tolist()))
-        resampled = self.resampler.Execute(self.source)
-        values = sitk.GetArrayViewFromImage(resampled)  # a view: ``resampled`` stays referenced while used
-        if self.union:
-            target |= values > 0  # NaN (outside the ROI) compares False
-            return
-        outside = np.isnan(values)
-        kept = target.copy() if outside.any() else None
-        np.greater(values, 0, out=target.view(bool))
-        if kept is not None:
-            np.copyto(target, kept, where=outside)
-
-
-def mask_to_prompt(mask: sitk.Image, roi: Roi) -> Optional[torch.Tensor]:
-    """An existing binary mask as decoder-style logits ``[1, 1, 32, 32, 32]`` on the ROI, or None if empty there.
-
-    The mask is sampled (linear) at the ROI's 1.5 mm voxels, averaged over 4³ blocks into the fraction
-    of each 6 mm cell that is inside, and mapped to ``±PROMPT_LOGIT`` (0 at half coverage).
-    """
-    fraction = to_roi_order(resample_onto(mask, roi.grid, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    if not (fraction > 0).any():
-        return None
-    pooled = F.avg_pool3d(torch.from_numpy(np.clip(fraction, 0, 1))[None, None], kernel_size=ROI_SIZE // LOW_RES)
+    pooled = F.avg_pool3d(fraction.clamp_(0, 1)[None, None], kernel_size=ROI_SIZE // LOW_RES)
     return (pooled * 2 - 1) * PROMPT_LOGIT

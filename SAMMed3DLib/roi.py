@@ -3,7 +3,8 @@
 Geometry reproduces the official preprocessing (torchio ``Resample(1.5)`` → ``ToCanonical()`` →
 ``CropOrPad(128³)`` around the target → ``ZNormalization(masking x > 0)``) without resampling the
 whole volume: the ROI grid is computed from the image header alone, then only those 128³ voxels are
-interpolated from the original image by SimpleITK.
+interpolated from the original image (linear, with SimpleITK's rules, as separable per-axis passes: see
+:mod:`.interpolation`).
 
 Conventions used throughout:
 
@@ -16,12 +17,14 @@ Conventions used throughout:
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Tuple, Union
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from .coordinates import RAS_TO_LPS, lps_to_ras
+from .interpolation import sample
 from .modeling import IMAGE_SIZE as ROI_SIZE  # voxels per side of the model input: the network defines it
 from .regions import Index3
 
@@ -205,64 +208,65 @@ def fits_in_roi(grid: Grid, points_lps: Sequence[Sequence[float]]) -> bool:
     return all(roi.contains(p) for p in points_lps)
 
 
-def resample_onto(image: sitk.Image, grid: Grid, interpolator: int, default: float, pixel_type: int) -> sitk.Image:
-    """``image`` interpolated at the voxel centres of ``grid`` (``default`` outside it) with SimpleITK."""
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize(list(grid.size))
-    resampler.SetOutputSpacing(grid.spacing)
-    resampler.SetOutputOrigin(grid.origin)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetInterpolator(interpolator)
-    resampler.SetDefaultPixelValue(default)
-    resampler.SetOutputPixelType(pixel_type)
-    return resampler.Execute(image)
+def extract_intensities_tensor(image: sitk.Image, roi: Roi, device: Optional[torch.device] = None) -> torch.Tensor:
+    """Raw intensities on the ROI grid, float32 ``[i, j, k]`` on ``device``; zero where the resampled image
+    would not reach (outside ``valid_lo``/``valid_hi``).
 
-
-def to_roi_order(volume: sitk.Image) -> np.ndarray:
-    """A SimpleITK image's voxels as a float32 array in index order ``[x, y, z]`` (a copy)."""
-    return np.ascontiguousarray(sitk.GetArrayViewFromImage(volume).transpose(2, 1, 0), dtype=np.float32)
+    Linear interpolation with SimpleITK's rules, as three per-axis passes over the image voxels under the
+    ROI (see :mod:`.interpolation`); only those voxels are uploaded to a GPU, once per ROI (the embedding
+    of a ROI is cached, so a ROI is extracted once). Arithmetic in float32 (torchio interpolates in the
+    input pixel type, which rounds integer images to whole units; the difference is below one unit).
+    """
+    keep = [(np.arange(ROI_SIZE) >= lo) & (np.arange(ROI_SIZE) < hi) for lo, hi in zip(roi.valid_lo, roi.valid_hi)]
+    return sample(sitk.GetArrayViewFromImage(image), Grid.of(image), roi.grid, keep, device)
 
 
 def extract_intensities(image: sitk.Image, roi: Roi) -> np.ndarray:
-    """Raw intensities on the ROI grid, float32 ``[i, j, k]``; zero where the resampled image would not reach.
-
-    Interpolation is linear in float32 (torchio interpolates in the input pixel type, which rounds
-    integer images to whole units; the difference is below one intensity unit).
-    """
-    values = to_roi_order(resample_onto(image, roi.grid, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    for axis in range(3):
-        lo, hi = roi.valid_lo[axis], roi.valid_hi[axis]
-        index = [slice(None)] * 3
-        index[axis] = slice(0, lo)
-        values[tuple(index)] = 0
-        index[axis] = slice(hi, None)
-        values[tuple(index)] = 0
-    return values
+    """:func:`extract_intensities_tensor` on the CPU, as a numpy array ``[i, j, k]``."""
+    return extract_intensities_tensor(image, roi).numpy()
 
 
-def znormalize(values: np.ndarray) -> np.ndarray:
-    """``(v - mean) / std`` with mean and unbiased std over voxels > 0, as torchio ``ZNormalization``.
+def znormalize_tensor(values: torch.Tensor) -> torch.Tensor:
+    """``(v - mean) / std`` with mean and unbiased std over voxels > 0, as torchio ``ZNormalization``
+    (statistics in float64, result float32, on the values' device).
 
     torchio returns NaN (no voxel > 0, or only one) or raises (std 0); the engine instead falls back
     to statistics over the whole crop, and to mere centring when the crop is constant. (torchio's
     whole-volume resampling leaves ~1e-13 instead of 0 at the edge of a zero background, which its
     ``x > 0`` counts; so on such images the statistics differ slightly, by a constant offset.)
     """
-    values = values.astype(np.float32, copy=True)
-    foreground = values[values > 0]
-    if foreground.size < 2 or float(foreground.std(ddof=1, dtype=np.float64)) == 0.0:  # float32 squares overflow
-        foreground = values.reshape(-1)
-    mean = float(foreground.mean(dtype=np.float64))
-    std = float(foreground.std(ddof=1, dtype=np.float64)) if foreground.size > 1 else 0.0
-    values -= mean
-    if std > 0:
-        values /= std
-    return values
+    values = values.float()
+    mean, std = _statistics(values[values > 0] if values.is_cuda else values.numpy()[values.numpy() > 0])
+    if std == 0.0:
+        mean, std = _statistics(values.reshape(-1) if values.is_cuda else values.numpy().reshape(-1))
+    values = values - mean
+    return values / std if std > 0 else values
+
+
+def _statistics(values: Union[torch.Tensor, np.ndarray]) -> Tuple[float, float]:
+    """Mean and unbiased std (0 for fewer than two values) in float64. A CPU tensor comes as its numpy
+    view: numpy's boolean selection and reductions are single passes, torch's are several here."""
+    if isinstance(values, torch.Tensor):
+        values = values.double()
+        return float(values.mean()) if values.numel() else 0.0, float(values.std()) if values.numel() > 1 else 0.0
+    mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+    return mean, float(values.std(ddof=1, dtype=np.float64)) if values.size > 1 else 0.0
+
+
+def znormalize(values: np.ndarray) -> np.ndarray:
+    """:func:`znormalize_tensor` of a numpy array (float32 result)."""
+    return znormalize_tensor(torch.from_numpy(np.asarray(values, dtype=np.float32))).numpy()
+
+
+def model_input_tensor(image: sitk.Image, roi: Roi, device: Optional[torch.device] = None) -> torch.Tensor:
+    """The network's input on the ROI: normalised float32 ``[128, 128, 128]`` in ROI index order (i, j, k),
+    computed on ``device``."""
+    return znormalize_tensor(extract_intensities_tensor(image, roi, device))
 
 
 def model_input(image: sitk.Image, roi: Roi) -> np.ndarray:
-    """The network's input on the ROI: normalised float32 ``[128, 128, 128]`` in ROI index order (i, j, k)."""
-    return znormalize(extract_intensities(image, roi))
+    """:func:`model_input_tensor` on the CPU, as a numpy array."""
+    return model_input_tensor(image, roi).numpy()
 
 
 def roi_image(values: np.ndarray, roi: Roi) -> sitk.Image:

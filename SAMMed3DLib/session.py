@@ -33,6 +33,7 @@ from .roi import (
     Roi,
     fits_in_roi,
     model_input,
+    model_input_tensor,
     roi_for_points,
     roi_image,
 )
@@ -218,10 +219,9 @@ class InteractiveSession:
             roi, prompts, low_res = self._roi_for(state, point_lps, clicks[:-1])
             prompts = (*prompts, (_voxel(roi, point_lps), int(bool(positive))))
             low_res = self._predict(roi, prompts, low_res, work)
-            logits = upsample(low_res)
-            self._paste(roi, logits, work, edits, union=False)
+            self._paste(roi, low_res, work, edits, union=False)
             if self.auto_extend:
-                self._extend(roi, logits, work, edits)
+                self._extend(roi, upsample(low_res), work, edits)
             step = _Step(tuple(edits), state, _State(roi, prompts, low_res, clicks), payload)
             return self._result(work, step.region, payload, self._commit(step))
 
@@ -335,7 +335,8 @@ class InteractiveSession:
         prompts = tuple(
             (_voxel(roi, p), int(positive)) for p, (_, positive) in zip(earlier_lps, earlier) if roi.contains(p)
         )
-        return roi, prompts, mask_to_prompt(self._mask, roi) if self._known is not None else None
+        device = getattr(self._model, "device", None)
+        return roi, prompts, mask_to_prompt(self._mask, roi, device) if self._known is not None else None
 
     def _predict(
         self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], work: _Work
@@ -358,7 +359,9 @@ class InteractiveSession:
         if cached is not None:
             return cached
         start = time.perf_counter()
-        crop = torch.from_numpy(model_input(self._image, roi))[None, None]
+        crop = model_input_tensor(self._image, roi, getattr(self._model, "device", None))[None, None]
+        if crop.is_cuda:  # wait for the kernels, so that the time is the preprocessing's
+            torch.cuda.synchronize(crop.device)
         work.timings["preprocess"] += time.perf_counter() - start
         start = time.perf_counter()
         embedding = self._model.encode(crop)
@@ -370,10 +373,12 @@ class InteractiveSession:
         self._embeddings.put(self._model, roi, embedding)
         return embedding
 
-    def _paste(self, roi: Roi, logits: np.ndarray, work: _Work, edits: List[Edit], union: bool) -> None:
-        """Write the ``[i, j, k]`` ROI logits into the mask; the edit (if any voxel may change) goes to ``edits``."""
+    def _paste(self, roi: Roi, logits: torch.Tensor, work: _Work, edits: List[Edit], union: bool) -> None:
+        """Write the decoder's ROI logits into the mask (interpolated on the model's device); the edit (if any
+        voxel may change) goes to ``edits``."""
         start = time.perf_counter()
         known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
+        logits = logits.to(getattr(self._model, "device", None) or "cpu")
         region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
         if region is not None:
             edits.append((region, changed))  # recorded before packing: a failure there still rolls back
@@ -411,9 +416,8 @@ class InteractiveSession:
                     continue
                 visited.add(neighbour)
                 low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), work)
-                neighbour_logits = upsample(low_res)
-                self._paste(neighbour, neighbour_logits, work, edits, union=True)
-                queue.append((neighbour, neighbour_logits))
+                self._paste(neighbour, low_res, work, edits, union=True)
+                queue.append((neighbour, upsample(low_res)))
 
 
 def _check_finite(values: torch.Tensor, what: str) -> None:

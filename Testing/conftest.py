@@ -21,6 +21,18 @@ def tiny_model(tiny_checkpoint):
     return load_model(tiny_checkpoint, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def ray_server(tiny_checkpoint, tmp_path_factory):
+    """One real SAM-Med3D server (Ray, 2 CPU workers, tiny checkpoint) shared by every test module that uses it
+    (Testing/support/serve.py); its workers use this process's torch thread count, for bit-identical masks."""
+    pytest.importorskip("ray.serve")
+    import torch
+    from support.serve import running_server
+
+    with running_server(tiny_checkpoint, tmp_path_factory.mktemp("server"), torch.get_num_threads()) as server:
+        yield server
+
+
 @pytest.fixture
 def srv():
     """A real HTTP file server on 127.0.0.1 (Testing/support/http_fixtures.py), stopped after the test."""

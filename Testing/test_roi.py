@@ -72,10 +72,11 @@ def test_linear_logit_paste_agrees_with_official_nearest(spacing, direction):
     image = make_image(np.ones((50, 220, 200)), spacing=spacing, direction=direction)
     centre = np.array(image.TransformIndexToPhysicalPoint((100, 110, 25)), dtype=float)
     roi = R.roi_for_points(R.Grid.of(image), [centre])
-    logits = P.upsample(smooth_logits())
+    low_res = smooth_logits()
+    logits = P.upsample(low_res)
     ours = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     ours.CopyInformation(image)
-    region, flipped = P.paste_logits(ours, roi, logits)
+    region, flipped = P.paste_logits(ours, roi, low_res)
     # Official: threshold on the ROI, then nearest-neighbour back to the original voxels.
     binary = sitk.Cast(R.roi_image((logits > 0).astype(np.float32), roi), sitk.sitkUInt8)
     official = sitk.Resample(binary, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
@@ -114,60 +115,3 @@ def test_mask_prompt_is_low_res_logits_of_the_mask():
     assert prompt.max() > 7 and prompt.min() < -7
     assert prompt[0, 0, 16, 16, 16] > 0 and prompt[0, 0, 0, 0, 0] < 0
     assert P.mask_to_prompt(truth * 0, roi) is None
-
-
-def random_grid(rng: np.random.Generator) -> R.Grid:
-    """A random anisotropic grid (two axes 0.7–1.5 mm, one 2–5 mm, 100–160 mm across, in random order)
-    with a random oblique direction, right- or left-handed."""
-    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    spacing = rng.permutation([rng.uniform(0.7, 1.5), rng.uniform(0.7, 1.5), rng.uniform(2.0, 5.0)])
-    size = np.ceil(rng.uniform(100.0, 160.0, 3) / spacing).astype(int)
-    return R.Grid(
-        tuple(int(n) for n in size),
-        tuple(float(s) for s in spacing),
-        tuple(float(o) for o in rng.uniform(-200.0, 200.0, 3)),
-        tuple(float(d) for d in rotation.reshape(-1)),
-    )
-
-
-@pytest.mark.parametrize("union", [False, True], ids=["replace", "union"])
-@pytest.mark.parametrize("seed", range(6))
-def test_block_paste_equals_one_full_linear_resample(monkeypatch, seed, union):
-    """The block classification of the paste (all-inside / all-outside stencils filled without
-    interpolating) gives exactly the mask of one plain linear resampling of the logits."""
-    rng = np.random.default_rng(seed)
-    grid = random_grid(rng)
-    image = grid.reference()
-    roi = R.roi_for_points(grid, [grid.to_physical(rng.uniform(0.3, 0.7, 3) * (np.asarray(grid.size) - 1))])
-    logits = P.upsample(smooth_logits(tuple(rng.uniform(44, 84, 3)), radius=float(rng.uniform(15, 40))))
-    before = (rng.random(grid.size[::-1]) < 0.3).astype(np.uint8)
-    # Reference: the logits linearly interpolated at every image voxel (NaN outside the ROI), thresholded at 0.
-    resampled = sitk.GetArrayFromImage(
-        R.resample_onto(R.roi_image(logits, roi), grid, sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
-    )
-    positive = resampled > 0
-    expected = (before.astype(bool) | positive) if union else np.where(np.isnan(resampled), before > 0, positive)
-
-    interpolated = []
-    real_call = P._BlockInterpolator.__call__
-
-    def counting_call(self, target, block):
-        interpolated.append(int(np.prod(block[1])))
-        real_call(self, target, block)
-
-    monkeypatch.setattr(P._BlockInterpolator, "__call__", counting_call)
-    results = {}
-    for mode, fraction in (("blocks", 1.0), ("whole region", 0.0)):
-        monkeypatch.setattr(P, "MIXED_FRACTION", fraction)
-        mask = sitk.GetImageFromArray(before)
-        mask.CopyInformation(image)
-        interpolated.clear()
-        region, _ = P.paste_logits(mask, roi, logits, union=union)
-        results[mode] = (sitk.GetArrayFromImage(mask) > 0, sum(interpolated), int(np.prod(region[1])))
-    for mode, (mask, _, _) in results.items():
-        assert np.count_nonzero(mask != expected) == 0, mode
-    blocks_interpolated, region_voxels = results["blocks"][1:]
-    assert 0 < blocks_interpolated <= region_voxels
-    if not union:  # the region spans the whole ROI: the fast path filled whole blocks without resampling
-        assert blocks_interpolated < region_voxels
-    assert results["whole region"][1] == region_voxels

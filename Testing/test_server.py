@@ -1,25 +1,24 @@
 """The server (``python -m SAMMed3DLib serve``) and its torch-free client, end to end.
 
-One real server for the module: a local Ray bound to 127.0.0.1 with two CPU workers on the tiny checkpoint,
-real HTTP on a free port, a token. Kept small for 2 shared cores: 64³ volumes, 4 concurrent clients × 5 clicks.
+One real server for the whole run (the ``ray_server`` fixture, Testing/support/serve.py): a local Ray bound to
+127.0.0.1 with two CPU workers on the tiny checkpoint, real HTTP on a free port, a token. Kept small for 2
+shared cores: 64³ volumes, 4 concurrent clients × 5 clicks.
 """
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import SimpleITK as sitk
-import torch
 from support.phantoms import centre_ras, sphere_phantom
+from support.serve import MAX_SESSIONS, TOKEN
 
 pytest.importorskip("ray.serve")
 
@@ -29,55 +28,13 @@ from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL, PROTOCOL_HEADER, VERSION_
 from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, ServerConnection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "test-token-0123456789abcdef"
-MAX_SESSIONS = 6
-START_TIMEOUT = 150.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
-    """(base URL, process) of a running server; stopped (SIGTERM) after the module."""
-    folder = tmp_path_factory.mktemp("server")
-    token_file = folder / "token"
-    token_file.write_text(TOKEN + "\n")
-    port = _free_port()
-    command = [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--port", str(port),
-               "--workers", "2", "--token-file", str(token_file), "--max-upload-mb", "2",
-               "--max-sessions", str(MAX_SESSIONS), "--threads", str(torch.get_num_threads())]
-    # CPU results depend on torch's thread count: the workers use the test process's, for bit-identical masks
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    log = open(folder / "serve.log", "w")  # noqa: SIM115 (closed after the module)
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process, folder / "serve.log")
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if requests.get(url + "/v1/health", timeout=5).json()["status"] == "ok":
-                return
-        except (requests.RequestException, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError("the server did not become healthy:\n" + log.read_text()[-3000:])
+@pytest.fixture
+def server(ray_server):
+    """(base URL, process) of the session's running server (Testing/support/serve.py, shared with the Slicer
+    tests: Ray starts once per run)."""
+    return ray_server.url, ray_server.process
 
 
 @pytest.fixture

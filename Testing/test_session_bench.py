@@ -13,6 +13,7 @@ def figures(first: float, refine: float) -> dict:
         "lesion_refine_s": [0.06],
         "lesion_refine_breakdown": breakdown,
         "peak_rss_mb": 1200.0,
+        "paste_methods": {"separable_s": 0.02, "simpleitk_s": 0.15},
     }
 
 
@@ -21,5 +22,6 @@ def test_report_has_ratios_and_handles_missing_reference():
     lines = format_report({"ours": figures(1.2, 0.2), "official": official})
     text = "\n".join(lines)
     assert "7.5x" in text and "46.2x" in text and "2100MB" in text
+    assert "separable 20 ms, SimpleITK resampler 150 ms (7.5x)" in text and "session set-up 0 ms" in text
     alone = format_report({"ours": figures(1.2, 0.2), "official": None})
     assert not any(line.rstrip().endswith("x") for line in alone) and "1200MB" in "\n".join(alone)

@@ -95,7 +95,7 @@ def run_in_child(module: str, args: List[str], label: str, threads: Optional[int
         raise SAMMed3DError(f"the {label} benchmark run failed: {lines[-1] if lines else result.returncode}")
 
 
-def _timed(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> List[float]:
+def _repeated_seconds(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> List[float]:
     """Wall times in seconds of ``repeats`` calls after one warm-up call."""
     fn()
     times = []
@@ -153,8 +153,8 @@ def run_child(kind: str, state_path: str, out_path: str, repeats: int, device_na
         def decode():
             return decode_step(model, embedding, coords, labels, mask)[0]
 
-        encode_times = _timed(lambda: model.image_encoder(crop.to(dtype)), repeats, device)
-        decode_times = _timed(decode, max(repeats, 10), device)
+        encode_times = _repeated_seconds(lambda: model.image_encoder(crop.to(dtype)), repeats, device)
+        decode_times = _repeated_seconds(decode, max(repeats, 10), device)
         logits = decode()
     figures = {
         "encode_s": encode_times,

@@ -1,7 +1,8 @@
 """What the Slicer module does, without Qt: clicks in markups point lists → engine → the chosen segment.
 
 :class:`SegmentationController` is the module's Logic (SAMMed3D.py mixes it into ``ScriptedLoadableModuleLogic``).
-It owns the model cache and one :class:`~SAMMed3DLib.InteractiveSession` per (volume, segment). There is one
+It owns the model cache and one :class:`~SAMMed3DLib.InteractiveSession` per (volume, segment) (a
+:class:`~SAMMed3DLib.remote.RemoteSession` with the Server device: :mod:`.remote_models`). There is one
 history: the session's. Each session step carries the edit it made to the segment as its payload, so undo, redo
 and reset read the edits back from the session; steps that fall off the session's history hand their payloads
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
@@ -21,19 +22,20 @@ from .. import regions
 from ..errors import InputError, SAMMed3DError
 from . import markups, mrml
 from .actions import Action, Click, Finish, Redo, Reset, Show, Undo
-from .models import DEFAULT_MODEL, DEVICES, ModelStore, ModuleOptions, device_note, download_checkpoint
+from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, device_note, download_checkpoint
 from .placing import PlaceMode
-from .targets import Inputs, SceneStep, Target, TargetKey, VolumeCache, folded
+from .remote_models import ServerActions, closer, open_session
+from .targets import Inputs, SceneStep, Target, TargetKey, VolumeCache, folded, rewind
 from .worker import BackgroundWorker, Job, Progress
 
-__all__ = ["DEFAULT_MODEL", "DEVICES", "Inputs", "ModuleOptions", "SegmentationController"]
+__all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "Inputs", "ModuleOptions", "SegmentationController"]
 
 MAX_CACHED_TARGETS = 4  # sessions kept for (volume, segment) pairs the user may come back to
 TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
 DELETED_POINT = "A click's point cannot be deleted on its own; it was put back. Use Undo (Ctrl+Z) or Reset."
 
 
-class SegmentationController:
+class SegmentationController(ServerActions):
     """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI,
     ``on_place_mode()`` tells it that place mode started or ended."""
 
@@ -70,9 +72,10 @@ class SegmentationController:
             for target in self._targets.values():
                 if target.session is not None:  # a plain attribute, read once per click by the session
                     target.session.auto_extend = self.options.auto_extend
-        if (old.model, old.device) != (self.options.model, self.options.device) and self._targets:
+        where = ("model", "device", "server_url", "server_token")
+        if any(getattr(old, f) != getattr(self.options, f) for f in where) and self._targets:
             self._continue.update(self._targets)
-            self._targets.clear()
+            self._drop(*self._targets)
             self._queue(Show)
 
     def set_model(self, name: str, model: Any, device_type: str = "cpu") -> None:
@@ -216,7 +219,9 @@ class SegmentationController:
         return progress
 
     def device_note(self) -> str:
-        """What the panel shows about the device (see :func:`.models.device_note`)."""
+        """What the panel shows about the device (see :func:`.models.device_note`), or about the server."""
+        if self.uses_server:
+            return self.models.servers.note(self.options)
         return device_note(self.options.device)
 
     def running_for(self) -> float:
@@ -225,8 +230,8 @@ class SegmentationController:
 
     def cleanup(self) -> None:
         self.exit()
+        self._drop(*self._targets)  # their server sessions close on the worker before it stops
         self.worker.shutdown()
-        self._targets.clear()
         self.models.clear()
 
     @property
@@ -268,7 +273,7 @@ class SegmentationController:
             self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
             target = self._targets.get(action.inputs.key)
             if target is not None and not target.clicks():
-                self._targets.pop(target.key, None)  # a session that never produced a step is not worth keeping
+                self._drop(target.key)  # a session that never produced a step is not worth keeping
             self._show_points()
         text = str(error) if isinstance(error, SAMMed3DError) else f"Unexpected error: {error!r}"
         self._report(text, True)
@@ -287,7 +292,8 @@ class SegmentationController:
     def _start_click(self, action: Click) -> Job:
         """Check every input first (nothing in the scene changes on bad input), then run the click."""
         inputs = action.inputs
-        image, geometry, embeddings = self._volumes.get(inputs.volume, self.options.harden_transforms)
+        image, geometry, embeddings = self._volumes.get(inputs.volume, self.options.harden_transforms,
+                                                        local=not self.uses_server)
         mrml.check_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
@@ -320,11 +326,12 @@ class SegmentationController:
         target = self._session_target(action)
         if target is None:
             return None
-        return self._job(lambda: _rewind(target.session), lambda payloads: self._apply_reset(target, payloads), action)
+        return self._job(lambda: rewind(target.session), lambda done: self._apply_reset(target, *done), action)
 
     @_start.register
     def _start_finish(self, action: Finish) -> None:
-        if self._targets.pop(action.inputs.key, None) is not None:
+        if action.inputs.key in self._targets:
+            self._drop(action.inputs.key)
             self.status = "finished"
         self._show_points()
 
@@ -333,6 +340,14 @@ class SegmentationController:
         self._show_points()
 
     # --- targets --------------------------------------------------------------------------------------------
+
+    def _drop(self, *keys: TargetKey) -> None:
+        """Forget these targets; their server sessions are closed on the worker (after the job it runs)."""
+        for key in keys:
+            target = self._targets.pop(key, None)
+            close = closer(target.session) if target is not None else None
+            if close is not None:
+                self.worker.submit(Job(close))
 
     def _session_target(self, action: Action) -> Optional[Target]:
         target = self._targets.get(action.inputs.key)
@@ -356,22 +371,16 @@ class SegmentationController:
             target.replaced = existing  # a fresh start replaces what the segment held
         self._targets[key] = target
         while len(self._targets) > MAX_CACHED_TARGETS:
-            self._targets.popitem(last=False)
+            self._drop(next(iter(self._targets)))
         return target
 
     # --- worker-thread part ---------------------------------------------------------------------------------
 
     def _click(self, load: Callable[[], Any], target: Target, action: Click, auto_extend: bool) -> Any:
         """Worker thread: the session's step result after the click (its payload to be filled on the main thread)."""
-        from .. import InteractiveSession
-
         model = load()
         if target.session is None:
-            limit = {} if self.history_limit is None else {"history_limit": self.history_limit}
-            target.session = InteractiveSession(
-                model, target.image, initial_mask=target.initial_mask, auto_extend=auto_extend,
-                embedding_cache=target.embeddings, **limit,
-            )  # fmt: skip
+            target.session = open_session(model, target, auto_extend, self.history_limit)
         return target.session.add_click(action.point, positive=action.positive, payload=SceneStep())
 
     # --- main-thread parts: write the scene -----------------------------------------------------------------
@@ -393,6 +402,7 @@ class SegmentationController:
         self.last_step, self._last_error = result, None
         self.status = self._timing_text(result)
         self._show_points()
+        self._tell_replayed(result)
 
     def _apply_travel(self, target: Target, result: Any, undo: bool) -> None:
         """Write an undone (``undo``) or redone step's edit out of or back into the segment. If the write fails,
@@ -407,10 +417,11 @@ class SegmentationController:
         self.last_step, self._last_error = result, None
         self.status = f"{'undone' if undo else 'redone'} ({len(result.clicks)} clicks)"
         self._show_points()
+        self._tell_replayed(result)
 
-    def _apply_reset(self, target: Target, payloads: List[Any]) -> None:
-        """Revert every step of the session (``payloads``, newest first, from :func:`_rewind`) and the steps that
-        fell off its history, in one write; then forget the target."""
+    def _apply_reset(self, target: Target, payloads: List[Any], replayed: str) -> None:
+        """Revert every step of the session (``payloads``, newest first, from :func:`.targets.rewind`) and the
+        steps that fell off its history, in one write; then forget the target. ``replayed``: see ``rewind``."""
         edit = folded(target.settled, payloads[::-1])
         try:
             if edit is not None:
@@ -419,9 +430,11 @@ class SegmentationController:
             for _ in payloads:
                 target.session.redo()
             raise
-        self._targets.pop(target.key, None)
+        self._drop(target.key)
         self.status = "reset"
         self._show_points()
+        if replayed:
+            self._report(replayed, False)
 
     def _show_points(self) -> None:
         """Make the point lists show the selected target's clicks and the clicks still waiting to run."""
@@ -481,10 +494,3 @@ class SegmentationController:
         if self.on_message is not None:
             self.on_message(text, is_error)
 
-
-def _rewind(session: Any) -> List[Any]:
-    """Worker thread: undo every step of ``session``; their payloads, newest first."""
-    payloads = []
-    while session.can_undo:
-        payloads.append(session.undo().payload)
-    return payloads

@@ -11,16 +11,20 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..device import DEVICES as ENGINE_DEVICES
 from ..errors import InputError
+from .remote_models import SERVER, ServerStore, is_server
 from .worker import Progress
 
 DEFAULT_MODEL = "sam-med3d-turbo"
 DEVICES = dict(zip(ENGINE_DEVICES, ("auto", "CUDA", "MPS (Apple)", "CPU")))
-"""The devices the panel offers (the engine's list), value → label: parameter node choice, device menu, notes."""
+"""The local devices (the engine's list), value → label: device menu, notes."""
+DEVICE_CHOICES = {**DEVICES, SERVER: "Server"}
+"""What the panel offers (parameter node choice, device menu): the local devices, then a SAM-Med3D server."""
 
 
 @dataclass(frozen=True)
 class ModuleOptions:
-    """The module's user choices. ``model``: registry id or checkpoint path; ``device``: one of :data:`DEVICES`."""
+    """The module's user choices. ``model``: registry id or checkpoint path; ``device``: one of
+    :data:`DEVICE_CHOICES`."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
@@ -30,6 +34,8 @@ class ModuleOptions:
     harden_transforms: bool = False
     registry: Optional[str] = None  # model_weights.json path; None = the default one
     cache_dir: Optional[str] = None  # checkpoint cache; None = the default one
+    server_url: str = ""  # device "server": e.g. http://gpu-host:8000 (the panel keeps it in Slicer's settings)
+    server_token: str = ""  # device "server": the server's bearer token
 
 
 def _is_local(spec: str) -> bool:
@@ -123,26 +129,33 @@ def device_note(requested: str) -> str:
 
 
 class ModelStore:
-    """Networks by (model, device), loaded once on the worker; ``loader(path, device=...)`` builds one."""
+    """Networks by (model, device), loaded once on the worker; ``loader(path, device=...)`` builds one. With
+    the Server device, the "network" is a server connection (:mod:`.remote_models`)."""
 
     def __init__(self, loader: Optional[Callable] = None) -> None:
         self._loader = loader
         self._models: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+        self.servers = ServerStore()
 
     def put(self, name: str, device: str, model: Any, device_type: str = "cpu") -> None:
         """Use an already-built model for (``name``, ``device``)."""
         self._models[(name, device)] = (model, device_type)
 
     def device_type(self, options: ModuleOptions) -> str:
-        """'cpu' / 'cuda' / 'mps' the loaded model runs on ('cpu' before it is loaded)."""
+        """'cpu' / 'cuda' / 'mps' the loaded model runs on ('cpu' before it is loaded), or 'server'."""
+        if is_server(options):
+            return SERVER
         return self._models.get((options.model, options.device), (None, "cpu"))[1]
 
     def clear(self) -> None:
         self._models.clear()
+        self.servers.clear()
 
     def job(self, options: ModuleOptions) -> Tuple[Callable[[], Any], Optional[str]]:
         """Main thread: a function for the worker returning the (cached) model, and a device warning (or None).
-        Raises ``InputError`` when there is no model or its weights are not downloaded."""
+        Raises ``InputError`` when there is no model or its weights are not downloaded (or no server URL)."""
+        if is_server(options):
+            return self.servers.job(options), None  # the server has its own weights; no torch here
         key = (options.model, options.device)
         if not options.model:
             raise InputError("Choose a model (or a local checkpoint) first.")

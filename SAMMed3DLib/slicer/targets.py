@@ -4,7 +4,7 @@ are no longer in the session's history. The undo history itself is the session's
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import regions
 from . import mrml
@@ -51,6 +51,17 @@ def folded(edit: Optional[mrml.SegmentEdit], payloads: Sequence[Any]) -> Optiona
     return edit
 
 
+def rewind(session: Any) -> Tuple[List[Any], str]:
+    """Worker thread: undo every step of ``session``; their payloads, newest first, and the message of a server
+    session that had to be replayed meanwhile ("" if none)."""
+    payloads, replayed = [], ""
+    while session.can_undo:
+        result = session.undo()
+        payloads.append(result.payload)
+        replayed = getattr(result, "message", "") or replayed
+    return payloads, replayed
+
+
 @dataclass
 class Target:
     """One (volume, segmentation, segment): the image, its grid, the session and the scene state outside it."""
@@ -78,15 +89,20 @@ class VolumeCache:
     def __init__(self) -> None:
         self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
 
-    def get(self, volume, harden: bool) -> Tuple[Any, mrml.VolumeGeometry, Any]:
-        """(SimpleITK image, grid in world RAS, EmbeddingCache) of ``volume``; raises ``InputError`` for bad input."""
-        from ..embeddings import EmbeddingCache  # torch loads only when the engine is first used
-
+    def get(self, volume, harden: bool, local: bool = True) -> Tuple[Any, mrml.VolumeGeometry, Any]:
+        """(SimpleITK image, grid in world RAS, EmbeddingCache) of ``volume``; raises ``InputError`` for bad input.
+        ``local`` False (sessions on a server): no EmbeddingCache (None), so torch is not imported."""
         if volume is None or volume.GetImageData() is None:
             mrml.check_scalar_volume(volume)  # the one error for a missing volume or image
         key = mrml.volume_cache_key(volume, harden)
         if key not in self._images:
             image, geometry = mrml.read_volume(volume, harden=harden)
             self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}  # one version per volume
-            self._images[key] = (image, geometry, EmbeddingCache())
-        return self._images[key]
+            self._images[key] = (image, geometry, None)
+        image, geometry, embeddings = self._images[key]
+        if local and embeddings is None:
+            from ..embeddings import EmbeddingCache  # torch loads only when the local engine is first used
+
+            embeddings = EmbeddingCache()
+            self._images[key] = (image, geometry, embeddings)
+        return image, geometry, embeddings

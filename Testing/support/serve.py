@@ -1,0 +1,99 @@
+"""One real SAM-Med3D server for the whole test session (``python -m SAMMed3DLib serve`` on 127.0.0.1).
+
+Starting Ray costs 30-60 s on a loaded 2-core machine, so test modules share the server the ``ray_server``
+fixture (Testing/conftest.py) starts once: a local Ray with two CPU workers on the tiny checkpoint, real HTTP on
+a free port, a token. Tests that open sessions close them (the session-limit test counts them).
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-0123456789abcdef"
+MAX_SESSIONS = 6  # per worker
+START_TIMEOUT = 150.0  # seconds
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    token: str = TOKEN
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(checkpoint: Path, folder: Path, threads: int) -> Iterator[RunningServer]:
+    """A server on ``checkpoint`` with its log and token file in ``folder``; stopped (SIGTERM) on exit.
+    ``threads``: torch threads per worker: CPU results depend on it, so tests pass their own for bit-identical
+    masks."""
+    token_file = folder / "token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    command = [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(checkpoint), "--port", str(port),
+               "--workers", "2", "--token-file", str(token_file), "--max-upload-mb", "2",
+               "--max-sessions", str(MAX_SESSIONS), "--threads", str(threads)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(folder / "serve.log", "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, process, folder / "serve.log")
+            yield RunningServer(url, process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if requests.get(url + "/v1/health", timeout=5).json()["status"] == "ok":
+                return
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the server did not become healthy:\n" + log.read_text()[-3000:])
+
+
+def wait_all_alive(url: str, timeout: float = START_TIMEOUT) -> None:
+    """Until every worker answers again (after a test killed one), so that later tests meet a whole server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+            if requests.get(url + "/v1/health", timeout=10).json()["status"] == "ok":
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the server at {url} did not recover its workers in {timeout} s")
+
+
+def open_sessions(url: str) -> int:
+    """Sessions the server's workers hold now."""
+    workers = requests.get(url + "/v1/health", timeout=10).json()["workers"]
+    return sum(int(w.get("sessions") or 0) for w in workers)
+
+
+def kill_worker(url: str, index: int) -> None:
+    """SIGKILL worker ``index`` (its sessions are lost; the server starts a new one)."""
+    workers = requests.get(url + "/v1/health", timeout=10).json()["workers"]
+    os.kill(next(w["pid"] for w in workers if w["index"] == index), signal.SIGKILL)
