@@ -13,10 +13,11 @@ import sys
 import numpy as np
 import pytest
 from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
-from support.serve import TOKEN, free_port, kill_worker, open_sessions, wait_all_alive
+from support.serve import TOKEN, kill_worker, open_sessions, wait_all_alive
 from support.slicer_scene import build_app_scene
 from test_slicer_module_script import ROOT, slicer_module  # noqa: F401 - the fixture
 
+from SAMMed3DLib.bench.server import free_port
 from SAMMed3DLib.slicer.controller import DEVICE_CHOICES, SegmentationController
 from SAMMed3DLib.slicer.remote_models import NO_URL
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, Scenario, segment_digest

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -101,32 +102,53 @@ def free_port() -> int:
 
 
 @contextmanager
+def serve_process(
+    arguments: Sequence[str],
+    *,
+    log: Optional[Path] = None,
+    timeout: float = 300.0,
+    env: Optional[Dict[str, str]] = None,
+) -> Iterator[Tuple[str, subprocess.Popen]]:
+    """``python -m SAMMed3DLib serve ARGUMENTS`` on 127.0.0.1 and a free port until the block ends (SIGTERM,
+    then kill after 60 s): (base URL, process), yielded once ``/v1/health`` answers ok. ``log``: the server's
+    output goes there (and its tail into the error if it does not start); else it is discarded."""
+    port = free_port()
+    command = [sys.executable, "-m", "SAMMed3DLib", "serve", *arguments, "--port", str(port)]
+    with open(log, "w") if log else open(os.devnull, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env or dict(os.environ))
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, process, timeout, log)
+            yield url, process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: Optional[Path]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if requests.get(url + "/v1/health", timeout=5).json().get("status") == "ok":
+                return
+        except (requests.RequestException, ValueError, AttributeError):
+            pass
+        time.sleep(0.5)
+    exited = process.poll() is not None
+    state = f"exited with status {process.returncode}" if exited else "did not start in time"
+    tail = f":\n{Path(log).read_text()[-3000:]}" if log else ""
+    raise RuntimeError(f"the server {state}{tail}")
+
+
+@contextmanager
 def local_server(weights: str, workers: int, threads: Optional[int], timeout: float = 300.0) -> Iterator[str]:
     """A ``serve`` process on 127.0.0.1 for the benchmark's duration; its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", weights, "--port", str(port),
-               "--workers", str(workers), "--max-sessions", "16"]
-    if threads:
-        command += ["--threads", str(threads)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with status {process.returncode}")
-            try:
-                if requests.get(url + "/v1/health", timeout=5).json().get("status") == "ok":
-                    break
-            except (requests.RequestException, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start in time")
-            time.sleep(0.5)
+    arguments = ["--weights", weights, "--workers", str(workers), "--max-sessions", "16"]
+    with serve_process([*arguments, *(["--threads", str(threads)] if threads else [])], timeout=timeout) as (url, _):
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+

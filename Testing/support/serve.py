@@ -8,15 +8,15 @@ a free port, a token. Tests that open sessions close them (the session-limit tes
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import requests
+
+from SAMMed3DLib.bench.server import serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
@@ -31,12 +31,6 @@ class RunningServer:
     token: str = TOKEN
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(checkpoint: Path, folder: Path, threads: int) -> Iterator[RunningServer]:
     """A server on ``checkpoint`` with its log and token file in ``folder``; stopped (SIGTERM) on exit.
@@ -44,36 +38,11 @@ def running_server(checkpoint: Path, folder: Path, threads: int) -> Iterator[Run
     masks."""
     token_file = folder / "token"
     token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    command = [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(checkpoint), "--port", str(port),
-               "--workers", "2", "--token-file", str(token_file), "--max-upload-mb", "2",
-               "--max-sessions", str(MAX_SESSIONS), "--threads", str(threads)]
+    arguments = ["--weights", str(checkpoint), "--workers", "2", "--token-file", str(token_file),
+                 "--max-upload-mb", "2", "--max-sessions", str(MAX_SESSIONS), "--threads", str(threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    with open(folder / "serve.log", "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, process, folder / "serve.log")
-            yield RunningServer(url, process)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if requests.get(url + "/v1/health", timeout=5).json()["status"] == "ok":
-                return
-        except (requests.RequestException, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError("the server did not become healthy:\n" + log.read_text()[-3000:])
+    with serve_process(arguments, log=folder / "serve.log", timeout=START_TIMEOUT, env=env) as (url, process):
+        yield RunningServer(url, process)
 
 
 def wait_all_alive(url: str, timeout: float = START_TIMEOUT) -> None:
