@@ -36,7 +36,9 @@ def test_the_benchmark_runs_correct_clicks_and_downloads(tmp_path, capsys):
         assert figures["ratio"] == pytest.approx(figures["module_best_s"] / figures["direct_best_s"])
         assert figures["errors"] == [], figures["errors"]
     click = report["first_click"]
-    assert len(click["module_voxels"]) == len(click["direct_voxels"]) == 1
+    assert len(click["module_no_loop_s"]) == 1 and len(click["direct_voxels"]) == 1
+    assert len(click["module_voxels"]) == 2  # under the loop and with a blocking wait
+    assert click["loop_ratio"] == pytest.approx(click["module_best_s"] / click["module_no_loop_best_s"])
     assert min(click["module_voxels"] + click["direct_voxels"]) > 0, "an empty mask"
     download = report["download"]
     assert download["received_bytes"] == [download["bytes"]] * 2, "a download was incomplete"

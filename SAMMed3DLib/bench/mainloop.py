@@ -12,7 +12,7 @@ Slicer's does (:mod:`.gil_loop`), against the same work run directly, in one run
 
 Each pair runs interleaved (both sides see the same load on a shared machine); the fastest run of each side is
 compared, since a busy neighbour can only make a run slower. Needs the ``slicer-core`` wheel (imported lazily,
-:func:`slicer_side`); never imported by the engine or the Slicer side.
+:func:`require_slicer_core`); never imported by the engine or the Slicer side.
 """
 
 import io
@@ -48,28 +48,34 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(direct: Callable[[int], float], module: Callable[[int], float], repeats: int) -> Dict[str, object]:
-    """``repeats`` runs of each side, alternating; seconds of every run, the fastest of each, their ratio."""
-    direct_s: List[float] = []
-    module_s: List[float] = []
+def interleaved(sides: Dict[str, Callable[[int], float]], repeats: int) -> Dict[str, object]:
+    """``repeats`` runs of each side in turn (run ``i`` of every side, then ``i + 1``): seconds of every run
+    (``<side>_s``), the fastest of each (``<side>_best_s``), and ``ratio``: fastest ``module`` / fastest ``direct``."""
+    runs: Dict[str, List[float]] = {name: [] for name in sides}
     for i in range(repeats):
-        direct_s.append(direct(i))
-        module_s.append(module(i))
-    return {"direct_s": direct_s, "module_s": module_s, "direct_best_s": min(direct_s),
-            "module_best_s": min(module_s), "ratio": min(module_s) / min(direct_s)}  # fmt: skip
+        for name, side in sides.items():
+            runs[name].append(side(i))
+    figures: Dict[str, object] = {}
+    for name, seconds in runs.items():
+        figures[f"{name}_s"], figures[f"{name}_best_s"] = seconds, min(seconds)
+    figures["ratio"] = figures["module_best_s"] / figures["direct_best_s"]
+    return figures
+
+
+def load_average() -> List[float]:
+    """The 1/5/15-minute load averages (runnable threads; empty where the platform has none)."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
 def machine() -> Dict[str, object]:
-    """CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``), core count, 1/5/15-min load."""
+    """CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``), core count, load average."""
     model = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                  if line.startswith("model name")]  # fmt: skip
         model = names[0] if names else ""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {"cpu": model or platform.processor() or "unknown", "cores": os.cpu_count(),
-            "load_before": [round(v, 2) for v in load]}  # fmt: skip
+    return {"cpu": model or platform.processor() or "unknown", "cores": os.cpu_count(), "load_before": load_average()}
 
 
 # --- the network and the file to download -----------------------------------------------------------------
@@ -153,7 +159,9 @@ def _warm_worker(controller, model) -> None:
 
 def first_click(scene, model, repeats: int) -> Dict[str, object]:
     """The first click on the phantom through the module under the loop vs directly on the engine (see the module
-    docstring). Adds, per side, the foreground voxels of every mask and the module's errors."""
+    docstring); also through the module with a plain blocking wait (``module_no_loop``: its own extra work, scene
+    reads and writes, without the loop). Adds the foreground voxels of every mask (``module_voxels``: both module
+    sides, in run order) and the module's errors."""
     import SimpleITK as sitk
 
     from ..session import InteractiveSession
@@ -173,13 +181,16 @@ def first_click(scene, model, repeats: int) -> Dict[str, object]:
         direct_voxels.append(int(sitk.GetArrayViewFromImage(steps[0].mask).sum()))
         return elapsed
 
-    def through_module(_: int) -> float:
+    def through_module(under_loop: bool) -> float:
         scenario = Scenario(scene, model=model)
         scenarios.append(scenario)
         _warm_worker(scenario.controller, model)
         start = time.perf_counter()
         scenario.positive.AddControlPointWorld(*SPHERE_CENTER_RAS)  # the click in a view: a Defined point
-        run_loop(lambda: scenario.controller.poll(POLL_WAIT_S), POLL_INTERVAL_S)
+        if under_loop:
+            run_loop(lambda: scenario.controller.poll(POLL_WAIT_S), POLL_INTERVAL_S)
+        else:
+            scenario.controller.wait()  # a main thread blocked on the worker: the module's own cost, no loop
         elapsed = time.perf_counter() - start
         step = scenario.controller.last_step
         if scenario.controller.last_error is not None or step is None or not step.encoded:
@@ -190,10 +201,13 @@ def first_click(scene, model, repeats: int) -> Dict[str, object]:
     try:
         direct(-1)  # warm-up: torch's first calls
         direct_voxels.clear()
-        figures = interleaved(direct, through_module, repeats)
+        sides = {"direct": direct, "module": lambda _: through_module(True),
+                 "module_no_loop": lambda _: through_module(False)}  # fmt: skip
+        figures = interleaved(sides, repeats)
     finally:
         for scenario in scenarios:
             scenario.controller.cleanup()
+    figures["loop_ratio"] = figures["module_best_s"] / figures["module_no_loop_best_s"]  # the loop's own cost
     return {**figures, "direct_voxels": direct_voxels, "module_voxels": module_voxels, "errors": errors}
 
 
@@ -235,7 +249,7 @@ def download(megabytes: int, repeats: int, folder: Path) -> Dict[str, object]:
         try:
             direct(-1)  # warm-up: the HTTP client's first connection, the file in the page cache
             sizes.clear()
-            figures = interleaved(direct, through_module, repeats)
+            figures = interleaved({"direct": direct, "module": through_module}, repeats)
         finally:
             controller.cleanup()
     return {**figures, "megabytes": megabytes, "bytes": len(data), "received_bytes": sizes, "messages": messages,
@@ -293,17 +307,22 @@ def run_mainloop_benchmark(repeats: int = 5, megabytes: int = 96, ops: int = 50)
             app.close()
         report["download"] = download(megabytes, repeats, work)
         report["starvation"] = starvation(ops, repeats)
-    report["load_after"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
+    report["load_after"] = load_average()
     report["repeats"] = repeats
     return report
 
 
 def _verdict(ratio: float) -> str:
-    return f"ratio {ratio:.2f} (target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'not met'})"
+    return f"ratio {ratio:.3f} (target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'not met'})"
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms"
+
+
+def _runs(figures: Dict[str, object]) -> str:
+    """Every run of both sides in ms (how noisy the machine was)."""
+    return " / ".join("[" + ", ".join(f"{t * 1e3:.0f}" for t in figures[k]) + "]" for k in ("direct_s", "module_s"))
 
 
 def format_report(r: Dict[str, object]) -> str:
@@ -315,11 +334,14 @@ def format_report(r: Dict[str, object]) -> str:
         f"first click (tiny network, fastest of {r['repeats']} interleaved): engine directly "
         f"{_ms(click['direct_best_s'])}, module under the GIL-holding loop {_ms(click['module_best_s'])}, "
         f"{_verdict(click['ratio'])}",
-        f"  mask voxels: direct {click['direct_voxels']}, module {click['module_voxels']}; "
-        f"errors: {click['errors'] or 'none'}",
+        f"  module with a blocking wait, no loop: {_ms(click['module_no_loop_best_s'])} (under the loop / without: "
+        f"{click['loop_ratio']:.3f}; the rest of the gap is the module's own scene reads and writes)",
+        f"  runs (ms, direct / module): {_runs(click)}; mask voxels: direct {click['direct_voxels']}, "
+        f"module {click['module_voxels']}; errors: {click['errors'] or 'none'}",
         f"download ({down['megabytes']} MiB from 127.0.0.1, fastest of {r['repeats']}): directly "
         f"{_ms(down['direct_best_s'])}, module under the loop {_ms(down['module_best_s'])}, "
-        f"{_verdict(down['ratio'])}; errors: {down['errors'] or 'none'}",
+        f"{_verdict(down['ratio'])}",
+        f"  runs (ms, direct / module): {_runs(down)}; errors: {down['errors'] or 'none'}",
         f"starvation ({starve['ops']} GIL-releasing 1 ms steps on the worker; directly {_ms(starve['direct_s'])}): "
         f"poll without wait {_ms(no_wait['seconds'])}, {no_wait['polls']} polls, "
         f"{no_wait['steps_per_poll']:.2f} steps/poll; poll waiting {_ms(wait['wait_s'])}: "
