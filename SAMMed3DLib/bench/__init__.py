@@ -1,7 +1,9 @@
 """Benchmarks and the click-simulation evaluation: the network against the official implementation
 (``network``), interactive clicks against the official-style pipeline (``session``), and Dice per click
-against a label map (``evaluation``).
+against a label map (``evaluation``), and the Slicer module's worker under a GIL-holding stand-in main loop
+(``mainloop``; the loop itself is ``gil_loop``, shared with the tests).
 
-May import the engine; the engine and the Slicer side never import it. torchio and medim are test-only
+May import the engine, and in ``mainloop`` only, lazily, the Slicer side (it needs the slicer-core wheel); the
+engine and the Slicer side never import it. torchio and medim are test-only
 references, imported lazily.
 """

@@ -19,6 +19,7 @@ COMMANDS = {
     "models": "list the registry's checkpoints and what is cached",
     "bench": "benchmark the network against the official implementation",
     "bench-session": "benchmark interactive clicks against the official-style pipeline",
+    "bench-mainloop": "benchmark the Slicer module's worker under a GIL-holding main loop against direct runs",
     "serve": "serve the engine over HTTP on Ray Serve (one worker per GPU)",
     "bench-server": "benchmark clicks through a server against local ones, and latency under concurrency",
     "segment-dataset": "segment every image of a folder from recorded markups prompts, locally or on a server",

@@ -10,10 +10,12 @@ near the positive clicks", so geometry can be checked exactly; the real network 
 
 import hashlib
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
 
@@ -26,6 +28,56 @@ SPHERE_CENTER_RAS = (12.0, -20.0, 30.0)  # mm
 SPHERE_RADIUS = 24.0  # mm
 NEIGHBOUR_OFFSET_RAS = (18.0, 0.0, 0.0)  # mm from the sphere centre; overlaps the sphere's right side
 NEIGHBOUR_RADIUS = 12.0  # mm
+
+
+# --- a scene as the application sets it up ---------------------------------------------------------------
+
+MODULE_LOGICS = (
+    ("Colors", "vtkSlicerColorLogic"),
+    ("SubjectHierarchy", "vtkSlicerSubjectHierarchyModuleLogic"),
+    ("Volumes", "vtkSlicerVolumesLogic"),
+    ("Transforms", "vtkSlicerTransformLogic"),
+    ("Segmentations", "vtkSlicerSegmentationsModuleLogic"),
+    ("Markups", "vtkSlicerMarkupsLogic"),
+)
+"""(module name, logic class) in the order Slicer loads them (dependencies first)."""
+
+
+@dataclass
+class AppScene:
+    scene: "slicer.vtkMRMLScene"
+    app_logic: "slicer.vtkSlicerApplicationLogic"
+    logics: Dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for logic in reversed(list(self.logics.values())):
+            logic.SetMRMLScene(None)
+        self.app_logic.SetMRMLScene(None)
+        self.scene.Clear(True)
+
+
+def build_app_scene() -> AppScene:
+    """A scene with the application logic and the module logics the SAM-Med3D module relies on, for headless runs
+    on the ``slicer-core`` wheel (the tests, ``bench-mainloop``); inside Slicer the application's scene is used.
+
+    Slicer's core application creates one ``vtkSlicerApplicationLogic`` for the scene and, for every module, gives
+    the module logic the application logic first and the scene second (that order matters: the colour logic looks
+    its default tables up through the application logic). Without the Segmentations logic on the scene, for
+    instance, the binary-labelmap converter rules are never registered and segments cannot even be created."""
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    app = AppScene(scene, app_logic)
+    for module, class_name in MODULE_LOGICS:
+        logic = getattr(slicer, class_name)()
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+        app_logic.SetModuleLogic(module, logic)
+        app.logics[module] = logic
+    # Singletons the application creates on start-up (selection and interaction nodes).
+    assert scene.GetNodeByID("vtkMRMLSelectionNodeSingleton") is not None
+    assert scene.GetSubjectHierarchyNode() is not None
+    return app
 
 
 # --- phantoms -------------------------------------------------------------------------------------------

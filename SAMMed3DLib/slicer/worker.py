@@ -7,7 +7,8 @@ order, which keeps an :class:`~SAMMed3DLib.InteractiveSession` single-threaded.
 Slicer's main thread holds Python's GIL while it sits in the Qt event loop, so a Python worker thread runs only
 while the main thread is inside Python and releases the GIL. ``poll(wait_s)`` therefore blocks on the queue of
 finished jobs for up to ``wait_s`` seconds while a job runs: that wait releases the GIL and the worker runs at
-full speed (Testing/support/mainloop.py is a stand-in main loop that holds the GIL the way Slicer does).
+full speed (SAMMed3DLib/bench/gil_loop.py is a stand-in main loop that holds the GIL the way Slicer does; the
+tests and ``bench-mainloop`` run the module under it).
 """
 
 import contextlib

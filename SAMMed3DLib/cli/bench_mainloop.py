@@ -1,0 +1,31 @@
+"""``bench-mainloop``: the Slicer module's first click and a download under a GIL-holding stand-in main loop,
+against the same work run directly; and the worker's starvation without a waiting poll (needs slicer-core)."""
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each side (the fastest counts)")
+    parser.add_argument("--megabytes", type=int, default=96, help="size of the downloaded checkpoint (MiB)")
+    parser.add_argument("--steps", type=int, default=50, help="1 ms GIL-releasing steps of the starvation job")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.mainloop import format_report, require_slicer_core, run_mainloop_benchmark
+    from ..errors import InputError
+
+    if args.repeats < 1 or args.megabytes < 1 or args.steps < 1:
+        raise InputError("--repeats, --megabytes and --steps must be positive")
+    if args.json:
+        from .outputs import check_output_path
+
+        check_output_path(args.json, "--json")  # before the run, not after it
+    require_slicer_core()
+    report = run_mainloop_benchmark(args.repeats, args.megabytes, args.steps)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
