@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 from ..errors import SAMMed3DError
 from .gil_loop import run_loop
@@ -290,16 +290,24 @@ def starvation(ops: int, repeats: int) -> Dict[str, object]:
     return {"ops": ops, "no_wait": _polled(ops, 0.0), "wait": _polled(ops, POLL_WAIT_S), "direct_s": direct_s}
 
 
-def run_mainloop_benchmark(repeats: int = 5, megabytes: int = 96, ops: int = 50) -> Dict[str, object]:
+def run_mainloop_benchmark(
+    repeats: int = 5, megabytes: int = 96, ops: int = 50, weights: Optional[str] = None
+) -> Dict[str, object]:
     """Every figure of ``bench-mainloop`` in one dict (seconds; see the module docstring); scratch files (the
-    network, the downloads) go to a temporary folder, removed afterwards."""
+    network, the downloads) go to a temporary folder, removed afterwards. ``weights``: a checkpoint (path or
+    registry id, already downloaded) for the click instead of the tiny random-weight network."""
     require_slicer_core()
     from ..slicer.scenario import build_app_scene
 
     report = machine()
     with tempfile.TemporaryDirectory(prefix="sammed3d-mainloop-") as scratch:
         work = Path(scratch)
-        model = tiny_model(work)
+        if weights:
+            from ..model import load_model
+
+            model = load_model(weights, device="cpu", download=False)
+        else:
+            model = tiny_model(work)
         app = build_app_scene()
         try:
             report["first_click"] = first_click(app.scene, model, repeats)
@@ -309,6 +317,7 @@ def run_mainloop_benchmark(repeats: int = 5, megabytes: int = 96, ops: int = 50)
         report["starvation"] = starvation(ops, repeats)
     report["load_after"] = load_average()
     report["repeats"] = repeats
+    report["network"] = str(weights) if weights else "tiny network"
     return report
 
 
@@ -331,7 +340,7 @@ def format_report(r: Dict[str, object]) -> str:
     no_wait, wait = starve["no_wait"], starve["wait"]
     return "\n".join([
         f"CPU: {r['cpu']} ({r['cores']} cores); load average {r['load_before']} before, {r['load_after']} after",
-        f"first click (tiny network, fastest of {r['repeats']} interleaved): engine directly "
+        f"first click ({r['network']}, fastest of {r['repeats']} interleaved): engine directly "
         f"{_ms(click['direct_best_s'])}, module under the GIL-holding loop {_ms(click['module_best_s'])}, "
         f"{_verdict(click['ratio'])}",
         f"  module with a blocking wait, no loop: {_ms(click['module_no_loop_best_s'])} (under the loop / without: "

@@ -11,6 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--megabytes", type=int, default=96, help="size of the downloaded checkpoint (MiB)")
     parser.add_argument("--steps", type=int, default=50, help="1 ms GIL-releasing steps of the starvation job")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--weights", default=None, help="checkpoint (path or downloaded registry id) for the click; "
+                        "default: the tiny random-weight network")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_path(args.json, "--json")  # before the run, not after it
     require_slicer_core()
-    report = run_mainloop_benchmark(args.repeats, args.megabytes, args.steps)
+    report = run_mainloop_benchmark(args.repeats, args.megabytes, args.steps, args.weights)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
