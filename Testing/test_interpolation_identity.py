@@ -125,12 +125,15 @@ def test_paste_of_upsampled_logits_equals_the_low_res_paste(name):
     """The 128³ input (already upsampled) takes the same road without the upsampling factor."""
     image, roi = grid_case(name)
     low = low_res_logits(3, ragged=True)
-    masks = []
-    for logits in (low, P.upsample(low)):
-        mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
-        P.paste_logits(mask, roi, logits)
-        masks.append(sitk.GetArrayFromImage(mask))
+    masks = [_pasted_on_empty(image, roi, logits) for logits in (low, P.upsample(low))]
     assert np.count_nonzero(masks[0] != masks[1]) <= 1e-5 * masks[0].size
+
+
+def _pasted_on_empty(image: sitk.Image, roi, logits) -> np.ndarray:
+    """The z-y-x mask ``logits`` paste onto an empty mask of ``image``."""
+    mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
+    P.paste_logits(mask, roi, logits)
+    return sitk.GetArrayFromImage(mask)
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
@@ -225,11 +228,7 @@ def test_the_device_path_on_cuda_gives_the_cpu_numbers():
         R.model_input_tensor(image, roi, cuda).cpu().numpy(), R.model_input(image, roi), atol=1e-5
     )
     low = low_res_logits(7, ragged=True)
-    masks = []
-    for logits in (low, low.to(cuda)):
-        mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
-        P.paste_logits(mask, roi, logits)
-        masks.append(sitk.GetArrayFromImage(mask))
+    masks = [_pasted_on_empty(image, roi, logits) for logits in (low, low.to(cuda))]
     assert np.count_nonzero(masks[0] != masks[1]) <= 1e-5 * masks[0].size
     mask = _mask_like(image, masks[0])
     assert float((P.mask_to_prompt(mask, roi, cuda).cpu() - P.mask_to_prompt(mask, roi)).abs().max()) <= 1e-4
