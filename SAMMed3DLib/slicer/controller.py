@@ -121,12 +121,12 @@ class SegmentationController(ServerActions):
         the point lists' events; Preview points are ignored)."""
         if self._showing:
             return
-        if self._has_new_points() and not self.dependencies_ready():
-            self.discard_new_points(TORCH_NEEDED)
+        lists = self._compared_lists()
+        if any(new for _, _, new, _ in lists) and not self.dependencies_ready():
+            self._discard(lists, TORCH_NEEDED)
             return
         deleted = False
-        for node, positive in self.inputs.point_lists():
-            new, missing = markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive))
+        for node, positive, new, missing in lists:
             for point_id, point in new:
                 node.SetNthControlPointLocked(node.GetNthControlPointIndexByID(point_id), True)
                 self._actions.append(Click(self.inputs, point, positive, point_id))
@@ -140,9 +140,11 @@ class SegmentationController(ServerActions):
     def discard_new_points(self, reason: str) -> None:
         """Remove new Defined points without running them and report ``reason`` once (e.g. the user declined to
         install PyTorch)."""
+        self._discard(self._compared_lists(), reason)
+
+    def _discard(self, lists: List[Tuple[Any, bool, list, list]], reason: str) -> None:
         removed = False
-        for node, positive in self.inputs.point_lists():
-            new, _ = markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive))
+        for node, _, new, _ in lists:
             self._showing = True
             try:
                 for point_id, _ in new:
@@ -153,11 +155,12 @@ class SegmentationController(ServerActions):
         if removed:
             self._report(reason, True)
 
-    def _has_new_points(self) -> bool:
-        return any(
-            markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive))[0]
+    def _compared_lists(self) -> List[Tuple[Any, bool, list, list]]:
+        """(node, positive, new Defined points, clicks whose point is gone) of each point list, compared once."""
+        return [
+            (node, positive, *markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive)))
             for node, positive in self.inputs.point_lists()
-        )
+        ]
 
     def undo(self) -> None:
         self._queue(Undo)

@@ -6,7 +6,7 @@ points are never counted or addressed by index: a point is matched to a click by
 and polarity, and a point waiting for its click to run is known by its control-point ID. MRML / VTK only.
 """
 
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Iterable, List, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -102,8 +102,3 @@ def show(node, clicks: Sequence[Point], waiting: Iterable[str] = ()) -> None:
             add_point(node, click)
     finally:
         node.EndModify(was_modifying)
-
-
-def first_missing_id(node, ids: Iterable[str]) -> Optional[str]:
-    """The first of ``ids`` that is no longer a control point of ``node``."""
-    return next((i for i in ids if node is None or node.GetNthControlPointIndexByID(i) < 0), None)

@@ -215,7 +215,7 @@ def tiny_checkpoint(path: Path) -> Path:
 
 def segment_digest(segmentation_node, segment_id: str, geometry: mrml.VolumeGeometry) -> str:
     """SHA-256 of the segment's voxels on ``geometry``: equal digests mean bit-identical segments."""
-    voxels = mrml.read_segment(segmentation_node, segment_id, geometry, geometry.full_region())
+    voxels = mrml.whole_segment(segmentation_node, segment_id, geometry)
     return hashlib.sha256(np.packbits(voxels).tobytes()).hexdigest()
 
 
@@ -277,7 +277,7 @@ class Scenario:
         self.controller.wait()
 
     def target_voxels(self) -> np.ndarray:
-        return mrml.read_segment(self.segmentation, self.target, self.geometry, self.geometry.full_region())
+        return mrml.whole_segment(self.segmentation, self.target, self.geometry)
 
     def neighbour_digest(self) -> str:
         return segment_digest(self.segmentation, self.neighbour, self.geometry)
@@ -287,7 +287,7 @@ class Scenario:
         self.click(SPHERE_CENTER_RAS)
         assert self.controller.last_error is None, self.controller.last_error
         sphere = sphere_voxels(self.geometry.ijk_to_ras, self.geometry.dims, SPHERE_CENTER_RAS, SPHERE_RADIUS)
-        neighbour = mrml.read_segment(self.segmentation, self.neighbour, self.geometry, self.geometry.full_region())
+        neighbour = mrml.whole_segment(self.segmentation, self.neighbour, self.geometry)
         target = self.target_voxels()
         expected = sphere & ~neighbour
         overlap = dice(target, expected)
@@ -326,7 +326,7 @@ class Scenario:
         self.click(SPHERE_CENTER_RAS)
         assert self.controller.last_error is None, self.controller.last_error
         geometry = mrml.volume_geometry(volume)
-        voxels = mrml.read_segment(segmentation, segment_id, geometry, geometry.full_region())
+        voxels = mrml.whole_segment(segmentation, segment_id, geometry)
         sphere = sphere_voxels(geometry.ijk_to_ras, geometry.dims, SPHERE_CENTER_RAS, SPHERE_RADIUS)
         overlap = dice(voxels, sphere)
         assert overlap > 0.8, f"second volume: Dice {overlap:.2f}"

@@ -41,7 +41,6 @@ class Job:
     result: Any = None
     error: Optional[BaseException] = None
     started: Optional[float] = None  # time.monotonic() seconds
-    finished: Optional[float] = None
 
     def complete(self) -> None:
         """Main thread: hand the outcome to its handler."""
@@ -159,6 +158,5 @@ class BackgroundWorker:
                 job.result = job.fn()
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the main thread
                 job.error = exc
-            job.finished = time.monotonic()
             self.current = None
             self._done.put(job)
