@@ -18,9 +18,7 @@ Regions are ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index order; clicks ar
 """
 
 import json
-import os
 import struct
-import tempfile
 import zlib
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -159,26 +157,6 @@ def volume_from_raw(header: Mapping[str, Any], data: bytes) -> sitk.Image:
     except RuntimeError as exc:
         raise ProtocolError(f"raw volume: invalid geometry ({str(exc).strip().splitlines()[-1]})") from exc
     return image
-
-
-def volume_from_file_bytes(fmt: str, data: bytes) -> sitk.Image:
-    """Read the bytes of a single-file image (``fmt`` a key of ``FILE_FORMATS``) through a private temp file."""
-    if fmt not in FILE_FORMATS:
-        raise ProtocolError(f"unknown volume format {fmt!r}; use raw or one of {', '.join(FILE_FORMATS)}")
-    with tempfile.TemporaryDirectory(prefix="sammed3d-upload-") as folder:
-        path = os.path.join(folder, "volume" + FILE_FORMATS[fmt])
-        with open(path, "wb") as handle:
-            handle.write(data)
-        try:
-            return sitk.ReadImage(path)
-        except RuntimeError as exc:
-            raise InputError(f"the uploaded {fmt} volume cannot be read: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    fallback = lines[-1] if lines else type(exc).__name__
-    return next((line for line in lines if "ERROR" not in line.upper()[:12]), fallback)
 
 
 # ----------------------------------------------------------------------------------------------- masks

@@ -19,13 +19,12 @@ from SAMMed3DLib.protocol import (
     take_flips,
     unpack_bits,
     unpack_frame,
-    volume_from_file_bytes,
     volume_from_raw,
     worth_compressing,
 )
 from SAMMed3DLib.remote import _upload
 from SAMMed3DLib.server.config import Limits, ServerConfig, check_config, read_token, token_matches
-from SAMMed3DLib.server.core import Failure, WorkerCore
+from SAMMed3DLib.server.core import Failure, WorkerCore, volume_from_file_bytes
 
 
 def test_a_raw_volume_keeps_voxels_and_geometry():
@@ -58,6 +57,17 @@ def test_an_unreadable_file_volume_names_its_format():
         volume_from_file_bytes("nrrd", b"NRRD0004\nnonsense\n")
     with pytest.raises(ProtocolError, match="unknown volume format"):
         volume_from_file_bytes("../../etc/passwd", b"")
+
+
+def test_an_uploaded_nifti_is_checked_from_its_raw_bytes_as_a_file_is(tmp_path):
+    """A half-copied NIfTI upload is refused (ITK would read the missing part as zeros), without the temp path."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkInt16), str(tmp_path / "v.nii"))
+    data = (tmp_path / "v.nii").read_bytes()
+    with pytest.raises(InputError, match="the uploaded nii volume") as error:
+        volume_from_file_bytes("nii", data[: len(data) - 100])
+    assert "sammed3d-upload-" not in str(error.value)
 
 
 def test_the_token_rule():

@@ -4,7 +4,9 @@ Every public method returns either frame bytes or an :class:`Failure` (status, c
 the client's mistakes, so that the error crosses the Ray boundary as data and the gateway maps it to HTTP.
 """
 
+import os
 import secrets
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,15 +16,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
+from ..cli.images import read_image
 from ..errors import InputError, SAMMed3DError
 from ..protocol import (
+    FILE_FORMATS,
+    ProtocolError,
     box_region,
     pack_frame,
     region_slices,
     take_flips,
     unpack_bits,
     unpack_frame,
-    volume_from_file_bytes,
     volume_from_raw,
     worth_compressing,
 )
@@ -215,3 +219,20 @@ def _lost(sid: str) -> Failure:
 def _full(limit: int) -> Failure:
     return Failure(503, "full", f"every worker already holds its limit of {limit} sessions; close a session "
                                 "or try again later (the server's --max-sessions sets the limit)")
+
+
+def volume_from_file_bytes(fmt: str, data: bytes) -> sitk.Image:
+    """Read the bytes of a single-file image (``fmt`` a key of ``FILE_FORMATS``) through a private temp file,
+    with the command line's reader: a short NIfTI, NaN/Inf voxels or a header promising terabytes are refused
+    from the raw bytes before ITK reads them, as for a file given on the command line."""
+    if fmt not in FILE_FORMATS:
+        raise ProtocolError(f"unknown volume format {fmt!r}; use raw or one of {', '.join(FILE_FORMATS)}")
+    with tempfile.TemporaryDirectory(prefix="sammed3d-upload-") as folder:
+        path = os.path.join(folder, "volume" + FILE_FORMATS[fmt])
+        with open(path, "wb") as handle:
+            handle.write(data)
+        try:
+            return read_image(path)
+        except InputError as exc:  # the message names the private temp file: name the upload instead
+            reason = str(exc).replace(f"{path} is not an image SimpleITK can read", "cannot be read").replace(path, "")
+            raise InputError(f"the uploaded {fmt} volume {reason.strip()}") from exc
