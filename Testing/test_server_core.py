@@ -187,3 +187,28 @@ def test_worker_answers_carry_only_the_flips_of_each_step(tiny_model):
             (x, y, z), (sx, sy, sz) = header["flipped"]
             apply_flips(client[z : z + sz, y : y + sy, x : x + sx], bits)
         assert np.array_equal(client, sitk.GetArrayViewFromImage(expected.mask)), op
+
+
+def test_segment_dataset_never_writes_a_mask_over_its_own_image(tiny_checkpoint, tmp_path, capsys):
+    """``--out`` the images folder and ``--redo``: the case's output name is its image's name; the image stays."""
+    import json
+
+    import SimpleITK as sitk
+    from support.phantoms import centre_ras, sphere_phantom
+
+    from SAMMed3DLib.cli import main
+
+    image, truth = sphere_phantom()
+    images, prompts = tmp_path / "images", tmp_path / "prompts"
+    images.mkdir()
+    prompts.mkdir()
+    sitk.WriteImage(image, str(images / "a.nii.gz"))
+    controls = [{"position": list(centre_ras(truth)), "positionStatus": "defined"}]
+    markups = {"markups": [{"coordinateSystem": "RAS", "controlPoints": controls}]}
+    (prompts / "a.mrk.json").write_text(json.dumps(markups))
+    before = (images / "a.nii.gz").read_bytes()
+    command = ["segment-dataset", "--images", str(images), "--prompts", str(prompts), "--out", str(images),
+               "--weights", str(tiny_checkpoint), "--device", "cpu", "--redo"]
+    assert main(command) == 1
+    assert "1 failed" in capsys.readouterr().out
+    assert (images / "a.nii.gz").read_bytes() == before

@@ -5,14 +5,12 @@ Used by ``segment-dataset`` (and meant for ``evaluate --dataset``): with ``--ser
 SAM-Med3D server, whose gateway spreads the sessions over its Ray workers (least-loaded first).
 """
 
-import os
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import InputError, SAMMed3DError
 
@@ -61,16 +59,18 @@ def image_cases(folder: Path) -> Dict[str, Path]:
     return cases
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temp)`` beside ``path``, then rename over it: a crash never leaves a partial output."""
-    name = path.name
-    temp = path.with_name(f".{name}.partial-{os.getpid()}-{threading.get_ident()}{''.join(path.suffixes)}")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+def write_staged(path: Path, write: Callable[[Path], None], protected: Iterable[Path] = ()) -> None:
+    """``write`` one output through the command line's staged outputs: verified on disk, moved into place all or
+    nothing, and never onto one of the ``protected`` input files."""
+    from .outputs import StagedOutputs
+
+    with StagedOutputs(protected=protected) as staged:
+        staged.stage(path, write)
+
+
+def write_case_output(case: Case, write: Callable[[Path], None]) -> None:
+    """``write`` the case's output, never onto one of the case's own inputs (``--out`` may be the images folder)."""
+    write_staged(case.output, write, protected=[case.image, *case.inputs.values()])
 
 
 def run_cases(cases: Sequence[Case], job: Callable[[Case], str], jobs: int, *, redo: bool = False,

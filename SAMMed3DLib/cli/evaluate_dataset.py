@@ -16,7 +16,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from ..errors import InputError
-from .batch import Case, Outcome, image_cases, run_cases, summary, write_atomically
+from .batch import Case, Outcome, image_cases, run_cases, summary, write_case_output
 
 _IO = threading.Lock()
 
@@ -56,7 +56,7 @@ def evaluate_case(case: Case, args: argparse.Namespace, factory: Callable) -> st
     """Simulate clicks on every structure of one case; write ``NAME.json``; the final mean Dice."""
     from ..bench.evaluation import simulate
     from ..inputs import check_label_map
-    from .images import read_image
+    from .images import read_image, write_text
 
     with _IO:
         image = read_image(case.image)
@@ -79,7 +79,7 @@ def evaluate_case(case: Case, args: argparse.Namespace, factory: Callable) -> st
         results[str(value)] = [s.dice for s in steps]
     text = json.dumps({"case": case.name, "clicks": args.clicks, "sampler": args.sampler, "seed": args.seed,
                        "dice": results}, indent=2)
-    write_atomically(case.output, lambda path: path.write_text(text, encoding="utf-8"))
+    write_case_output(case, lambda path: write_text(text, path))
     return f"{len(values)} structures, Dice {np.mean([d[-1] for d in results.values()]):.4f}"
 
 

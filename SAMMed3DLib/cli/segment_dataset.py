@@ -15,7 +15,7 @@ from typing import Callable, List
 
 from ..device import DEVICES
 from ..errors import InputError
-from .batch import Case, image_cases, run_cases, summary, write_atomically
+from .batch import Case, image_cases, run_cases, summary, write_case_output, write_staged
 
 HELP = "segment every image of a folder from recorded markups prompts (.mrk.json), locally or on a server"
 REPORT = "segment-dataset-report.json"
@@ -78,7 +78,7 @@ def segment_case(case: Case, open_session: Callable) -> str:
         if close is not None:
             close()
     with _IO:
-        write_atomically(case.output, lambda path: write_image(mask, path))
+        write_case_output(case, lambda path: write_image(mask, path))
     return f"{len(clicks)} clicks"
 
 
@@ -112,5 +112,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(summary(outcomes, seconds))
     report = {"seconds": seconds, "cases": [o.__dict__ for o in outcomes]}
-    write_atomically(args.out / REPORT, lambda path: path.write_text(json.dumps(report, indent=2), encoding="utf-8"))
+    from .images import write_text
+
+    write_staged(args.out / REPORT, lambda path: write_text(json.dumps(report, indent=2), path))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
