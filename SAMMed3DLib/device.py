@@ -10,9 +10,9 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 """The devices a user may ask for: ``auto`` picks CUDA, else Apple MPS, else the CPU."""
-PRECISIONS = ("fp32", "bf16", "fp16")
-"""Precisions of the image encoder; the prompt encoder and mask decoder always run in fp32."""
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+PRECISIONS = tuple(_DTYPE_NAMES)
+"""Precisions of the image encoder; the prompt encoder and mask decoder always run in fp32."""
 
 
 def precision_dtype(precision: str) -> "torch.dtype":

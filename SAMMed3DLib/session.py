@@ -150,6 +150,7 @@ class InteractiveSession:
         self._embeddings = embedding_cache if embedding_cache is not None else EmbeddingCache()
         self._focus: Optional[Roi] = None
         self._busy = threading.Lock()
+        self._device = getattr(model, "device", None)  # where the interpolation runs (None: the CPU)
 
     # ----------------------------------------------------------------- state
     @property
@@ -250,8 +251,7 @@ class InteractiveSession:
                 changed = before != after
                 if changed.any():
                     write_region(self._mask, region, after)
-                    edits.append((region, changed))  # recorded before packing: a failure there still rolls back
-                    edits[-1] = (region, np.packbits(changed))
+                    _record(edits, region, changed)
             if not edits and not self._state.clicks:
                 return self._result(work, None, payload)
             step = _Step(tuple(edits), self._state, _State(), payload)
@@ -335,8 +335,7 @@ class InteractiveSession:
         prompts = tuple(
             (_voxel(roi, p), int(positive)) for p, (_, positive) in zip(earlier_lps, earlier) if roi.contains(p)
         )
-        device = getattr(self._model, "device", None)
-        return roi, prompts, mask_to_prompt(self._mask, roi, device) if self._known is not None else None
+        return roi, prompts, mask_to_prompt(self._mask, roi, self._device) if self._known is not None else None
 
     def _predict(
         self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], work: _Work
@@ -359,7 +358,7 @@ class InteractiveSession:
         if cached is not None:
             return cached
         start = time.perf_counter()
-        crop = model_input_tensor(self._image, roi, getattr(self._model, "device", None))[None, None]
+        crop = model_input_tensor(self._image, roi, self._device)[None, None]
         if crop.is_cuda:  # wait for the kernels, so that the time is the preprocessing's
             torch.cuda.synchronize(crop.device)
         work.timings["preprocess"] += time.perf_counter() - start
@@ -378,11 +377,10 @@ class InteractiveSession:
         voxel may change) goes to ``edits``."""
         start = time.perf_counter()
         known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
-        logits = logits.to(getattr(self._model, "device", None) or "cpu")
+        logits = logits.to(self._device or "cpu")
         region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
         if region is not None:
-            edits.append((region, changed))  # recorded before packing: a failure there still rolls back
-            edits[-1] = (region, np.packbits(changed))
+            _record(edits, region, changed)
             self._known = region_union(self._known, region)
         work.timings["paste"] += time.perf_counter() - start
 
@@ -415,7 +413,7 @@ class InteractiveSession:
                 if neighbour in visited or not prompts:
                     continue
                 visited.add(neighbour)
-                low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour), work)
+                low_res = self._predict(neighbour, prompts, mask_to_prompt(self._mask, neighbour, self._device), work)
                 self._paste(neighbour, low_res, work, edits, union=True)
                 queue.append((neighbour, upsample(low_res)))
 
@@ -428,6 +426,13 @@ def _check_finite(values: torch.Tensor, what: str) -> None:
             "damaged or incompatible with this architecture (or overflowed at reduced precision); "
             "download the checkpoint again or choose another one"
         )
+
+
+def _record(edits: List[Edit], region: Region, changed: np.ndarray) -> None:
+    """Append the edit of ``region`` (``changed``: z-y-x booleans, already written to the mask), bit-packed.
+    It is appended unpacked first, so that a failure while packing still rolls it back."""
+    edits.append((region, changed))
+    edits[-1] = (region, np.packbits(changed))
 
 
 def _as_point(point: Sequence[float], label: str = "click") -> np.ndarray:

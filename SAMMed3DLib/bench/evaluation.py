@@ -111,7 +111,7 @@ def simulate(
     prediction = np.zeros_like(truth, dtype=bool)
     results: List[ClickResult] = []
     for _ in range(clicks):
-        if dice(prediction, truth) == 1.0:
+        if results and results[-1].dice == 1.0:  # the first prediction is empty and the truth is not
             break
         # Sampling looks only near the structure and the prediction: cheap on large volumes.
         window = _bounds(truth | prediction, margin=2)

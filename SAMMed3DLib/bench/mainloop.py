@@ -28,6 +28,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from ..errors import SAMMed3DError
 from .gil_loop import run_loop
+from .network import seconds
 
 TARGET_RATIO = 1.2
 """Issue 9's target: the module's first click and download within 1.2x of the same work run directly."""
@@ -42,11 +43,6 @@ def require_slicer_core() -> None:
         raise SAMMed3DError(f"bench-mainloop needs the slicer-core wheel ({hint}): {exc}") from exc
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
 
 def interleaved(sides: Dict[str, Callable[[int], float]], repeats: int) -> Dict[str, object]:
     """``repeats`` runs of each side in turn (run ``i`` of every side, then ``i + 1``): seconds of every run
@@ -56,8 +52,8 @@ def interleaved(sides: Dict[str, Callable[[int], float]], repeats: int) -> Dict[
         for name, side in sides.items():
             runs[name].append(side(i))
     figures: Dict[str, object] = {}
-    for name, seconds in runs.items():
-        figures[f"{name}_s"], figures[f"{name}_best_s"] = seconds, min(seconds)
+    for name, times in runs.items():
+        figures[f"{name}_s"], figures[f"{name}_best_s"] = times, min(times)
     figures["ratio"] = figures["module_best_s"] / figures["direct_best_s"]
     return figures
 
@@ -177,7 +173,7 @@ def first_click(scene, model, repeats: int) -> Dict[str, object]:
 
     def direct(_: int) -> float:
         steps = []
-        elapsed = _seconds(lambda: steps.append(InteractiveSession(model, image).add_click(SPHERE_CENTER_RAS)))
+        elapsed = seconds(lambda: steps.append(InteractiveSession(model, image).add_click(SPHERE_CENTER_RAS)))
         direct_voxels.append(int(sitk.GetArrayViewFromImage(steps[0].mask).sum()))
         return elapsed
 
@@ -228,7 +224,7 @@ def download(megabytes: int, repeats: int, folder: Path) -> Dict[str, object]:
         def direct(i: int) -> float:
             options = ModuleOptions(model=url, cache_dir=str(folder / f"direct{i}"))
             paths: List[str] = []
-            elapsed = _seconds(lambda: paths.append(download_checkpoint(options, None)))
+            elapsed = seconds(lambda: paths.append(download_checkpoint(options, None)))
             sizes.append(Path(paths[0]).stat().st_size)
             return elapsed
 
@@ -286,7 +282,7 @@ def starvation(ops: int, repeats: int) -> Dict[str, object]:
     with ``POLL_WAIT_S`` (see :func:`_polled`); and the same steps run directly (fastest of ``repeats``, s)."""
     from ..slicer.worker import POLL_WAIT_S
 
-    direct_s = min(_seconds(lambda: _gil_hungry_job(ops, [0])) for _ in range(repeats))
+    direct_s = min(seconds(lambda: _gil_hungry_job(ops, [0])) for _ in range(repeats))
     return {"ops": ops, "no_wait": _polled(ops, 0.0), "wait": _polled(ops, POLL_WAIT_S), "direct_s": direct_s}
 
 

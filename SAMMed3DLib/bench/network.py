@@ -95,6 +95,13 @@ def run_in_child(module: str, args: List[str], label: str, threads: Optional[int
         raise SAMMed3DError(f"the {label} benchmark run failed: {lines[-1] if lines else result.returncode}")
 
 
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall time in seconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _repeated_seconds(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> List[float]:
     """Wall times in seconds of ``repeats`` calls after one warm-up call."""
     fn()

@@ -20,6 +20,8 @@ import numpy as np
 import requests
 import SimpleITK as sitk
 
+from ..coordinates import lps_to_ras
+
 Click = Tuple[Tuple[float, float, float], bool]
 
 
@@ -40,8 +42,8 @@ def refinement_clicks(image: sitk.Image, count: int, seed: int = 0) -> List[Clic
     the rest refine)."""
     rng = np.random.default_rng(seed)
     reach = min(20.0, 0.3 * min(n * s for n, s in zip(image.GetSize(), image.GetSpacing())))
-    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
-    ras = (-centre[0], -centre[1], centre[2])
+    # the image centre in RAS (roi.voxel_to_ras would import torch: this module stays torch-free for the tests)
+    ras = lps_to_ras(image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()]))
     return [(tuple(float(c + d) for c, d in zip(ras, rng.uniform(-reach, reach, 3))), i % 3 != 1) for i in range(count)]
 
 

@@ -13,8 +13,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -23,7 +22,7 @@ import torch
 from ..coordinates import ras_to_lps
 from ..errors import SAMMed3DError
 from ..modeling import decode_step
-from .network import load_network, peak_rss_mb, run_in_child
+from .network import load_network, peak_rss_mb, run_in_child, seconds
 
 SIZE = (512, 512, 300)
 """Volume size (x, y, z)."""
@@ -56,11 +55,6 @@ def synthetic_volume(seed: int = 0) -> sitk.Image:
     return image
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
 
 def run_ours(state_path: str, device: str) -> Dict[str, object]:
     """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
@@ -83,7 +77,7 @@ def run_ours(state_path: str, device: str) -> Dict[str, object]:
         breakdowns.append(use(holder["s"].add_click(LESION_RAS)))
 
     breakdowns: List[Dict[str, float]] = []
-    first_s = _seconds(first)
+    first_s = seconds(first)
     session = holder["s"]
     first_breakdown = breakdowns[0]
     refine = [use(session.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
@@ -116,9 +110,9 @@ def compare_paste_methods(image: sitk.Image, roi, repeats: int = 3) -> Dict[str,
     logits = [torch.randn(1, 1, 32, 32, 32, generator=generator) for _ in range(2)]
     mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     mask.CopyInformation(image)
-    separable = [_seconds(lambda i=i: paste_logits(mask, roi, logits[i % 2])) for i in range(repeats)]
+    separable = [seconds(lambda i=i: paste_logits(mask, roi, logits[i % 2])) for i in range(repeats)]
     upsampled = [upsample(low) for low in logits]
-    resampler = [_seconds(lambda i=i: sitk_paste_logits(mask, roi, upsampled[i % 2])) for i in range(repeats)]
+    resampler = [seconds(lambda i=i: sitk_paste_logits(mask, roi, upsampled[i % 2])) for i in range(repeats)]
     return {"separable_s": statistics.median(separable), "simpleitk_s": statistics.median(resampler)}
 
 
@@ -179,8 +173,8 @@ def run_official(state_path: str, device: str) -> Dict[str, object]:
             full[c[0] : c[0] + part.shape[0], c[2] : c[2] + part.shape[1], c[4] : c[4] + part.shape[2]] = part
             return F.interpolate(full[None, None], size=tuple(original_shape), mode="nearest")[0, 0].numpy()
 
-    first_s = _seconds(lambda: one_click(LESION_RAS, True))
-    refine = [_seconds(lambda i=i: one_click(REFINE_RAS, i % 2 == 0)) for i in range(2)]
+    first_s = seconds(lambda: one_click(LESION_RAS, True))
+    refine = [seconds(lambda i=i: one_click(REFINE_RAS, i % 2 == 0)) for i in range(2)]
     return {"first_click_s": first_s, "refine_s": refine, "peak_rss_mb": peak_rss_mb()}
 
 

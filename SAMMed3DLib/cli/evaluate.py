@@ -11,9 +11,9 @@ HELP = "click-simulation evaluation against a label map: Dice after each simulat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="volume (any ITK-readable file or a DICOM series folder)")
-    parser.add_argument("--label", required=True, help="label map on the same grid; each non-zero value is evaluated")
-    parser.add_argument("--weights", required=True, help="checkpoint file or registry id")
+    parser.add_argument("--image", help="volume (any ITK-readable file or a DICOM series folder)")
+    parser.add_argument("--label", help="label map on the same grid; each non-zero value is evaluated")
+    parser.add_argument("--weights", help="checkpoint file or registry id")
     parser.add_argument("--clicks", type=whole_number(1), default=10, help="clicks per structure (default 10)")
     parser.add_argument("--sampler", choices=("random", "ritm"), default="random", help="next-click rule")
     parser.add_argument("--seed", type=whole_number(0), default=0, help="random seed, a whole number >= 0")

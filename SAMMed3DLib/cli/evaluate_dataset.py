@@ -30,8 +30,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token-file", type=Path, help="file holding the server's bearer token")
     group.add_argument("--jobs", type=int, help="cases at a time (default: the server's worker count; locally 1)")
     group.add_argument("--redo", action="store_true", help="redo cases whose results already exist")
-    for option in ("--image", "--label", "--weights"):
-        parser._option_string_actions[option].required = False
 
 
 def check_single_case(args: argparse.Namespace) -> None:

@@ -53,8 +53,6 @@ def describe(status: Status) -> str:
         return "-"
     if status.state == "damaged":
         return f"DAMAGED ({status.problem})"
-    if status.state == "partial":
-        return f"partial ({human_size(status.size)})"
     return f"{status.state} ({human_size(status.size)})"
 
 

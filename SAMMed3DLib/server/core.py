@@ -125,7 +125,6 @@ class WorkerCore:
         if not entry.lock.acquire(blocking=False):
             return Failure(409, "busy", "this session is still working on the previous step; send one step at a time")
         try:
-            entry.last_used = time.monotonic()
             return answer(entry, run_op(entry.session, op, args))
         except SAMMed3DError as exc:
             return Failure(400, "bad_input", str(exc))

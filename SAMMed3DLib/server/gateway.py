@@ -4,6 +4,7 @@ A session id names its worker (``w<index>-<random>``); new sessions go to the wo
 """
 
 import asyncio
+import json
 from typing import Any, Dict, List, Optional
 
 import ray
@@ -127,8 +128,6 @@ class Gateway:
         if not body:
             return {}
         try:
-            import json
-
             value = json.loads(body)
         except ValueError as exc:
             raise ApiError(400, "bad_input", f"the request body is not JSON: {exc}") from exc

@@ -163,20 +163,6 @@ class View:
         array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
         return array.reshape(height, width, -1)[..., :3].copy()
 
-    def save_png(self, path) -> None:
-        """Write the rendered view to ``path`` (PNG, top row first as usual)."""
-        image = self.pixels()  # bottom row first, as vtkImageData stores it
-        data = vtk.vtkImageData()
-        data.SetDimensions(image.shape[1], image.shape[0], 1)
-        flat = numpy_support.numpy_to_vtk(image.reshape(-1, 3), deep=True)
-        data.GetPointData().SetScalars(flat)
-        writer = vtk.vtkPNGWriter()
-        writer.SetInputData(data)
-        writer.SetFileName(str(path))
-        writer.Write()
-
-    # --- mouse and keys ---------------------------------------------------------------------------------
-
     def move(self, x: float, y: float) -> None:
         """Move the mouse to display pixel (x, y)."""
         self.interactor.SetEventInformation(int(round(x)), int(round(y)), 0, 0, "\0", 0)
