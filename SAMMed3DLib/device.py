@@ -52,9 +52,25 @@ def resolve_device(requested: Optional[str] = "auto") -> "torch.device":
     raise InputError(f"unknown device {requested!r}; use {', '.join(DEVICES)}")
 
 
+def cpu_has_bf16_products() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), which make bf16 matrix
+    products ~2.5x faster than fp32 (measured on an AMD EPYC with AVX512-BF16); without them bf16 is
+    emulated and slower."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe is not None and probe() for probe in probes)
+
+
 def resolve_precision(precision: str, device: "torch.device") -> "torch.dtype":
-    """fp32 everywhere; bf16/fp16 are opt-in and only on a GPU (on a CPU they are slower, not faster)."""
+    """fp32 by default. bf16/fp16 are opt-in on a GPU. On a CPU, bf16 is offered where the CPU has bf16
+    dot-product instructions (the encoder's matrix products then run in bf16, the rest in fp32); fp16 never."""
     dtype = precision_dtype(precision)
-    if precision != "fp32" and device.type == "cpu":
-        raise InputError(f"{precision} is a GPU option; on a CPU the encoder runs in fp32")
-    return dtype
+    if precision == "fp32" or device.type != "cpu":
+        return dtype
+    if precision == "bf16" and cpu_has_bf16_products():
+        return dtype
+    raise InputError(
+        f"{precision} is a GPU option on this CPU (bf16 needs a CPU with AVX512-BF16 or AMX instructions, "
+        "where only the encoder's matrix products use it); on this CPU the encoder runs in fp32"
+    )

@@ -35,7 +35,8 @@ def load_model(
     keys), a ``file://`` URL, a registry id from ``model_weights.json`` or an http(s) URL (downloaded
     once and cached, see :func:`SAMMed3DLib.weights.resolve_checkpoint`). ``device``: ``auto``,
     ``cpu``, ``cuda``, ``mps`` or a ``torch.device``. ``precision``: ``fp32`` (default), or ``bf16`` /
-    ``fp16`` for the image encoder on a GPU. ``download=False`` uses only a checkpoint already in the
+    ``fp16`` for the image encoder on a GPU (bf16 also on a CPU with bf16 instructions, see
+    :func:`~SAMMed3DLib.device.resolve_precision`). ``download=False`` uses only a checkpoint already in the
     cache (one CheckpointError if it is missing or damaged); ``download_settings``: ``options``
     (a :class:`~SAMMed3DLib.weights.DownloadOptions`) or its fields as keywords (``registry``,
     ``cache_dir``, ``retries``, ...). Weights holding NaN or Inf are refused (CheckpointError).
@@ -48,7 +49,7 @@ def load_model(
     load_weights_strict(model, state, source=path)
     target = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(target).eval()
-    model.image_encoder.to(resolve_precision(precision, target))
+    model.set_encoder_precision(resolve_precision(precision, target))
     for p in model.parameters():
         p.requires_grad_(False)
     if target.type != "cpu":

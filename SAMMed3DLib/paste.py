@@ -68,7 +68,7 @@ class _Axis:
 def _paste_axes(grid: Grid, roi: Roi, side: int) -> Optional[List[_Axis]]:
     """Per image axis (x, y, z): the paste's :class:`_Axis` for logits of ``side``³ over the ROI
     (32: the decoder's, upsampled on the way; 128: already upsampled); None if the ROI misses the image."""
-    upsampling = upsample_matrix(side, ROI_SIZE // side) if side != ROI_SIZE else np.eye(ROI_SIZE)
+    upsampling = torch.from_numpy(upsample_matrix(side, ROI_SIZE // side) if side != ROI_SIZE else np.eye(ROI_SIZE))
     axes = []
     for axis, mapping in enumerate(axis_maps(roi.grid, grid)):
         coordinates = mapping.coordinates(np.arange(grid.size[axis]))
@@ -76,7 +76,9 @@ def _paste_axes(grid: Grid, roi: Roi, side: int) -> Optional[List[_Axis]]:
         if len(rows) == 0:
             return None
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        matrix = linear_matrix(coordinates[lo:hi], ROI_SIZE) @ upsampling
+        # Through torch, not numpy: numpy's BLAS would wake threads of its own for this product, and they
+        # spin for ~0.1 s after it, slowing the network's next step on a small machine.
+        matrix = matmul(torch.from_numpy(linear_matrix(coordinates[lo:hi], ROI_SIZE)), upsampling).numpy()
         axes.append(_Axis(mapping.source_axis, lo, matrix))
     return axes
 

@@ -46,10 +46,37 @@ def test_device_resolution_falls_back_to_cpu():
         resolve_device("tpu")
 
 
-def test_half_precision_is_a_gpu_option():
-    assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
-    with pytest.raises(InputError, match="GPU option"):
-        resolve_precision("bf16", torch.device("cpu"))
+def test_half_precision_on_a_cpu_only_where_it_has_bf16_instructions(monkeypatch):
+    from SAMMed3DLib import device
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == torch.float32
     with pytest.raises(InputError, match="unknown precision"):
-        resolve_precision("int8", torch.device("cpu"))
+        resolve_precision("int8", cpu)
     assert resolve_precision("bf16", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_bf16_products", lambda: False)
+    with pytest.raises(InputError, match="GPU option on this CPU.*AVX512-BF16 or AMX"):
+        resolve_precision("bf16", cpu)
+    monkeypatch.setattr(device, "cpu_has_bf16_products", lambda: True)
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    with pytest.raises(InputError, match="GPU option"):  # fp16 products are emulated on CPUs: far slower
+        resolve_precision("fp16", cpu)
+
+
+def test_a_bf16_encoder_on_a_cpu_keeps_everything_but_its_matrix_products_in_fp32(tiny_model):
+    import copy
+
+    from SAMMed3DLib.modeling.common import Linear
+
+    lower = copy.deepcopy(tiny_model)
+    lower.set_encoder_precision(torch.bfloat16)
+    dtypes = {name: p.dtype for name, p in lower.image_encoder.named_parameters()}
+    modules = lower.image_encoder.named_modules()
+    linear = {f"{n}.{p}" for n, m in modules if isinstance(m, Linear) for p in ("weight", "bias")}
+    assert linear and all(dtypes[n] == torch.bfloat16 for n in linear)
+    assert all(d == torch.float32 for n, d in dtypes.items() if n not in linear)  # norms, convolutions, positions
+    assert list(lower.state_dict()) == list(tiny_model.state_dict())  # the checkpoint's names, unchanged
+    crop = torch.randn(1, 1, 128, 128, 128, generator=torch.Generator().manual_seed(0))
+    exact, approx = tiny_model.encode(crop), lower.encode(crop)
+    assert approx.dtype == torch.float32 and not torch.equal(exact, approx)
+    assert float((approx - exact).norm() / exact.norm()) < 0.02  # bf16 keeps ~3 significant digits

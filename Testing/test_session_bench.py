@@ -25,3 +25,10 @@ def test_report_has_ratios_and_handles_missing_reference():
     assert "separable 20 ms, SimpleITK resampler 150 ms (7.5x)" in text and "session set-up 0 ms" in text
     alone = format_report({"ours": figures(1.2, 0.2), "official": None})
     assert not any(line.rstrip().endswith("x") for line in alone) and "1200MB" in "\n".join(alone)
+
+
+def test_report_gives_the_lower_precision_run_with_its_mask_agreement():
+    lower = dict(figures(0.7, 0.05), mask_dice_vs_fp32=0.9912)
+    text = "\n".join(format_report({"ours": figures(1.2, 0.2), "official": None, "ours_bf16": lower}))
+    assert "ours with a bf16 encoder: first click 0.700s, refinement (median) 0.050s" in text
+    assert "final mask Dice vs fp32 0.9912" in text

@@ -16,8 +16,6 @@ compared, since a busy neighbour can only make a run slower. Needs the ``slicer-
 """
 
 import io
-import os
-import platform
 import tempfile
 import threading
 import time
@@ -28,6 +26,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from ..errors import SAMMed3DError
 from .gil_loop import run_loop
+from .machine import load_average, machine
 from .network import seconds
 
 TARGET_RATIO = 1.2
@@ -56,22 +55,6 @@ def interleaved(sides: Dict[str, Callable[[int], float]], repeats: int) -> Dict[
         figures[f"{name}_s"], figures[f"{name}_best_s"] = times, min(times)
     figures["ratio"] = figures["module_best_s"] / figures["direct_best_s"]
     return figures
-
-
-def load_average() -> List[float]:
-    """The 1/5/15-minute load averages (runnable threads; empty where the platform has none)."""
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
-
-
-def machine() -> Dict[str, object]:
-    """CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``), core count, load average."""
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]  # fmt: skip
-        model = names[0] if names else ""
-    return {"cpu": model or platform.processor() or "unknown", "cores": os.cpu_count(), "load_before": load_average()}
 
 
 # --- the network and the file to download -----------------------------------------------------------------

@@ -140,7 +140,10 @@ def load_network(kind: str, state_path: str, device: torch.device, precision: st
     model = model.to(device).eval()
     from ..device import precision_dtype
 
-    model.image_encoder.to(precision_dtype(precision))
+    if kind == "reference":
+        model.image_encoder.to(precision_dtype(precision))
+    else:  # as load_model sets it (on a CPU: bf16 matrix products only)
+        model.set_encoder_precision(precision_dtype(precision))
     return model
 
 

@@ -21,6 +21,7 @@ import torch
 
 from ..coordinates import ras_to_lps
 from ..errors import SAMMed3DError
+from ..metrics import dice
 from ..modeling import decode_step
 from .network import load_network, peak_rss_mb, run_in_child, seconds
 
@@ -56,13 +57,17 @@ def synthetic_volume(seed: int = 0) -> sitk.Image:
 
 
 
-def run_ours(state_path: str, device: str) -> Dict[str, object]:
-    """First click (session creation + click), refinement clicks, new-ROI click, peak RSS."""
+def run_ours(
+    state_path: str, device: str, precision: str = "fp32", mask_path: Optional[str] = None
+) -> Dict[str, object]:
+    """First click (session creation + click), refinement clicks, new-ROI click, peak RSS; the last
+    refinement's mask saved (bit-packed) to ``mask_path`` when given."""
     from ..model import load_model
     from ..session import InteractiveSession, StepResult
 
     image = synthetic_volume()
-    model = load_model(state_path, device=device)  # as the CLI and Slicer load it (a GPU is warmed up here)
+    # As the CLI and Slicer load it (a GPU is warmed up here).
+    model = load_model(state_path, device=device, precision=precision)
     holder: Dict[str, InteractiveSession] = {}
     voxels: List[int] = []
 
@@ -81,6 +86,8 @@ def run_ours(state_path: str, device: str) -> Dict[str, object]:
     session = holder["s"]
     first_breakdown = breakdowns[0]
     refine = [use(session.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
+    if mask_path:
+        np.save(mask_path, np.packbits(sitk.GetArrayViewFromImage(session.mask)))
     lesion = InteractiveSession(_LesionShaped(model), image)
     lesion.add_click(LESION_RAS)
     lesion_refine = [use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
@@ -97,6 +104,7 @@ def run_ours(state_path: str, device: str) -> Dict[str, object]:
         "paste_methods": paste_methods,
         "mask_voxels": voxels[5],
         "threads": torch.get_num_threads(),
+        "precision": precision,
     }
 
 
@@ -197,32 +205,52 @@ def _click_label(tio, image: sitk.Image, point_ras) -> "object":
     return tio.LabelMap(tensor=torch.from_numpy(label)[None], affine=get_ras_affine_from_sitk(image))
 
 
-def spawn(kind: str, state_path: str, device: str, workdir: str, threads: Optional[int]) -> Dict[str, object]:
-    """Run one side in a child process and return its figures."""
-    out = os.path.join(workdir, f"{kind}.json")
-    run_in_child(__name__, [kind, state_path, device, out], kind, threads)
+def spawn(
+    kind: str, state_path: str, device: str, workdir: str, threads: Optional[int], precision: str = "fp32"
+) -> Dict[str, object]:
+    """Run one side in a child process and return its figures (ours: the final mask's file in ``mask_file``)."""
+    out = os.path.join(workdir, f"{kind}-{precision}.json")
+    run_in_child(__name__, [kind, state_path, device, out, precision], kind, threads)
     with open(out, encoding="utf-8") as handle:
-        return json.load(handle)
+        figures = json.load(handle)
+    figures["mask_file"] = out[: -len(".json")] + "-mask.npy"
+    return figures
 
 
 def run_session_benchmark(
-    device: str = "cpu", threads: Optional[int] = None, reference: bool = True, say=print
+    device: str = "cpu",
+    threads: Optional[int] = None,
+    reference: bool = True,
+    say=print,
+    precision: Optional[str] = None,
 ) -> Dict[str, object]:
-    """Both sides on the same random full-size weights; prints the figures and returns them."""
+    """Both sides on the same random full-size weights; prints the figures and returns them. ``precision``
+    (bf16/fp16): also run ours with the encoder in it, reporting its times and its final mask's Dice
+    against fp32's."""
+    from .machine import describe, machine
     from .network import random_weights
 
+    report: Dict[str, object] = {"machine": machine()}
     with tempfile.TemporaryDirectory() as workdir:
         state_path = os.path.join(workdir, "weights.pt")
         torch.save(random_weights(), state_path)
         say(f"synthetic volume {SIZE[0]}x{SIZE[1]}x{SIZE[2]} int16, random full-size weights, device {device}")
-        ours = spawn("ours", state_path, device, workdir, threads)
-        official = None
+        say(describe(report["machine"]))
+        report["ours"] = spawn("ours", state_path, device, workdir, threads)
+        if precision and precision != "fp32":
+            lower = spawn("ours", state_path, device, workdir, threads, precision)
+            masks = [np.unpackbits(np.load(r.pop("mask_file"))) for r in (report["ours"], lower)]
+            lower["mask_dice_vs_fp32"] = dice(masks[1], masks[0])
+            report["ours_" + precision] = lower
+        report["ours"].pop("mask_file")
+        report["official"] = None
         if reference:
             try:
-                official = spawn("official", state_path, device, workdir, threads)
+                report["official"] = spawn("official", state_path, device, workdir, threads)
             except SAMMed3DError as exc:
                 say(f"official-style pipeline skipped: {exc}")
-    report = {"ours": ours, "official": official}
+            if report["official"]:
+                report["official"].pop("mask_file")
     for line in format_report(report):
         say(line)
     return report
@@ -256,7 +284,22 @@ def format_report(report: Dict[str, object]) -> List[str]:
     lines.append(f"ours, first click: session set-up {setup * 1000:.0f} ms, {first}")
     lines.append("ours, refinement:  " + _breakdown(ours["refine_breakdown"]))
     lines.append("ours, refinement of a 50 mm object: " + _breakdown(ours["lesion_refine_breakdown"]))
+    for key, lower in report.items():
+        if key.startswith("ours_") and lower:
+            lines += _precision_lines(key[len("ours_"):], lower)
     return lines
+
+
+def _precision_lines(precision: str, figures: Dict[str, object]) -> List[str]:
+    """The run with the encoder in ``precision``: its click times and mask agreement with fp32."""
+    setup = figures["first_click_s"] - figures["first_click_breakdown"]["total"]
+    refine, lesion = (statistics.median(figures[key]) for key in ("refine_s", "lesion_refine_s"))
+    return [
+        f"ours with a {precision} encoder: first click {figures['first_click_s']:.3f}s, refinement (median) "
+        f"{refine:.3f}s, 50 mm object {lesion:.3f}s, "
+        f"peak RSS {figures['peak_rss_mb']:.0f}MB; final mask Dice vs fp32 {figures['mask_dice_vs_fp32']:.4f}",
+        f"  first click: session set-up {setup * 1000:.0f} ms, {_breakdown(figures['first_click_breakdown'])}",
+    ]
 
 
 def _breakdown(timings: Dict[str, float]) -> str:
@@ -264,7 +307,10 @@ def _breakdown(timings: Dict[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    kind, state, device_name, out_path = sys.argv[1:5]
-    figures = (run_ours if kind == "ours" else run_official)(state, device_name)
+    kind, state, device_name, out_path, precision_name = sys.argv[1:6]
+    if kind == "ours":
+        figures = run_ours(state, device_name, precision_name, out_path[: -len(".json")] + "-mask.npy")
+    else:
+        figures = run_official(state, device_name)
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump(figures, handle)

@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..device import DEVICES
+from ..device import DEVICES, PRECISIONS
 
 HELP = "benchmark interactive clicks (first click, refinement, peak RSS) against the official-style pipeline"
 
@@ -13,6 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--no-reference", action="store_true", help="time SAMMed3DLib alone (no torchio/medim)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="also run ours with the image encoder in this precision (bf16 on a CPU needs AVX512-BF16 or AMX) "
+        "and report its times and its mask's Dice against fp32",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
 
 
@@ -24,8 +31,14 @@ def run(args: argparse.Namespace) -> int:
         from .outputs import check_output_path
 
         check_output_path(args.json, "--json")  # before the run, not after it
+    from ..device import resolve_precision
+
     device = resolve_device(args.device)
-    report = run_session_benchmark(str(device), args.threads, reference=not args.no_reference)
+    if args.precision:
+        resolve_precision(args.precision, device)  # one clear message before any run, not a child's traceback
+    report = run_session_benchmark(
+        str(device), args.threads, reference=not args.no_reference, precision=args.precision
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0

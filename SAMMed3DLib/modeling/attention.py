@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .common import Linear
 from .rel_pos import combine_terms, padded_keys_log_mass, relative_table, term_d, term_h, term_w
 
 
@@ -25,8 +26,8 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.rel_size = rel_size
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=True)
+        self.proj = Linear(dim, dim)
         self.rel_pos_d = nn.Parameter(torch.zeros(2 * rel_size - 1, self.head_dim))
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_size - 1, self.head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, self.head_dim))
@@ -85,7 +86,7 @@ class Attention(nn.Module):
         b, n = x.shape[0], x.shape[1]
         window = self.rel_size
         q, k, v = self._split_heads(x)
-        q_bias, k_bias, v_bias = self.qkv.bias.reshape(3, self.num_heads, self.head_dim).unbind(0)
+        q_bias, k_bias, v_bias = self.qkv.bias.to(q.dtype).reshape(3, self.num_heads, self.head_dim).unbind(0)
         bh = q.shape[0]
         # A query's h/w terms read q along its row up to the window side; past n that q is the bias.
         q_pad = q_bias.repeat(b, 1)[:, None, None, None, :].expand(bh, n, n, window - n, self.head_dim)

@@ -21,9 +21,23 @@ class LayerNorm3d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last layer_norm is one fused kernel; it equals the mean/variance formula.
-        y = F.layer_norm(x.movedim(1, -1), (x.shape[1],), self.weight, self.bias, self.eps)
-        return y.movedim(-1, 1)
+        return self.channels_last(x.movedim(1, -1)).movedim(-1, 1)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation of a channels-last ``[..., C]`` tensor."""
+        # layer_norm over the last axis is one fused kernel; it equals the mean/variance formula.
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose weights may be stored in a lower precision than its input: the input is cast to the
+    weights' dtype for the product and the result back to the input's dtype (bf16 matrix products inside an
+    fp32 network, for CPUs with bf16 dot-product instructions). With equal dtypes it is ``nn.Linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype:
+            return super().forward(x)
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
 
 
 class MLPBlock(nn.Module):
@@ -31,8 +45,8 @@ class MLPBlock(nn.Module):
 
     def __init__(self, embedding_dim: int, mlp_dim: int, act: Type[nn.Module] = nn.GELU) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
-        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.lin1 = Linear(embedding_dim, mlp_dim)
+        self.lin2 = Linear(mlp_dim, embedding_dim)
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

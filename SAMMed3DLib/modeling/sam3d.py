@@ -6,6 +6,7 @@ from typing import Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from .common import Linear
 from .image_encoder import ImageEncoderViT3D
 from .mask_decoder import MaskDecoder3D
 from .prompt_encoder import PromptEncoder3D
@@ -52,6 +53,19 @@ class SAMMed3D(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.prompt_encoder.no_mask_embed.weight.device
+
+    def set_encoder_precision(self, dtype: torch.dtype) -> None:
+        """Run the image encoder in ``dtype`` (the prompt encoder and mask decoder stay fp32). On a GPU the
+        whole encoder is cast. On a CPU only the weights of its linear layers are: their matrix products are
+        most of the work and bf16 ones are ~2.5x faster on CPUs with bf16 instructions, whereas reduced-
+        precision norms, attention, sums and convolutions are slower there than fp32."""
+        if self.device.type != "cpu":
+            self.image_encoder.to(dtype)
+            return
+        self.image_encoder.float()
+        for module in self.image_encoder.modules():
+            if isinstance(module, Linear):
+                module.to(dtype)
 
     @torch.inference_mode()
     def encode(self, crop: torch.Tensor) -> torch.Tensor:
