@@ -340,7 +340,8 @@ class InteractiveSession:
     def _predict(
         self, roi: Roi, prompts: Tuple[Prompt, ...], low_res: Optional[torch.Tensor], work: _Work
     ) -> torch.Tensor:
-        """Decoder logits ``[1, 1, 32, 32, 32]`` (CPU float32) for the prompts; encodes the ROI if not cached."""
+        """Decoder logits ``[1, 1, 32, 32, 32]`` (float32, on the model's device, where the paste interpolates
+        them and the next click's mask prompt reads them) for the prompts; encodes the ROI if not cached."""
         embedding = self._embedding(roi, work)
         coords = torch.tensor([[list(v) for v, _ in prompts]], dtype=torch.float32)
         labels = torch.tensor([[label for _, label in prompts]], dtype=torch.long)
@@ -348,9 +349,9 @@ class InteractiveSession:
         mask_in = low_res if low_res is not None else torch.zeros(1, 1, LOW_RES_SIZE, LOW_RES_SIZE, LOW_RES_SIZE)
         start = time.perf_counter()
         logits, _ = self._model.decode(embedding, coords, labels, mask_in)
-        logits = logits.detach().float().cpu()
+        logits = logits.detach().float()
+        _check_finite(logits, "mask decoder logits")  # on a GPU this waits for the kernels: the time is the decoder's
         work.timings["decode"] += time.perf_counter() - start
-        _check_finite(logits, "mask decoder logits")
         return logits
 
     def _embedding(self, roi: Roi, work: _Work) -> torch.Tensor:
