@@ -26,9 +26,9 @@ from torch.nn import functional as F
 
 from . import regions
 from .interpolation import axis_maps, inside, linear_matrix, matmul, sample, support, upsample_matrix
-from .modeling import LOW_RES_SIZE as LOW_RES  # side of the decoder's logit grid: the network defines it
+from .modeling import IMAGE_SIZE, LOW_RES_SIZE
 from .regions import Region
-from .roi import ROI_SIZE, Grid, Roi
+from .roi import Grid, Roi
 
 PROMPT_LOGIT = 8.0
 """Magnitude of the logits a binary mask becomes when it is given as a mask prompt."""
@@ -42,7 +42,7 @@ Logits = Union[torch.Tensor, np.ndarray]
 
 def upsample(low_res: torch.Tensor) -> np.ndarray:
     """Decoder logits ``[1, 1, 32, 32, 32]`` → float32 ``[128, 128, 128]`` (trilinear, align_corners=False)."""
-    full = F.interpolate(low_res.float(), size=(ROI_SIZE,) * 3, mode="trilinear", align_corners=False)
+    full = F.interpolate(low_res.float(), size=(IMAGE_SIZE,) * 3, mode="trilinear", align_corners=False)
     return full[0, 0].cpu().numpy()
 
 
@@ -68,17 +68,18 @@ class _Axis:
 def _paste_axes(grid: Grid, roi: Roi, side: int) -> Optional[List[_Axis]]:
     """Per image axis (x, y, z): the paste's :class:`_Axis` for logits of ``side``³ over the ROI
     (32: the decoder's, upsampled on the way; 128: already upsampled); None if the ROI misses the image."""
-    upsampling = torch.from_numpy(upsample_matrix(side, ROI_SIZE // side) if side != ROI_SIZE else np.eye(ROI_SIZE))
+    upsampling = upsample_matrix(side, IMAGE_SIZE // side) if side != IMAGE_SIZE else np.eye(IMAGE_SIZE)
+    upsampling = torch.from_numpy(upsampling)
     axes = []
     for axis, mapping in enumerate(axis_maps(roi.grid, grid)):
         coordinates = mapping.coordinates(np.arange(grid.size[axis]))
-        rows = np.flatnonzero(inside(coordinates, ROI_SIZE))  # one run: the map is monotonic
+        rows = np.flatnonzero(inside(coordinates, IMAGE_SIZE))  # one run: the map is monotonic
         if len(rows) == 0:
             return None
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         # Through torch, not numpy: numpy's BLAS would wake threads of its own for this product, and they
         # spin for ~0.1 s after it, slowing the network's next step on a small machine.
-        matrix = matmul(torch.from_numpy(linear_matrix(coordinates[lo:hi], ROI_SIZE)), upsampling).numpy()
+        matrix = matmul(torch.from_numpy(linear_matrix(coordinates[lo:hi], IMAGE_SIZE)), upsampling).numpy()
         axes.append(_Axis(mapping.source_axis, lo, matrix))
     return axes
 
@@ -87,7 +88,7 @@ def _logit_grid(logits: Logits) -> torch.Tensor:
     """Logits as a float32 ``[s, s, s]`` tensor (ROI order), s = 32 (decoder output) or 128 (upsampled)."""
     values = torch.as_tensor(logits).float()
     values = values.reshape(values.shape[-3:])
-    if values.shape[0] not in (LOW_RES, ROI_SIZE) or len(set(values.shape)) != 1:
+    if values.shape[0] not in (LOW_RES_SIZE, IMAGE_SIZE) or len(set(values.shape)) != 1:
         raise ValueError(f"logits must be [1, 1, 32, 32, 32] or [128, 128, 128], got {tuple(values.shape)}")
     return values
 
@@ -219,5 +220,5 @@ def mask_to_prompt(mask: sitk.Image, roi: Roi, device: Optional[torch.device] = 
     fraction = sample(sitk.GetArrayViewFromImage(mask), Grid.of(mask), roi.grid, device=device)
     if not bool((fraction > 0).any()):
         return None
-    pooled = F.avg_pool3d(fraction.clamp_(0, 1)[None, None], kernel_size=ROI_SIZE // LOW_RES)
+    pooled = F.avg_pool3d(fraction.clamp_(0, 1)[None, None], kernel_size=IMAGE_SIZE // LOW_RES_SIZE)
     return (pooled * 2 - 1) * PROMPT_LOGIT

@@ -25,7 +25,7 @@ import torch
 
 from .coordinates import RAS_TO_LPS, lps_to_ras
 from .interpolation import sample
-from .modeling import IMAGE_SIZE as ROI_SIZE  # voxels per side of the model input: the network defines it
+from .modeling import IMAGE_SIZE
 from .regions import Index3
 
 ROI_SPACING = 1.5
@@ -114,7 +114,7 @@ class Roi:
         resampled part (``valid_hi``) yet still belongs to this ROI.
         """
         voxel = self.voxel_of(point_lps)
-        return bool(np.all(voxel >= 0) and np.all(voxel < ROI_SIZE))
+        return bool(np.all(voxel >= 0) and np.all(voxel < IMAGE_SIZE))
 
 
 def direction_matrix(image_or_grid: Union[sitk.Image, Grid]) -> np.ndarray:
@@ -184,14 +184,14 @@ def roi_for_lattice_box(grid: Grid, lo: np.ndarray, hi: np.ndarray) -> Roi:
         a, b = int(lo[axis]), int(hi[axis])
         if sign < 0:
             a, b = size[axis] - b, size[axis] - a
-        start = (a + b) // 2 - ROI_SIZE // 2
+        start = (a + b) // 2 - IMAGE_SIZE // 2
         first[axis] = start if sign > 0 else size[axis] - 1 - start
         columns[:, roi_axis] = direction[:, axis] * sign
-        valid_lo.append(int(np.clip(-start, 0, ROI_SIZE)))
-        valid_hi.append(int(np.clip(size[axis] - start, 0, ROI_SIZE)))
+        valid_lo.append(int(np.clip(-start, 0, IMAGE_SIZE)))
+        valid_hi.append(int(np.clip(size[axis] - start, 0, IMAGE_SIZE)))
     roi_origin = origin + direction @ (first * ROI_SPACING)
     roi_grid = Grid(
-        (ROI_SIZE,) * 3, (ROI_SPACING,) * 3, tuple(roi_origin.tolist()), tuple(columns.reshape(-1).tolist())
+        (IMAGE_SIZE,) * 3, (ROI_SPACING,) * 3, tuple(roi_origin.tolist()), tuple(columns.reshape(-1).tolist())
     )
     return Roi(roi_grid, tuple(valid_lo), tuple(valid_hi), tuple(int(s) for s in sign_of))
 
@@ -217,7 +217,7 @@ def extract_intensities_tensor(image: sitk.Image, roi: Roi, device: Optional[tor
     of a ROI is cached, so a ROI is extracted once). Arithmetic in float32 (torchio interpolates in the
     input pixel type, which rounds integer images to whole units; the difference is below one unit).
     """
-    keep = [(np.arange(ROI_SIZE) >= lo) & (np.arange(ROI_SIZE) < hi) for lo, hi in zip(roi.valid_lo, roi.valid_hi)]
+    keep = [(np.arange(IMAGE_SIZE) >= lo) & (np.arange(IMAGE_SIZE) < hi) for lo, hi in zip(roi.valid_lo, roi.valid_hi)]
     return sample(sitk.GetArrayViewFromImage(image), Grid.of(image), roi.grid, keep, device)
 
 

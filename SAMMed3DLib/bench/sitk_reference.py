@@ -14,9 +14,10 @@ import torch
 from torch.nn import functional as F
 
 from .. import regions
-from ..paste import LOW_RES, PROMPT_LOGIT, read_region, write_region
+from ..modeling import IMAGE_SIZE, LOW_RES_SIZE
+from ..paste import PROMPT_LOGIT, read_region, write_region
 from ..regions import Region
-from ..roi import ROI_SIZE, Grid, Roi, roi_image_kji
+from ..roi import Grid, Roi, roi_image_kji
 
 
 def resample_onto(image: sitk.Image, grid: Grid, interpolator: int, default: float, pixel_type: int) -> sitk.Image:
@@ -51,7 +52,7 @@ def extract_intensities(image: sitk.Image, roi: Roi) -> np.ndarray:
 
 def footprint(grid: Grid, roi: Roi) -> Optional[Region]:
     """Image voxels (clipped) whose centres may fall in the ROI: its corners ± half a ROI voxel, rounded out."""
-    bounds = [(-0.5, ROI_SIZE - 0.5)] * 3
+    bounds = [(-0.5, IMAGE_SIZE - 0.5)] * 3
     corners = np.array([[x, y, z] for x in bounds[0] for y in bounds[1] for z in bounds[2]])
     index = grid.to_index(roi.grid.to_physical(corners))
     start = np.floor(index.min(axis=0)).astype(int)
@@ -98,5 +99,5 @@ def mask_to_prompt(mask: sitk.Image, roi: Roi) -> Optional[torch.Tensor]:
     fraction = to_roi_order(resample_onto(mask, roi.grid, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     if not (fraction > 0).any():
         return None
-    pooled = F.avg_pool3d(torch.from_numpy(np.clip(fraction, 0, 1))[None, None], kernel_size=ROI_SIZE // LOW_RES)
+    pooled = F.avg_pool3d(torch.from_numpy(np.clip(fraction, 0, 1))[None, None], kernel_size=IMAGE_SIZE // LOW_RES_SIZE)
     return (pooled * 2 - 1) * PROMPT_LOGIT
