@@ -25,10 +25,10 @@ import torch
 from torch.nn import functional as F
 
 from . import regions
-from .interpolation import axis_maps, inside, linear_matrix, matmul, sample, support, upsample_matrix
+from .interpolation import axis_maps, inside, linear_matrix, matmul, support, upsample_matrix
 from .modeling import IMAGE_SIZE, LOW_RES_SIZE
 from .regions import Region
-from .roi import Grid, Roi
+from .roi import Grid, Roi, interpolated
 
 PROMPT_LOGIT = 8.0
 """Magnitude of the logits a binary mask becomes when it is given as a mask prompt."""
@@ -217,7 +217,7 @@ def mask_to_prompt(mask: sitk.Image, roi: Roi, device: Optional[torch.device] = 
     averaged over 4³ blocks into the fraction of each 6 mm cell that is inside, and mapped to
     ``±PROMPT_LOGIT`` (0 at half coverage).
     """
-    fraction = sample(sitk.GetArrayViewFromImage(mask), Grid.of(mask), roi.grid, device=device)
+    fraction = interpolated(mask, roi.grid, device=device)
     if not bool((fraction > 0).any()):
         return None
     pooled = F.avg_pool3d(fraction.clamp_(0, 1)[None, None], kernel_size=IMAGE_SIZE // LOW_RES_SIZE)

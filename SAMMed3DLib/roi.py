@@ -3,8 +3,8 @@
 Geometry reproduces the official preprocessing (torchio ``Resample(1.5)`` → ``ToCanonical()`` →
 ``CropOrPad(128³)`` around the target → ``ZNormalization(masking x > 0)``) without resampling the
 whole volume: the ROI grid is computed from the image header alone, then only those 128³ voxels are
-interpolated from the original image (linear, with SimpleITK's rules, as separable per-axis passes: see
-:mod:`.interpolation`).
+interpolated from the original image (linear, with SimpleITK's rules: by its resampler on a CPU, by separable
+per-axis passes on a GPU, see :func:`interpolated`).
 
 Conventions used throughout:
 
@@ -17,7 +17,7 @@ Conventions used throughout:
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -69,6 +69,24 @@ class Grid:
         """LPS points ``[..., 3]`` → continuous indices ``[..., 3]`` (x, y, z)."""
         inverse = np.linalg.inv(self.matrix)
         return (np.asarray(points, dtype=float) - np.asarray(self.origin)) @ inverse.T
+
+    def reversed_axes(self) -> "Grid":
+        """The same voxels in space with the index axes in reverse order (z, y, x): a SimpleITK image on it
+        has, as its z-y-x numpy array, this grid's voxels in index order ``[i, j, k]`` (no transposing copy)."""
+        columns = np.asarray(self.direction).reshape(3, 3)[:, ::-1]
+        return Grid(self.size[::-1], self.spacing[::-1], self.origin, tuple(columns.ravel().tolist()))
+
+    def resampler(self, interpolator: int = sitk.sitkLinear, default: float = 0.0) -> sitk.ResampleImageFilter:
+        """SimpleITK's resampler onto this grid's voxel centres, float32 output, ``default`` outside the source."""
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetSize(list(self.size))
+        resampler.SetOutputSpacing(self.spacing)
+        resampler.SetOutputOrigin(self.origin)
+        resampler.SetOutputDirection(self.direction)
+        resampler.SetInterpolator(interpolator)
+        resampler.SetDefaultPixelValue(default)
+        resampler.SetOutputPixelType(sitk.sitkFloat32)
+        return resampler
 
     def reference(self, pixel_type: int = sitk.sitkUInt8) -> sitk.Image:
         """An image with this geometry (its pixels are only allocated, never meant to be read)."""
@@ -208,17 +226,47 @@ def fits_in_roi(grid: Grid, points_lps: Sequence[Sequence[float]]) -> bool:
     return all(roi.contains(p) for p in points_lps)
 
 
+def interpolated(
+    image: sitk.Image,
+    grid: Grid,
+    keep: Optional[Sequence[np.ndarray]] = None,
+    device: Optional[torch.device] = None,
+    separable: Optional[bool] = None,
+) -> torch.Tensor:
+    """``image`` linearly interpolated (SimpleITK's rules) at the voxel centres of ``grid``, whose axes are the
+    image's own (a ROI grid): float32 ``[i, j, k]`` on ``device``, 0 outside the image and where ``keep[axis]``
+    (one boolean per grid index along each axis) is False.
+
+    On a CPU by SimpleITK's resampler: multi-threaded C++ that reads only each sample's neighbours, ~1.4x
+    faster here than the separable passes, which read every image voxel under the grid. On a GPU by those
+    passes (:func:`~SAMMed3DLib.interpolation.sample`) on the device, with one upload of the image block the
+    grid covers. Both give the same numbers (tests). ``separable`` forces one method (default: by device).
+    """
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if separable if separable is not None else not on_cpu:
+        return sample(sitk.GetArrayViewFromImage(image), Grid.of(image), grid, keep, device)
+    values = sitk.GetArrayFromImage(grid.reversed_axes().resampler().Execute(image))  # [i, j, k]
+    for axis, rows in enumerate(keep or ()):
+        index = [slice(None)] * 3
+        index[axis] = ~np.asarray(rows, dtype=bool)
+        values[tuple(index)] = 0
+    return torch.from_numpy(values)
+
+
 def extract_intensities_tensor(image: sitk.Image, roi: Roi, device: Optional[torch.device] = None) -> torch.Tensor:
     """Raw intensities on the ROI grid, float32 ``[i, j, k]`` on ``device``; zero where the resampled image
-    would not reach (outside ``valid_lo``/``valid_hi``).
-
-    Linear interpolation with SimpleITK's rules, as three per-axis passes over the image voxels under the
-    ROI (see :mod:`.interpolation`); only those voxels are uploaded to a GPU, once per ROI (the embedding
-    of a ROI is cached, so a ROI is extracted once). Arithmetic in float32 (torchio interpolates in the
-    input pixel type, which rounds integer images to whole units; the difference is below one unit).
+    would not reach (outside ``valid_lo``/``valid_hi``). See :func:`interpolated`: only the image block
+    under the ROI goes to a GPU, once per ROI (the embedding of a ROI is cached, so a ROI is extracted once).
+    Arithmetic in float64 rounded to float32 (torchio interpolates in the input pixel type, which rounds
+    integer images to whole units; the difference is below one unit).
     """
-    keep = [(np.arange(IMAGE_SIZE) >= lo) & (np.arange(IMAGE_SIZE) < hi) for lo, hi in zip(roi.valid_lo, roi.valid_hi)]
-    return sample(sitk.GetArrayViewFromImage(image), Grid.of(image), roi.grid, keep, device)
+    return interpolated(image, roi.grid, valid_rows(roi), device)
+
+
+def valid_rows(roi: Roi) -> List[np.ndarray]:
+    """Per ROI axis, which of its 128 indices lie between ``valid_lo`` and ``valid_hi`` (where the official
+    resampled image reaches)."""
+    return [(np.arange(IMAGE_SIZE) >= lo) & (np.arange(IMAGE_SIZE) < hi) for lo, hi in zip(roi.valid_lo, roi.valid_hi)]
 
 
 def extract_intensities(image: sitk.Image, roi: Roi) -> np.ndarray:

@@ -20,19 +20,6 @@ from ..regions import Region
 from ..roi import Grid, Roi, roi_image_kji
 
 
-def resample_onto(image: sitk.Image, grid: Grid, interpolator: int, default: float, pixel_type: int) -> sitk.Image:
-    """``image`` interpolated at the voxel centres of ``grid`` (``default`` outside it) with SimpleITK."""
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize(list(grid.size))
-    resampler.SetOutputSpacing(grid.spacing)
-    resampler.SetOutputOrigin(grid.origin)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetInterpolator(interpolator)
-    resampler.SetDefaultPixelValue(default)
-    resampler.SetOutputPixelType(pixel_type)
-    return resampler.Execute(image)
-
-
 def to_roi_order(volume: sitk.Image) -> np.ndarray:
     """A SimpleITK image's voxels as a float32 array in index order ``[x, y, z]`` (a copy)."""
     return np.ascontiguousarray(sitk.GetArrayViewFromImage(volume).transpose(2, 1, 0), dtype=np.float32)
@@ -40,7 +27,7 @@ def to_roi_order(volume: sitk.Image) -> np.ndarray:
 
 def extract_intensities(image: sitk.Image, roi: Roi) -> np.ndarray:
     """Raw intensities on the ROI grid, float32 ``[i, j, k]``, zero outside ``valid_lo``/``valid_hi``."""
-    values = to_roi_order(resample_onto(image, roi.grid, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    values = to_roi_order(roi.grid.resampler().Execute(image))
     for axis in range(3):
         index = [slice(None)] * 3
         index[axis] = slice(0, roi.valid_lo[axis])
@@ -63,14 +50,9 @@ def footprint(grid: Grid, roi: Roi) -> Optional[Region]:
 def interpolate_logits(grid: Grid, roi: Roi, logits: np.ndarray, region: Region) -> np.ndarray:
     """The ``[i, j, k]`` ROI logits linearly interpolated at the image voxels of ``region`` (z-y-x float32),
     NaN where a voxel centre lies outside the ROI."""
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(n) for n in region[1]])
-    resampler.SetOutputSpacing(grid.spacing)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetOutputOrigin(tuple(grid.to_physical(np.asarray(region[0], dtype=float)).tolist()))
-    resampler.SetInterpolator(sitk.sitkLinear)
-    resampler.SetDefaultPixelValue(float("nan"))
-    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    origin = tuple(grid.to_physical(np.asarray(region[0], dtype=float)).tolist())
+    target = Grid(tuple(int(n) for n in region[1]), grid.spacing, origin, grid.direction)
+    resampler = target.resampler(default=float("nan"))
     return sitk.GetArrayFromImage(resampler.Execute(roi_image_kji(np.asarray(logits, np.float32), roi)))
 
 
@@ -96,7 +78,7 @@ def paste_logits(
 
 def mask_to_prompt(mask: sitk.Image, roi: Roi) -> Optional[torch.Tensor]:
     """The mask's coverage of each 6 mm cell of the ROI as ``±PROMPT_LOGIT`` logits ``[1, 1, 32, 32, 32]``."""
-    fraction = to_roi_order(resample_onto(mask, roi.grid, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    fraction = to_roi_order(roi.grid.resampler().Execute(mask))
     if not (fraction > 0).any():
         return None
     pooled = F.avg_pool3d(torch.from_numpy(np.clip(fraction, 0, 1))[None, None], kernel_size=IMAGE_SIZE // LOW_RES_SIZE)
