@@ -88,7 +88,7 @@ def test_the_module_script_reaches_only_the_engine_and_the_slicer_room():
 
 def test_the_engine_and_the_slicer_room_import_without_qt_or_slicer():
     code = (
-        "import sys, SAMMed3DLib, SAMMed3DLib.slicer.worker, SAMMed3DLib.session, SAMMed3DLib.weights\n"
+        "import sys, SAMMed3DLib, SAMMed3DLib.slicer.models, SAMMed3DLib.session, SAMMed3DLib.weights\n"
         "assert not {'slicer', 'qt', 'vtk'} & set(sys.modules), sorted({'slicer', 'qt', 'vtk'} & set(sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
