@@ -37,10 +37,11 @@ from SAMMed3DLib.slicer import panel as slicer_panel  # noqa: E402
 from SAMMed3DLib.slicer.controller import (  # noqa: E402
     DEFAULT_MODEL,
     DEVICE_CHOICES,
+    POLL_INTERVAL_S,
+    POLL_WAIT_S,
     Inputs,
     SegmentationController,
 )
-from SAMMed3DLib.slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S  # noqa: E402
 
 PROGRESS_DELAY_S = 0.4  # a busy indicator appears only for work that takes longer than this
 LOCAL_CHECKPOINT = "__local__"
@@ -129,7 +130,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onSegmentationChanged)
         self.ui.modelSelector.connect("activated(int)", self._onModelChosen)
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self._onDeviceChosen)
-        self.ui.addSegmentButton.connect("clicked()", self._onAddSegment)
+        self.ui.addSegmentButton.connect("clicked()", lambda: self.logic.addSegment(self._parameterNode))
         self.ui.downloadButton.connect("clicked()", self._onDownload)
         self._loadServerSettings()
         self.ui.testConnectionButton.connect("clicked()", self.logic.test_connection)  # edits end on focus-out
@@ -259,9 +260,6 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onSegmentChanged(self, segmentId: str) -> None:
         if self._parameterNode and self._parameterNode.segmentId != segmentId:
             self._parameterNode.segmentId = segmentId or ""
-
-    def _onAddSegment(self) -> None:
-        self.logic.addSegment(self._parameterNode)
 
     def _ensureDependencies(self) -> bool:
         """The small pip packages (then the model list can be read: refresh it) and PyTorch (asks first)."""

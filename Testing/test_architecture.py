@@ -3,7 +3,9 @@
 - the engine (SAMMed3DLib/ outside slicer/, cli/, bench/, server/) imports none of those rooms;
 - only SAMMed3DLib/slicer/ imports slicer, vtk or MRML, and nothing in it imports Qt or the GUI helpers;
 - the Slicer side never imports the command line, the benchmarks or the server;
-- SAMMed3D/SAMMed3D.py imports only the engine's public surface and SAMMed3DLib.slicer.
+- SAMMed3D/SAMMed3D.py imports only the engine's public surface and SAMMed3DLib.slicer;
+- inside slicer/, only the self-test scenario (which drives the controller as a user does) imports the controller:
+  the other files are below it (the click path: Testing/test_slicer_click_path.py).
 """
 
 import ast
@@ -76,6 +78,13 @@ def test_the_slicer_room_uses_no_gui_and_no_other_room():
                     assert node.attr not in ("app", "util", "mrmlScene", "modules"), f"{path} uses slicer.{node.attr}"
 
 
+def test_nothing_below_the_controller_imports_it():
+    for path in python_files():
+        if room_of(path) in ("engine", "slicer") and path.name not in ("controller.py", "scenario.py"):
+            names = {name for name, _ in imports(path)}
+            assert not any(n.startswith("SAMMed3DLib.slicer.controller") for n in names), path.relative_to(ROOT)
+
+
 def test_the_module_script_reaches_only_the_engine_and_the_slicer_room():
     path = ROOT / "SAMMed3D" / "SAMMed3D.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -88,7 +97,7 @@ def test_the_module_script_reaches_only_the_engine_and_the_slicer_room():
 
 def test_the_engine_and_the_slicer_room_import_without_qt_or_slicer():
     code = (
-        "import sys, SAMMed3DLib, SAMMed3DLib.slicer.worker, SAMMed3DLib.session, SAMMed3DLib.weights\n"
+        "import sys, SAMMed3DLib, SAMMed3DLib.slicer.models, SAMMed3DLib.session, SAMMed3DLib.weights\n"
         "assert not {'slicer', 'qt', 'vtk'} & set(sys.modules), sorted({'slicer', 'qt', 'vtk'} & set(sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

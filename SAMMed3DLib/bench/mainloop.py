@@ -7,7 +7,7 @@ Slicer's does (:mod:`.gil_loop`), against the same work run directly, in one run
 - download: the controller's Download (on the worker, polled under the loop) vs ``download_checkpoint`` called
   directly, both from a local HTTP server on 127.0.0.1 that the benchmark starts, each into a fresh cache folder;
 - starvation: many GIL-releasing 1 ms steps on the worker, polled under the loop by a poll that does not wait
-  (the old module) and by one that waits :data:`~SAMMed3DLib.slicer.worker.POLL_WAIT_S`; seconds, polls, and
+  (the old module) and by one that waits :data:`~SAMMed3DLib.slicer.controller.POLL_WAIT_S`; seconds, polls, and
   steps the worker completed per poll (a count, which load cannot blur).
 
 Each pair runs interleaved (both sides see the same load on a shared machine); the fastest run of each side is
@@ -126,13 +126,11 @@ def _warm_worker(controller, model) -> None:
     here was loaded elsewhere, so the thread runs one decoder pass first (outside the timing)."""
     import torch
 
-    from ..slicer.worker import Job
-
     def decode() -> None:
         embedding = model.encode(torch.zeros(1, 1, 128, 128, 128))
         model.decode(embedding, torch.full((1, 1, 3), 64.0), torch.ones(1, 1, dtype=torch.long))
 
-    controller.worker.submit(Job(decode))
+    controller.run_errand(decode)
     controller.wait()
 
 
@@ -145,8 +143,8 @@ def first_click(scene, model, repeats: int) -> Dict[str, object]:
 
     from ..session import InteractiveSession
     from ..slicer import mrml
+    from ..slicer.controller import POLL_INTERVAL_S, POLL_WAIT_S
     from ..slicer.scenario import SPHERE_CENTER_RAS, Scenario
-    from ..slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S
 
     scenarios = [Scenario(scene, model=model)]
     image, _ = mrml.read_volume(scenarios[0].volume)
@@ -193,9 +191,8 @@ def first_click(scene, model, repeats: int) -> Dict[str, object]:
 def download(megabytes: int, repeats: int, folder: Path) -> Dict[str, object]:
     """A ``megabytes`` MiB checkpoint from the local server: the module's Download under the loop vs
     ``download_checkpoint`` directly, each into a fresh cache folder. Adds the module's last messages."""
-    from ..slicer.controller import SegmentationController
+    from ..slicer.controller import POLL_INTERVAL_S, POLL_WAIT_S, SegmentationController
     from ..slicer.models import ModuleOptions, download_checkpoint
-    from ..slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S
 
     data = checkpoint_bytes(megabytes)
     messages: List[str] = []
@@ -243,19 +240,19 @@ def _gil_hungry_job(ops: int, done: List[int]) -> None:
 
 
 def _polled(ops: int, wait_s: float) -> Dict[str, float]:
-    """The GIL-hungry job on a fresh worker, polled under the loop with ``wait_s``: seconds until idle, polls, steps
-    the worker completed, and steps per poll."""
-    from ..slicer.worker import POLL_INTERVAL_S, BackgroundWorker, Job
+    """The GIL-hungry job on a fresh controller's worker, polled under the loop with ``wait_s``: seconds until idle,
+    polls, steps the worker completed, and steps per poll."""
+    from ..slicer.controller import POLL_INTERVAL_S, SegmentationController
 
-    worker, done, polls = BackgroundWorker(), [0], [0]
+    controller, done, polls = SegmentationController(), [0], [0]
 
     def poll() -> bool:
         polls[0] += 1
-        return bool(worker.poll(wait_s) or worker.busy)
+        return controller.poll(wait_s)
 
-    worker.submit(Job(lambda: _gil_hungry_job(ops, done)))
+    controller.run_errand(lambda: _gil_hungry_job(ops, done))
     seconds = run_loop(poll, POLL_INTERVAL_S)
-    worker.shutdown()
+    controller.cleanup()
     return {"wait_s": wait_s, "seconds": seconds, "polls": polls[0], "steps": done[0],
             "steps_per_poll": done[0] / polls[0]}  # fmt: skip
 
@@ -263,7 +260,7 @@ def _polled(ops: int, wait_s: float) -> Dict[str, float]:
 def starvation(ops: int, repeats: int) -> Dict[str, object]:
     """``ops`` 1 ms GIL-releasing steps on the worker, polled under the loop without waiting (the old module) and
     with ``POLL_WAIT_S`` (see :func:`_polled`); and the same steps run directly (fastest of ``repeats``, s)."""
-    from ..slicer.worker import POLL_WAIT_S
+    from ..slicer.controller import POLL_WAIT_S
 
     direct_s = min(seconds(lambda: _gil_hungry_job(ops, [0])) for _ in range(repeats))
     return {"ops": ops, "no_wait": _polled(ops, 0.0), "wait": _polled(ops, POLL_WAIT_S), "direct_s": direct_s}

@@ -8,57 +8,78 @@ and reset read the edits back from the session; steps that fall off the session'
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
 (:mod:`.markups`): a new Defined point is a click, a click's point the user deletes is put back with a message.
 
-Model loading and inference run on a :class:`~.worker.BackgroundWorker`; every MRML read/write happens on the
-main thread in :meth:`poll` (Slicer calls it from a ``qt.QTimer``, tests through :meth:`wait`). Actions are
-queued and run in order, so a click made while a prediction runs is never lost.
+Model loading and inference run on one worker thread (a ``ThreadPoolExecutor``), one job at a time in order,
+so a session is never stepped from two threads; every MRML read/write happens on the main thread, in
+:meth:`~SegmentationController.poll` (Slicer calls it from a ``qt.QTimer``, tests through ``wait``), which hands
+each finished job's future to this class's handler for its action type. Actions are queued and run in order, so
+a click made while a prediction runs is never lost.
+
+Calls go down only: nothing below calls back into this file (no callbacks are handed down). A refinement click,
+4 files: the point list's event → the Logic (SAMMed3D.py, this class) ``process_points`` → ``_start_click`` → on
+the worker thread the session's own ``add_click`` (session.py) → ``poll`` → ``_finish_click`` →
+:func:`.mrml.apply_mask` (mrml.py). A target's first click also asks the GUI's ``dependencies_ready`` and runs
+:func:`first_click` on the worker: the model (models.py), the session (remote_models.py), the same ``add_click``.
 """
 
 import collections
+import concurrent.futures
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import singledispatchmethod
+from functools import partial, singledispatchmethod
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from .. import regions
-from ..errors import InputError, SAMMed3DError
-from . import markups, mrml
-from .actions import Action, Click, Finish, Redo, Reset, Show, Undo
-from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, device_note, download_checkpoint
+from . import actions, feedback, markups, models, mrml, targets
+from .actions import Action, Click, ConnectionTest, Download, Errand, Finish, Pending, Redo, Reset, Show, Undo
+from .feedback import DELETED_POINT, TORCH_NEEDED, Reporter
+from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
 from .placing import PlaceMode
-from .remote_models import ServerActions, closer, open_session
-from .targets import Inputs, SceneStep, Target, TargetKey, VolumeCache, folded, rewind
-from .worker import BackgroundWorker, Job, Progress
+from .remote_models import closer, error_line, is_server, open_session
+from .targets import Inputs, SceneStep, Target, TargetKey, Targets, VolumeCache
 
-__all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "Inputs", "ModuleOptions", "SegmentationController"]
+__all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "DELETED_POINT", "POLL_INTERVAL_S", "POLL_WAIT_S",
+           "TORCH_NEEDED", "Inputs", "ModuleOptions", "SegmentationController"]  # fmt: skip
 
-MAX_CACHED_TARGETS = 4  # sessions kept for (volume, segment) pairs the user may come back to
-TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
-DELETED_POINT = "A click's point cannot be deleted on its own; it was put back. Use Undo (Ctrl+Z) or Reset."
+POLL_INTERVAL_S = 0.0
+"""Period of the GUI's poll timer (seconds) while work is pending: 0, a Qt timer that fires whenever the event
+queue is empty, since each poll already waits (a first tick 20 ms late delayed every click by 20 ms)."""
+POLL_WAIT_S = 0.05
+"""How long each poll waits for the worker (seconds): the GUI stays responsive at this granularity, and the
+worker gets the GIL for all but the main loop's own event handling between ticks (Slicer's main thread holds
+the GIL in its event loop; waiting on a future releases it. SAMMed3DLib/bench/gil_loop.py: a stand-in loop)."""
 
 
-class SegmentationController(ServerActions):
-    """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI,
-    ``on_place_mode()`` tells it that place mode started or ended."""
+def first_click(load: Callable[[], Any], target: Target, click: Click, auto_extend: bool,
+                history_limit: Optional[int]) -> Any:  # fmt: skip
+    """Worker thread, a target's first click: the model (``load``), the target's new session, its first step."""
+    target.session = open_session(load(), target, auto_extend, history_limit)
+    return target.session.add_click(click.point, positive=click.positive, payload=SceneStep())
 
-    def __init__(self, worker: Optional[BackgroundWorker] = None, model_loader: Optional[Callable] = None) -> None:
-        self.worker = worker or BackgroundWorker()
+
+class SegmentationController(Reporter):
+    """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI
+    (:class:`.feedback.Reporter`), ``on_place_mode()`` tells it that place mode started or ended."""
+
+    def __init__(self, model_loader: Optional[Callable] = None) -> None:
+        Reporter.__init__(self)
         self.options = ModuleOptions()
         self.inputs = Inputs()
-        self.on_message: Optional[Callable[[str, bool], None]] = None
         self.on_place_mode: Optional[Callable[[], None]] = None
         self.on_work: Optional[Callable[[], None]] = None  # work was queued: the GUI starts polling
-        self.messages: List[Tuple[str, bool]] = []
         self.status = ""
         self.download_progress: Optional[Progress] = None
         self.models = ModelStore(model_loader)
         self.history_limit: Optional[int] = None  # undo steps per session; None: the engine's default
-        self.place_mode = PlaceMode(self.process_points, self._place_mode_changed)
+        self.place_mode = PlaceMode()
+        self._observations: List[Tuple[Any, int]] = []  # (node, observer tag) of place_mode.events()
+        self._observed: List[Tuple[Any, int, bool]] = []
         self._volumes = VolumeCache()
-        self._targets: collections.OrderedDict[TargetKey, Target] = collections.OrderedDict()
+        self._targets = Targets()
         self._actions: Deque[Action] = collections.deque()
-        self._running: Optional[Tuple[Action, Job]] = None
-        self._continue: set = set()  # target keys whose next session starts from the segment's content
+        self._pending: Deque[Pending] = collections.deque()  # handed to the worker thread, not collected yet
+        self._worker: Optional[ThreadPoolExecutor] = None  # one thread: jobs run one at a time, in order
         self._showing = False  # the controller itself is changing the point lists: their events are ours
-        self._last_error: Optional[str] = None
         self.last_step: Any = None  # the engine's StepResult last written to the scene (status line, tests)
         self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
 
@@ -69,13 +90,11 @@ class SegmentationController(ServerActions):
         ones that continue from the segments as they are)."""
         old, self.options = self.options, replace(self.options, **changes)
         if old.auto_extend != self.options.auto_extend:
-            for target in self._targets.values():
-                if target.session is not None:  # a plain attribute, read once per click by the session
-                    target.session.auto_extend = self.options.auto_extend
+            for session in self._targets.sessions():  # a plain attribute, read once per click by the session
+                session.auto_extend = self.options.auto_extend
         where = ("model", "device", "server_url", "server_token")
-        if any(getattr(old, f) != getattr(self.options, f) for f in where) and self._targets:
-            self._continue.update(self._targets)
-            self._drop(*self._targets)
+        if any(getattr(old, f) != getattr(self.options, f) for f in where) and len(self._targets):
+            self._close(self._targets.continue_all())
             self._queue(Show)
 
     def set_model(self, name: str, model: Any, device_type: str = "cpu") -> None:
@@ -88,6 +107,7 @@ class SegmentationController(ServerActions):
         switched = inputs.key != self.inputs.key
         self.inputs = inputs
         self.place_mode.watch((inputs.positive, inputs.negative))
+        self._observe()
         if switched:
             self._queue(Show)
 
@@ -95,17 +115,17 @@ class SegmentationController(ServerActions):
         """The module is shown: observe the point lists and place mode of ``scene``; the lists show the selected
         target's clicks (points placed in them meanwhile, from elsewhere, are not clicks)."""
         self.place_mode.enter(scene, (self.inputs.positive, self.inputs.negative))
+        self._observe()
         self._show_points()
 
     def exit(self) -> None:
         """The module is left: no observers, no place mode in our lists, Slicer's active place list restored."""
         self.place_mode.exit()
+        self._observe()
 
     def start_placing(self, positive: bool) -> None:
         """Place mode into the positive (green) or negative (red) list: every click in a view is a prompt."""
-        node = self.inputs.positive if positive else self.inputs.negative
-        if node is not None and self.place_mode.entered:
-            self.place_mode.start(node)
+        self.place_mode.start(positive)
 
     def stop_placing(self) -> None:
         self.place_mode.stop()
@@ -113,25 +133,22 @@ class SegmentationController(ServerActions):
     @property
     def placing(self) -> Optional[bool]:
         """True / False while placing positive / negative clicks, None otherwise."""
-        node = self.place_mode.placing_into()
-        return None if node is None else node is self.inputs.positive
+        return self.place_mode.placing()
 
     def process_points(self) -> None:
-        """Turn new Defined points into queued clicks and put back clicks' points the user deleted (call it on
-        the point lists' events; Preview points are ignored)."""
+        """Turn new Defined points into queued clicks and put back clicks' points the user deleted (the point
+        lists' events call it; Preview points are ignored). A target's first click asks ``dependencies_ready``
+        first; a session in progress has them (a new model, device or server starts a new session)."""
         if self._showing:
             return
         lists = self._compared_lists()
-        if any(new for _, _, new, _ in lists) and not self.dependencies_ready():
+        first = self._targets.with_session(self.inputs.key) is None
+        if any(new for _, _, new, _ in lists) and first and not self.dependencies_ready():
             self._discard(lists, TORCH_NEEDED)
             return
-        deleted = False
-        for node, positive, new, missing in lists:
-            for point_id, point in new:
-                node.SetNthControlPointLocked(node.GetNthControlPointIndexByID(point_id), True)
-                self._actions.append(Click(self.inputs, point, positive, point_id))
-            deleted |= bool(missing)
-        self._cancel_deleted_clicks()
+        self._actions.extend(actions.new_clicks(self.inputs, lists))  # their points are locked: never dragged
+        deleted = any(missing for *_, missing in lists)
+        self._actions = actions.with_points(self._actions)  # a click whose point the user deleted is dropped
         if deleted:
             self._show_points()
             self._report(DELETED_POINT, True)
@@ -142,25 +159,18 @@ class SegmentationController(ServerActions):
         install PyTorch)."""
         self._discard(self._compared_lists(), reason)
 
-    def _discard(self, lists: List[Tuple[Any, bool, list, list]], reason: str) -> None:
-        removed = False
-        for node, _, new, _ in lists:
-            self._showing = True
-            try:
-                for point_id, _ in new:
-                    markups.remove_point(node, point_id)
-            finally:
-                self._showing = False
-            removed |= bool(new)
+    def _discard(self, lists: List[markups.Compared], reason: str) -> None:
+        self._showing = True
+        try:
+            removed = markups.remove_new(lists)
+        finally:
+            self._showing = False
         if removed:
             self._report(reason, True)
 
-    def _compared_lists(self) -> List[Tuple[Any, bool, list, list]]:
-        """(node, positive, new Defined points, clicks whose point is gone) of each point list, compared once."""
-        return [
-            (node, positive, *markups.compare(node, self._shown_clicks(positive), self._waiting_ids(positive)))
-            for node, positive in self.inputs.point_lists()
-        ]
+    def _compared_lists(self) -> List[markups.Compared]:
+        """Each point list compared once with the selected target's clicks and waiting clicks."""
+        return markups.compare_lists(self.inputs.point_lists(), self._clicks(), self._waiting())
 
     def undo(self) -> None:
         self._queue(Undo)
@@ -178,7 +188,7 @@ class SegmentationController(ServerActions):
 
     @property
     def busy(self) -> bool:
-        return self._running is not None or bool(self._actions) or self.worker.busy
+        return bool(self._pending) or bool(self._actions)
 
     def target(self) -> Optional[Target]:
         """The selected (volume, segment)'s target, None before its first click."""
@@ -186,150 +196,166 @@ class SegmentationController(ServerActions):
 
     @property
     def can_undo(self) -> bool:
-        target = self._targets.get(self.inputs.key)
-        return bool(target and target.session is not None and target.session.can_undo)
+        target = self._targets.with_session(self.inputs.key)
+        return bool(target and target.session.can_undo)
 
     @property
     def can_redo(self) -> bool:
-        target = self._targets.get(self.inputs.key)
-        return bool(target and target.session is not None and target.session.can_redo)
+        target = self._targets.with_session(self.inputs.key)
+        return bool(target and target.session.can_redo)
 
     def poll(self, wait_s: float = 0.0) -> bool:
         """Apply finished work to the scene and start queued work (main thread); while the worker runs, wait up
-        to ``wait_s`` seconds for it (the wait releases the GIL: see :mod:`.worker`). Returns ``busy``."""
+        to ``wait_s`` seconds for it (the wait releases the GIL: see the module docstring). Returns ``busy``."""
         self._start_next()
-        for job in self.worker.poll(wait_s):
-            self._collect(job)
+        self._collect(wait_s)
         self._start_next()
         return self.busy
 
     def wait(self, timeout: float = 120.0) -> None:
-        """Poll until idle (headless tests, the self-test); seconds."""
+        """Poll until idle (headless tests, the self-test); ``timeout`` seconds for the worker's jobs."""
         while self.busy:
-            for job in self.worker.wait(timeout):
-                self._collect(job)
+            _, running = concurrent.futures.wait([work.future for work in self._pending], timeout=timeout)
+            if running:
+                raise TimeoutError(f"background job still running after {timeout} s")
+            self._collect(0.0)
             self._start_next()
 
     def download(self, progress: Optional[Progress] = None) -> Progress:
         """Fetch the selected registry model into the cache on the worker; cancel with ``progress.cancel()``."""
         progress = progress or Progress()
         self.download_progress = progress
-        options = self.options
-        job = Job(lambda: download_checkpoint(options, progress), self._downloaded, self._download_failed)
-        self.worker.submit(job)
+        self.run_errand(partial(models.download_checkpoint, self.options, progress), Download(progress))
+        return progress
+
+    @property
+    def uses_server(self) -> bool:
+        """The Server device is chosen: clicks run on a SAM-Med3D server, PyTorch is not needed here."""
+        return is_server(self.options)
+
+    def test_connection(self) -> None:
+        """Ask the server of the options for its version and workers (on the worker); one line in the panel."""
+        self.run_errand(self.models.servers.test_job(self.options), ConnectionTest(self.options.server_url.strip()))
+
+    def run_errand(self, job: Callable[[], Any], errand: Any = None) -> None:
+        """Run ``job`` on the worker thread after the work before it; its outcome goes to the handlers of
+        ``errand`` (default :class:`.actions.Errand`: nobody needs it, e.g. a benchmark warming the thread)."""
+        self._submit(Errand() if errand is None else errand, job)
         if self.on_work is not None:
             self.on_work()
-        return progress
 
     def device_note(self) -> str:
         """What the panel shows about the device (see :func:`.models.device_note`), or about the server."""
-        if self.uses_server:
-            return self.models.servers.note(self.options)
-        return device_note(self.options.device)
+        return self.models.note(self.options)
 
     def running_for(self) -> float:
-        """Seconds the current background job has been running (0 when idle)."""
-        return self.worker.running_for()
+        """Seconds the oldest uncollected job has been able to run (0 when idle): the GUI shows progress only
+        past a delay. Under Slicer's GIL the worker runs only inside :meth:`poll`, which collects a job as soon
+        as it ends, so this is when the job started to within a poll."""
+        return time.monotonic() - self._pending[0].started if self._pending else 0.0
 
     def cleanup(self) -> None:
         self.exit()
-        self._drop(*self._targets)  # their server sessions close on the worker before it stops
-        self.worker.shutdown()
+        self._close(self._targets.drop(*self._targets))  # their server sessions close on the worker before it stops
+        self._stop_worker()
         self.models.clear()
 
-    @property
-    def last_error(self) -> Optional[str]:
-        """The newest error message, None once a later step was written to the scene successfully."""
-        return self._last_error
-
-    # --- queue ----------------------------------------------------------------------------------------------
+    # --- queue and worker thread ----------------------------------------------------------------------------
 
     def _queue(self, kind: type) -> None:
         self._actions.append(kind(self.inputs))
         self._start_next()
 
     def _start_next(self) -> None:
-        while self._running is None and not self.worker.busy and self._actions:
+        """Start queued actions in order while the worker has nothing (an action may hand it a job)."""
+        while not self._pending and self._actions:
             action = self._actions.popleft()
             try:
-                job = self._start(action)
+                self._start(action)
             except Exception as exc:  # noqa: BLE001 - reported once in the panel; never raised into Qt callbacks
                 self._fail(action, exc)
-                continue
-            if job is not None:
-                self._running = (action, self.worker.submit(job))
         if self.on_work is not None and self.busy:
             self.on_work()
 
-    def _collect(self, job: Job) -> None:
-        action = None
-        if self._running is not None and self._running[1] is job:
-            action, self._running = self._running[0], None
+    def _submit(self, action: Any, job: Callable[[], Any], target: Optional[Target] = None) -> None:
+        """Hand ``job`` to the worker thread (started on first use); :meth:`_collect` hands its outcome to the
+        handlers of ``action`` with ``target``."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SAMMed3D-worker")
+        self._pending.append(Pending(action, self._worker.submit(job), target))
+
+    def _collect(self, wait_s: float) -> None:
+        """Hand finished jobs to their handlers, oldest first (the one worker thread finishes them in that
+        order); when the oldest has not finished, first wait up to ``wait_s`` seconds for it."""
+        if wait_s > 0 and self._pending:
+            concurrent.futures.wait([self._pending[0].future], timeout=wait_s)
+        while self._pending and self._pending[0].future.done():
+            self._settle(self._pending.popleft())
+            if self._pending:
+                self._pending[0].started = time.monotonic()  # it runs now that the job before it ended
+
+    def _settle(self, work: Pending) -> None:
+        """One finished job to the handler of its action; a handler that fails is reported too."""
         try:
-            job.complete()
+            error = work.future.exception()
+            if error is None:
+                self._finish(work.action, work.target, work.future.result())
+            else:
+                self._fail(work.action, error)
         except Exception as exc:  # noqa: BLE001 - reported once in the panel; never raised into Qt callbacks
-            self._fail(action, exc)
+            self._fail(work.action if isinstance(work.action, Action) else None, exc)
 
-    def _fail(self, action: Optional[Action], error: BaseException) -> None:
-        """Report one message and leave the scene as before: a failed click's point goes, queued clicks too."""
-        if isinstance(action, Click):
-            self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
-            target = self._targets.get(action.inputs.key)
-            if target is not None and not target.clicks():
-                self._drop(target.key)  # a session that never produced a step is not worth keeping
-            self._show_points()
-        text = str(error) if isinstance(error, SAMMed3DError) else f"Unexpected error: {error!r}"
-        self._report(text, True)
+    def _stop_worker(self) -> None:
+        """Let the worker thread end after the job it runs and the server sessions to close; other jobs that
+        have not started are dropped, and a download is cancelled (nothing will collect them)."""
+        for work in self._pending:
+            if isinstance(work.action, Download):
+                work.action.progress.cancel()
+            if not isinstance(work.action, Errand):
+                work.future.cancel()
+        self._pending = collections.deque(work for work in self._pending if not work.future.cancelled())
+        if self._worker is not None:
+            self._worker.shutdown(wait=False)  # Python's exit still waits for the job it runs
+            self._worker = None
 
-    def _job(self, fn: Callable[[], Any], on_done: Callable[[Any], None], action: Action) -> Job:
-        """A worker job whose failure is reported as ``action``'s."""
-        return Job(fn, on_done, lambda error: self._fail(action, error))
-
-    # --- one handler per action (main thread; a returned job runs on the worker) ----------------------------
+    # --- one handler per action (main thread): start it; finish or fail its job -----------------------------
 
     @singledispatchmethod
-    def _start(self, action: Action) -> Optional[Job]:
+    def _start(self, action: Action) -> None:
         raise TypeError(f"no handler for {type(action).__name__}")
 
     @_start.register
-    def _start_click(self, action: Click) -> Job:
-        """Check every input first (nothing in the scene changes on bad input), then run the click."""
+    def _start_click(self, action: Click) -> None:
+        """Check every input first (nothing in the scene changes on bad input), then hand the worker the
+        session's own ``add_click`` (a target's first click: :func:`first_click`)."""
         inputs = action.inputs
-        image, geometry, embeddings = self._volumes.get(inputs.volume, self.options.harden_transforms,
-                                                        local=not self.uses_server)
-        mrml.check_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
-        if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
-            raise InputError("Select a segment (or add one with 'New segment') first.")
+        image, geometry, embeddings = self._volumes.checked(inputs, self.options.harden_transforms,
+                                                            local=not self.uses_server)
         load, warning = self.models.job(self.options)
         if warning:
             self._report(warning, False)  # a warning: the click still runs, on the CPU
-        target = self._prepare_target(inputs, image, geometry, embeddings)
-        auto_extend = self.options.auto_extend
-        return self._job(lambda: self._click(load, target, action, auto_extend),
-                         lambda result: self._apply_click(target, result), action)  # fmt: skip
+        target, evicted = self._targets.prepare(inputs, image, geometry, embeddings, self.options.start_from_existing)
+        self._close(evicted)
+        if target.session is None:
+            job = partial(first_click, load, target, action, self.options.auto_extend, self.history_limit)
+        else:
+            job = partial(target.session.add_click, action.point, positive=action.positive, payload=SceneStep())
+        self._submit(action, job, target)
 
-    @_start.register
-    def _start_undo(self, action: Undo) -> Optional[Job]:
-        return self._start_travel(action, undo=True)
-
-    @_start.register
-    def _start_redo(self, action: Redo) -> Optional[Job]:
-        return self._start_travel(action, undo=False)
-
-    def _start_travel(self, action: Action, undo: bool) -> Optional[Job]:
+    @_start.register(Undo)
+    @_start.register(Redo)
+    def _start_travel(self, action: Action) -> None:
         """Undo or redo one session step, when the session has one (its history is the only one)."""
-        target = self._session_target(action)
-        if target is None or not (target.session.can_undo if undo else target.session.can_redo):
-            return None
-        step = target.session.undo if undo else target.session.redo
-        return self._job(step, lambda result: self._apply_travel(target, result, undo=undo), action)
+        undo = isinstance(action, Undo)
+        target = self._targets.with_session(action.inputs.key)
+        if target is not None and (target.session.can_undo if undo else target.session.can_redo):
+            self._submit(action, target.session.undo if undo else target.session.redo, target)
 
     @_start.register
-    def _start_reset(self, action: Reset) -> Optional[Job]:
-        target = self._session_target(action)
-        if target is None:
-            return None
-        return self._job(lambda: rewind(target.session), lambda done: self._apply_reset(target, *done), action)
+    def _start_reset(self, action: Reset) -> None:
+        target = self._targets.with_session(action.inputs.key)
+        if target is not None:
+            self._submit(action, partial(targets.rewind, target.session), target)
 
     @_start.register
     def _start_finish(self, action: Finish) -> None:
@@ -342,55 +368,14 @@ class SegmentationController(ServerActions):
     def _start_show(self, action: Show) -> None:
         self._show_points()
 
-    # --- targets --------------------------------------------------------------------------------------------
+    @singledispatchmethod
+    def _finish(self, action: Any, target: Optional[Target], result: Any) -> None:
+        """An errand's job ended: nothing to do."""
 
-    def _drop(self, *keys: TargetKey) -> None:
-        """Forget these targets; their server sessions are closed on the worker (after the job it runs)."""
-        for key in keys:
-            target = self._targets.pop(key, None)
-            close = closer(target.session) if target is not None else None
-            if close is not None:
-                self.worker.submit(Job(close))
-
-    def _session_target(self, action: Action) -> Optional[Target]:
-        target = self._targets.get(action.inputs.key)
-        return target if target is not None and target.session is not None else None
-
-    def _prepare_target(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any) -> Target:
-        """The (cached) target of ``inputs`` on ``geometry``; reads the segment once, writes nothing."""
-        key = inputs.key
-        target = self._targets.get(key)
-        if target is not None and target.geometry == geometry:
-            self._targets.move_to_end(key)
-            return target
-        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings)
-        voxels = mrml.whole_segment(inputs.segmentation, inputs.segment_id, geometry)
-        existing = mrml.voxels_region(voxels)
-        continuing = key in self._continue
-        self._continue.discard(key)
-        if existing is not None and (self.options.start_from_existing or continuing):
-            target.initial_mask = mrml.voxels_to_sitk(voxels, image)
-        else:
-            target.replaced = existing  # a fresh start replaces what the segment held
-        self._targets[key] = target
-        while len(self._targets) > MAX_CACHED_TARGETS:
-            self._drop(next(iter(self._targets)))
-        return target
-
-    # --- worker-thread part ---------------------------------------------------------------------------------
-
-    def _click(self, load: Callable[[], Any], target: Target, action: Click, auto_extend: bool) -> Any:
-        """Worker thread: the session's step result after the click (its payload to be filled on the main thread)."""
-        model = load()
-        if target.session is None:
-            target.session = open_session(model, target, auto_extend, self.history_limit)
-        return target.session.add_click(action.point, positive=action.positive, payload=SceneStep())
-
-    # --- main-thread parts: write the scene -----------------------------------------------------------------
-
-    def _apply_click(self, target: Target, result: Any) -> None:
+    @_finish.register
+    def _finish_click(self, action: Click, target: Target, result: Any) -> None:
         """Write the click's mask into the segment; a write that fails takes the click back from the session."""
-        target.settled = folded(target.settled, result.dropped)  # fell off the history whatever happens next
+        target.settled = targets.folded(target.settled, result.dropped)  # fell off the history whatever happens next
         try:
             mrml.prepare_segmentation(target.segmentation, target.geometry)
             region = regions.union(result.changed, target.replaced)
@@ -403,97 +388,111 @@ class SegmentationController(ServerActions):
             raise
         target.replaced = None  # only now: a failed write leaves it for the next click
         self.last_step, self._last_error = result, None
-        self.status = self._timing_text(result)
+        self.status = feedback.click_status(result, self.models.device_type(self.options))
         self._show_points()
         self._tell_replayed(result)
 
-    def _apply_travel(self, target: Target, result: Any, undo: bool) -> None:
-        """Write an undone (``undo``) or redone step's edit out of or back into the segment. If the write fails,
-        the session goes back the other way (to match the scene) and the error rises."""
-        step = result.payload
-        try:
-            if isinstance(step, SceneStep) and step.edit is not None:
-                mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=undo)
-        except Exception:
-            (target.session.redo if undo else target.session.undo)()
-            raise
+    @_finish.register(Undo)
+    @_finish.register(Redo)
+    def _finish_travel(self, action: Action, target: Target, result: Any) -> None:
+        """The undone or redone step into the segment (:func:`.targets.write_travel`); status, points."""
+        undo = isinstance(action, Undo)
+        targets.write_travel(target, result, undo)
         self.last_step, self._last_error = result, None
-        self.status = f"{'undone' if undo else 'redone'} ({len(result.clicks)} clicks)"
+        self.status = feedback.travel_status(result, undo)
         self._show_points()
         self._tell_replayed(result)
 
-    def _apply_reset(self, target: Target, payloads: List[Any], replayed: str) -> None:
-        """Revert every step of the session (``payloads``, newest first, from :func:`.targets.rewind`) and the
-        steps that fell off its history, in one write; then forget the target. ``replayed``: see ``rewind``."""
-        edit = folded(target.settled, payloads[::-1])
-        try:
-            if edit is not None:
-                mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, edit, undo=True)
-        except Exception:
-            for _ in payloads:
-                target.session.redo()
-            raise
+    @_finish.register
+    def _finish_reset(self, action: Reset, target: Target, rewound: Tuple[List[Any], str]) -> None:
+        """Revert every step of the session and those that fell off its history (:func:`.targets.write_reset`);
+        then forget the target. ``rewound``: see :func:`.targets.rewind`."""
+        payloads, replayed = rewound
+        targets.write_reset(target, payloads)
         self._drop(target.key)
         self.status = "reset"
         self._show_points()
         if replayed:
             self._report(replayed, False)
 
+    @_finish.register
+    def _finish_download(self, action: Download, target: None, path: str) -> None:
+        self._report(f"Model ready: {path}", False)
+        self.download_progress = None
+
+    @_finish.register
+    def _finish_test(self, action: ConnectionTest, target: None, line: str) -> None:
+        self._report(line, False)
+
+    @singledispatchmethod
+    def _fail(self, action: Any, error: BaseException) -> None:
+        """Report one message and leave the scene as before: a failed click's point goes, queued clicks too."""
+        if isinstance(action, Click):
+            self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
+            target = self._targets.get(action.inputs.key)
+            if target is not None and not target.clicks():
+                self._drop(target.key)  # a session that never produced a step is not worth keeping
+            self._show_points()
+        self._report(feedback.error_text(error), True)
+
+    @_fail.register
+    def _fail_download(self, action: Download, error: BaseException) -> None:
+        self._report(feedback.download_error_text(error), True)
+        self.download_progress = None
+
+    @_fail.register
+    def _fail_test(self, action: ConnectionTest, error: BaseException) -> None:
+        self._report(error_line(error, action.url), True)
+
+    @_fail.register
+    def _fail_errand(self, action: Errand, error: BaseException) -> None:
+        """Nobody needs an errand's outcome (closing a server session fails quietly: the server frees it)."""
+
+    # --- targets --------------------------------------------------------------------------------------------
+
+    def _drop(self, *keys: TargetKey) -> None:
+        """Forget these targets; their server sessions are closed on the worker (after the job it runs)."""
+        self._close(self._targets.drop(*keys))
+
+    def _close(self, sessions: List[Any]) -> None:
+        for close in filter(None, map(closer, sessions)):
+            self._submit(Errand(), close)
+
+    # --- the point lists and place mode (main thread) -------------------------------------------------------
+
+    def _observe(self) -> None:
+        """Observe what place mode names (nothing while the module is hidden), with this controller's own
+        handlers: a point list's event lands in :meth:`process_points`, place mode's in the GUI's hook."""
+        events = self.place_mode.events()
+        if events == self._observed:
+            return
+        for node, tag in self._observations:
+            node.RemoveObserver(tag)
+        handlers = {True: self._points_changed, False: self._place_mode_changed}
+        self._observations = [(node, node.AddObserver(event, handlers[points])) for node, event, points in events]
+        self._observed = events
+
+    def _points_changed(self, caller: Any, event: str) -> None:
+        self.process_points()
+
+    def _place_mode_changed(self, caller: Any, event: str) -> None:
+        if self.on_place_mode is not None:
+            self.on_place_mode()
+
     def _show_points(self) -> None:
         """Make the point lists show the selected target's clicks and the clicks still waiting to run."""
         self._showing = True
         try:
-            for node, positive in self.inputs.point_lists():
-                markups.show(node, self._shown_clicks(positive), self._waiting_ids(positive))
+            markups.show_lists(self.inputs.point_lists(), self._clicks(), self._waiting())
         finally:
             self._showing = False
 
-    def _shown_clicks(self, positive: bool) -> List[markups.Point]:
+    def _clicks(self) -> Tuple[Tuple[markups.Point, bool], ...]:
+        """The selected target's clicks: (world RAS mm, positive), oldest first."""
         target = self._targets.get(self.inputs.key)
-        clicks = target.clicks() if target is not None else ()
-        return [point for point, polarity in clicks if polarity == positive]
+        return target.clicks() if target is not None else ()
 
-    def _waiting(self) -> List[Click]:
-        running = [self._running[0]] if self._running is not None else []
-        return [a for a in [*running, *self._actions] if isinstance(a, Click) and a.inputs.key == self.inputs.key]
-
-    def _waiting_ids(self, positive: bool) -> List[str]:
-        return [a.point_id for a in self._waiting() if a.positive == positive]
-
-    def _cancel_deleted_clicks(self) -> None:
-        """Queued clicks whose point the user deleted before they ran are dropped."""
-        def exists(action: Action) -> bool:
-            if not isinstance(action, Click):
-                return True
-            node = action.inputs.positive if action.positive else action.inputs.negative
-            return node is not None and node.GetNthControlPointIndexByID(action.point_id) >= 0
-
-        self._actions = collections.deque(a for a in self._actions if exists(a))
-
-    def _downloaded(self, path: Any) -> None:
-        self._report(f"Model ready: {path}", False)
-        self.download_progress = None
-
-    def _download_failed(self, error: BaseException) -> None:
-        self._report(str(error) if isinstance(error, SAMMed3DError) else repr(error), True)
-        self.download_progress = None
-
-    def _timing_text(self, result: Any) -> str:
-        parts = []
-        if result.encoded:
-            parts.append(f"encoded {result.timings.get('encode', 0.0):.1f} s")
-        parts.append(f"refined {1000 * result.timings.get('total', 0.0):.0f} ms")
-        parts.append(self.models.device_type(self.options).upper())
-        return " · ".join(parts)
-
-    def _place_mode_changed(self) -> None:
-        if self.on_place_mode is not None:
-            self.on_place_mode()
-
-    def _report(self, text: str, is_error: bool) -> None:
-        self.messages.append((text, is_error))
-        if is_error:
-            self._last_error = text
-        if self.on_message is not None:
-            self.on_message(text, is_error)
-
+    def _waiting(self) -> List[Tuple[str, bool]]:
+        """(point ID, positive) of the selected target's clicks handed to the worker or queued, oldest first."""
+        queued = [*(work.action for work in self._pending), *self._actions]
+        return [(a.point_id, a.positive) for a in queued if isinstance(a, Click) and a.inputs.key == self.inputs.key]

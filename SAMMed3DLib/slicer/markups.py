@@ -6,7 +6,7 @@ points are never counted or addressed by index: a point is matched to a click by
 and polarity, and a point waiting for its click to run is known by its control-point ID. MRML / VTK only.
 """
 
-from typing import Iterable, List, Sequence, Set, Tuple
+from typing import Any, Iterable, List, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -102,3 +102,33 @@ def show(node, clicks: Sequence[Point], waiting: Iterable[str] = ()) -> None:
             add_point(node, click)
     finally:
         node.EndModify(was_modifying)
+
+
+Compared = Tuple[Any, bool, List[Tuple[str, Point]], List[Point]]
+"""One point list compared with its clicks: (node, positive, new points: (ID, RAS mm), clicks without a point)."""
+
+
+def _of(items: Iterable[Tuple[Any, bool]], positive: bool) -> List[Any]:
+    return [item for item, polarity in items if polarity == positive]
+
+
+def compare_lists(lists: Iterable[Tuple[Any, bool]], clicks: Sequence[Tuple[Point, bool]],
+                  waiting: Sequence[Tuple[str, bool]]) -> List[Compared]:  # fmt: skip
+    """:func:`compare` for each (point list, positive) of ``lists``, against the ``clicks`` ((world RAS, positive))
+    and the ``waiting`` points ((ID, positive)) of its polarity."""
+    return [(node, positive, *compare(node, _of(clicks, positive), _of(waiting, positive))) for node, positive in lists]
+
+
+def show_lists(lists: Iterable[Tuple[Any, bool]], clicks: Sequence[Tuple[Point, bool]],
+               waiting: Sequence[Tuple[str, bool]]) -> None:  # fmt: skip
+    """:func:`show` for each (point list, positive) of ``lists``: its polarity's clicks and waiting points."""
+    for node, positive in lists:
+        show(node, _of(clicks, positive), _of(waiting, positive))
+
+
+def remove_new(compared: Sequence[Compared]) -> bool:
+    """Remove the new points of :func:`compare_lists`'s result; whether there were any."""
+    for node, _, new, _ in compared:
+        for point_id, _ in new:
+            remove_point(node, point_id)
+    return any(new for _, _, new, _ in compared)

@@ -1,18 +1,18 @@
 """The Slicer module's models: user options, which weights file a click may use, loading and caching networks.
 
 A click never reaches the network: a registry model must already be in the cache (the panel's Download
-button fetches it, with progress and cancel), and a cached file that fails verification is reported, not
-fetched again. torch loads only inside :meth:`ModelStore.job`'s loader and :func:`device_note`.
+button fetches it, with progress and cancel: :class:`Progress`), and a cached file that fails verification is
+reported, not fetched again. torch loads only inside :meth:`ModelStore.job`'s loader and :func:`device_note`.
 """
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..device import DEVICES as ENGINE_DEVICES
 from ..errors import InputError
 from .remote_models import SERVER, ServerStore, is_server
-from .worker import Progress
 
 DEFAULT_MODEL = "sam-med3d-turbo"
 DEVICES = dict(zip(ENGINE_DEVICES, ("auto", "CUDA", "MPS (Apple)", "CPU")))
@@ -101,6 +101,30 @@ def local_checkpoint(options: ModuleOptions) -> str:
     return str(_usable_status(options, deep=True).path)
 
 
+@dataclass
+class Progress:
+    """Download progress shared between the worker thread (writes) and the GUI (reads); ``cancel()`` stops it.
+    ``done`` and ``total`` in bytes (``total`` None: unknown), ``bytes_per_second`` the current rate."""
+
+    done: int = 0
+    total: Optional[int] = None
+    bytes_per_second: float = 0.0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def update(self, done: int, total: Optional[int], bytes_per_second: float) -> bool:
+        """Progress callback for :func:`SAMMed3DLib.weights.resolve_checkpoint`; False asks it to stop."""
+        self.done, self.total, self.bytes_per_second = done, total, bytes_per_second
+        return not self.cancelled.is_set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    @property
+    def fraction(self) -> Optional[float]:
+        """Bytes done / total (0..1), None while the total is unknown."""
+        return self.done / self.total if self.total else None
+
+
 def download_checkpoint(options: ModuleOptions, progress: Optional[Progress]) -> str:
     """Worker thread (Download button): fetch ``options.model`` into the cache, verified; cancel via ``progress``."""
     from ..weights import resolve_checkpoint
@@ -146,6 +170,10 @@ class ModelStore:
         if is_server(options):
             return SERVER
         return self._models.get((options.model, options.device), (None, "cpu"))[1]
+
+    def note(self, options: ModuleOptions) -> str:
+        """What the panel shows about the options' device (:func:`device_note`), or about their server."""
+        return self.servers.note(options) if is_server(options) else device_note(options.device)
 
     def clear(self) -> None:
         self._models.clear()

@@ -1,15 +1,14 @@
-"""Slicer's place mode for the two point lists, and the observers that exist only while the module is shown.
+"""Slicer's place mode for the two point lists, and which events matter while the module is shown.
 
-While the module is entered, the two lists are observed (a Defined or removed point calls ``on_points``) and so is
-the interaction node (``on_place_mode`` follows place mode, which a right-click or double-click in a view leaves,
-as Slicer's own ``qSlicerMarkupsPlaceWidget`` follows it). Leaving the module removes every observer, ends place
-mode in our lists and gives Slicer back the active place list it had, so that points placed later from Slicer's
-toolbar in another module are not clicks. MRML only.
+While the module is entered, the controller observes (with its own methods) the events :meth:`PlaceMode.events`
+names: a Defined or removed point in one of our two lists, and what starts, ends or moves place mode (a
+right-click or double-click in a view leaves it, as Slicer's own ``qSlicerMarkupsPlaceWidget`` follows it).
+Leaving the module ends place mode in our lists and gives Slicer back the active place list it had, so that
+points placed later from Slicer's toolbar in another module are not clicks. MRML only; nothing here calls the
+controller.
 """
 
-from typing import Any, Callable, List, Optional, Tuple
-
-import vtk
+from typing import Any, List, Optional, Tuple
 
 SELECTION_NODE = "vtkMRMLSelectionNodeSingleton"
 INTERACTION_NODE = "vtkMRMLInteractionNodeSingleton"
@@ -17,14 +16,12 @@ POINT_EVENTS = ("PointPositionDefinedEvent", "PointRemovedEvent")
 
 
 class PlaceMode:
-    """Observers and place mode on ``scene``'s selection and interaction nodes for the lists of ``lists()``."""
+    """Place mode on ``scene``'s selection and interaction nodes for our point lists ``lists`` (positive,
+    negative; either may be None)."""
 
-    def __init__(self, on_points: Callable[[], None], on_place_mode: Callable[[], None]) -> None:
-        self.on_points = on_points
-        self.on_place_mode = on_place_mode
+    def __init__(self) -> None:
         self.scene: Any = None
-        self._observations: List[Tuple[Any, int]] = []
-        self._lists: Tuple[Any, ...] = ()
+        self.lists: Tuple[Any, ...] = ()
         self._previous_place_node: Optional[str] = None
         self._saved = False
 
@@ -33,47 +30,47 @@ class PlaceMode:
         return self.scene is not None
 
     def enter(self, scene, lists: Tuple[Any, ...]) -> None:
-        """Observe ``lists`` (positive, negative) and the interaction node of ``scene``."""
+        """The module is shown: place mode in ``scene`` for ``lists`` (positive, negative)."""
         self.exit()
         self.scene = scene
         self._saved = False
-        self.watch(lists)
-        interaction = scene.GetNodeByID(INTERACTION_NODE)
-        if interaction is not None:
-            event = interaction.InteractionModeChangedEvent
-            self._observations.append((interaction, interaction.AddObserver(event, self._mode_changed)))
-        selection = scene.GetNodeByID(SELECTION_NODE)
-        if selection is not None:  # another module may make another list the active one
-            event = selection.ActivePlaceNodeIDChangedEvent
-            self._observations.append((selection, selection.AddObserver(event, self._mode_changed)))
+        self.lists = tuple(lists)
 
     def watch(self, lists: Tuple[Any, ...]) -> None:
-        """Observe these point lists instead of the previous ones (a new selection while entered)."""
-        if not self.entered or tuple(lists) == self._lists:
-            return
-        self._forget(self._lists)
-        self._lists = tuple(lists)
-        for node in self._lists:
-            if node is None:
-                continue
-            for name in POINT_EVENTS:
-                tag = node.AddObserver(getattr(node, name), lambda caller, event: self.on_points())
-                self._observations.append((node, tag))
+        """These point lists are ours instead of the previous ones (a new selection while entered)."""
+        if self.entered:
+            self.lists = tuple(lists)
+
+    def events(self) -> List[Tuple[Any, int, bool]]:
+        """(node, event id, is a point event) of everything to observe while entered (nothing otherwise): each
+        of our lists' Defined and removed points, then the interaction node's mode and the selection node's
+        active place list (another module may make another list the active one)."""
+        if not self.entered:
+            return []
+        points = [(node, getattr(node, name), True) for node in self.lists if node is not None for name in POINT_EVENTS]
+        interaction = self.scene.GetNodeByID(INTERACTION_NODE)
+        selection = self.scene.GetNodeByID(SELECTION_NODE)
+        modes = [(interaction, interaction.InteractionModeChangedEvent, False)] if interaction is not None else []
+        if selection is not None:
+            modes.append((selection, selection.ActivePlaceNodeIDChangedEvent, False))
+        return points + modes
 
     def exit(self) -> None:
-        """Remove every observer, end place mode in our lists, restore Slicer's previous active place list."""
+        """End place mode in our lists, restore Slicer's previous active place list."""
         if not self.entered:
             return
         self.stop()
         selection = self.scene.GetNodeByID(SELECTION_NODE)
         if self._saved and selection is not None:
             selection.SetActivePlaceNodeID(self._previous_place_node)
-        for node, tag in self._observations:
-            node.RemoveObserver(tag)
-        self._observations, self._lists, self.scene = [], (), None
+        self.lists, self.scene = (), None
 
-    def start(self, node) -> None:
-        """Persistent place mode into ``node`` (one of our lists): every click in a view places a point."""
+    def start(self, positive: bool) -> None:
+        """Persistent place mode into our positive (green) or negative (red) list: every click in a view places
+        a point (nothing while not entered or without that list)."""
+        node = self.lists[0 if positive else 1] if self.entered else None
+        if node is None:
+            return
         selection = self.scene.GetNodeByID(SELECTION_NODE)
         if not self._saved:
             self._previous_place_node, self._saved = selection.GetActivePlaceNodeID(), True
@@ -89,6 +86,11 @@ class PlaceMode:
             interaction = self.scene.GetNodeByID(INTERACTION_NODE)
             interaction.SetCurrentInteractionMode(interaction.ViewTransform)
 
+    def placing(self) -> Optional[bool]:
+        """True / False while place mode puts points into our positive / negative list, None otherwise."""
+        node = self.placing_into()
+        return None if node is None else node is self.lists[0]
+
     def placing_into(self) -> Optional[Any]:
         """The list of ours that place mode puts points into, or None."""
         if not self.entered:
@@ -98,16 +100,4 @@ class PlaceMode:
         if interaction is None or selection is None or interaction.GetCurrentInteractionMode() != interaction.Place:
             return None
         active = selection.GetActivePlaceNodeID()
-        return next((node for node in self._lists if node is not None and node.GetID() == active), None)
-
-    def _forget(self, nodes: Tuple[Any, ...]) -> None:
-        keep = []
-        for node, tag in self._observations:
-            if any(node is n for n in nodes if n is not None):
-                node.RemoveObserver(tag)
-            else:
-                keep.append((node, tag))
-        self._observations = keep
-
-    def _mode_changed(self, caller: vtk.vtkObject, event: str) -> None:
-        self.on_place_mode()
+        return next((node for node in self.lists if node is not None and node.GetID() == active), None)

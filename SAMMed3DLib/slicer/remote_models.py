@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
 from ..remote import RemoteError, RemoteSession, ServerConnection
-from .worker import Job
 
 SERVER = "server"
 """The device value (parameter node, device menu) that sends clicks to a server."""
@@ -65,14 +64,9 @@ class ServerStore:
             self._connections[address] = connection
         return connection
 
-    def test_job(self, options: Any, report: Callable[[str, bool], None]) -> Job:
-        """The Test connection job: the server's version, then its workers; ``report(line, is_error)`` gets one
-        line on the main thread."""
-        url = options.server_url.strip()
-        fail = lambda error: report(error_line(error, url), True)  # noqa: E731
-        return Job(self._test(options), lambda line: report(line, False), fail)
-
-    def _test(self, options: Any) -> Callable[[], str]:
+    def test_job(self, options: Any) -> Callable[[], str]:
+        """The Test connection job (for the worker thread): the server's version, then its workers, as one line;
+        ``InputError`` (already one line) when it fails."""
 
         def run() -> str:
             url, token = _address(options)
@@ -106,27 +100,6 @@ class ServerStore:
         for connection in self._connections.values():
             connection.close()
         self._connections.clear()
-
-
-class ServerActions:
-    """The controller's Server-device calls (mixed into SegmentationController, whose ``options``, ``models``,
-    ``worker``, ``on_work`` and ``_report`` they use)."""
-
-    @property
-    def uses_server(self) -> bool:
-        """The Server device is chosen: clicks run on a SAM-Med3D server, PyTorch is not needed here."""
-        return is_server(self.options)
-
-    def test_connection(self) -> None:
-        """Ask the server of the options for its version and workers (on the worker); one line in the panel."""
-        self.worker.submit(self.models.servers.test_job(self.options, self._report))
-        if self.on_work is not None:
-            self.on_work()
-
-    def _tell_replayed(self, result: Any) -> None:
-        """Main thread: a server lost the session and replayed it into a new one (RemoteStepResult): say so."""
-        if getattr(result, "message", ""):
-            self._report(result.message, False)
 
 
 def open_session(model: Any, target: Any, auto_extend: bool, history_limit: Optional[int]) -> Any:

@@ -1,15 +1,20 @@
 """What the controller keeps per (volume, segmentation, segment): the engine session and the scene edits that
-are no longer in the session's history. The undo history itself is the session's: each step carries its
-:class:`SceneStep` (the edit it made to the segment) as the step's payload.
+are no longer in the session's history (:class:`Target`, cached in :class:`Targets`), and the volumes as engine
+images (:class:`VolumeCache`). The undo history itself is the session's: each step carries its
+:class:`SceneStep` (the edit it made to the segment) as the step's payload; undo, redo and reset write those
+edits back (:func:`write_travel`, :func:`write_reset`). Nothing here calls the controller.
 """
 
+import collections
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .. import regions
+from ..errors import InputError
 from . import mrml
 
 TargetKey = Tuple[Optional[str], Optional[str], str]  # (volume node ID, segmentation node ID, segment ID)
+MAX_CACHED_TARGETS = 4  # sessions kept for (volume, segment) pairs the user may come back to
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,98 @@ class Target:
         return tuple(self.session.clicks) if self.session is not None else ()
 
 
+def write_travel(target: Target, result: Any, undo: bool) -> None:
+    """Main thread: write an undone (``undo``) or redone step's edit (``result``: its StepResult) out of or back
+    into the segment. If the write fails, the session goes back the other way (to match the scene) and the error
+    rises."""
+    step = result.payload
+    try:
+        if isinstance(step, SceneStep) and step.edit is not None:
+            mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=undo)
+    except Exception:
+        (target.session.redo if undo else target.session.undo)()
+        raise
+
+
+def write_reset(target: Target, payloads: List[Any]) -> None:
+    """Main thread: revert every step of the session (``payloads``, newest first, from :func:`rewind`) and the
+    steps that fell off its history, in one write. If the write fails, the session redoes them (to match the
+    scene) and the error rises."""
+    edit = folded(target.settled, payloads[::-1])
+    try:
+        if edit is not None:
+            mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, edit, undo=True)
+    except Exception:
+        for _ in payloads:
+            target.session.redo()
+        raise
+
+
+class Targets:
+    """The targets of the (volume, segment) pairs clicked lately, oldest first, at most
+    :data:`MAX_CACHED_TARGETS`. What forgets targets returns their open sessions: the caller closes a server's."""
+
+    def __init__(self) -> None:
+        self._targets: collections.OrderedDict[TargetKey, Target] = collections.OrderedDict()
+        self._continue: Set[TargetKey] = set()  # keys whose next session starts from the segment's content
+
+    def get(self, key: TargetKey) -> Optional[Target]:
+        return self._targets.get(key)
+
+    def with_session(self, key: TargetKey) -> Optional[Target]:
+        """The target of ``key`` once its session is open, else None."""
+        target = self._targets.get(key)
+        return target if target is not None and target.session is not None else None
+
+    def __contains__(self, key: TargetKey) -> bool:
+        return key in self._targets
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __iter__(self) -> Iterator[TargetKey]:
+        return iter(self._targets)
+
+    def sessions(self) -> List[Any]:
+        """The open sessions, oldest target first."""
+        return [target.session for target in self._targets.values() if target.session is not None]
+
+    def drop(self, *keys: TargetKey) -> List[Any]:
+        """Forget these targets; returns their open sessions."""
+        targets = [self._targets.pop(key, None) for key in keys]
+        return [target.session for target in targets if target is not None and target.session is not None]
+
+    def continue_all(self) -> List[Any]:
+        """Forget every target; the next session of each starts from its segment as it is then (a new model,
+        device or server). Returns their open sessions."""
+        self._continue.update(self._targets)
+        return self.drop(*self._targets)
+
+    def prepare(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any,
+                start_from_existing: bool) -> Tuple[Target, List[Any]]:  # fmt: skip
+        """The (cached) target of ``inputs`` on ``geometry``, and the open sessions of the targets it pushed out
+        of the cache; reads the segment once, writes nothing."""
+        key = inputs.key
+        target = self._targets.get(key)
+        if target is not None and target.geometry == geometry:
+            self._targets.move_to_end(key)
+            return target, []
+        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings)
+        voxels = mrml.whole_segment(inputs.segmentation, inputs.segment_id, geometry)
+        existing = mrml.voxels_region(voxels)
+        continuing = key in self._continue
+        self._continue.discard(key)
+        if existing is not None and (start_from_existing or continuing):
+            target.initial_mask = mrml.voxels_to_sitk(voxels, image)
+        else:
+            target.replaced = existing  # a fresh start replaces what the segment held
+        self._targets[key] = target
+        evicted: List[Any] = []
+        while len(self._targets) > MAX_CACHED_TARGETS:
+            evicted += self.drop(next(iter(self._targets)))
+        return target, evicted
+
+
 class VolumeCache:
     """Volumes as engine images, checked and converted once per image content and transform, each with the
     embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
@@ -105,4 +202,13 @@ class VolumeCache:
 
             embeddings = EmbeddingCache()
             self._images[key] = (image, geometry, embeddings)
+        return image, geometry, embeddings
+
+    def checked(self, inputs: Inputs, harden: bool, local: bool = True) -> Tuple[Any, mrml.VolumeGeometry, Any]:
+        """:meth:`get` for the volume of ``inputs``, after checking that its segmentation fits the volume's grid
+        and has the segment; raises ``InputError`` for bad input (nothing in the scene changes)."""
+        image, geometry, embeddings = self.get(inputs.volume, harden, local)
+        mrml.check_segmentation(inputs.segmentation, geometry, mrml.node_name(inputs.volume))
+        if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
+            raise InputError("Select a segment (or add one with 'New segment') first.")
         return image, geometry, embeddings

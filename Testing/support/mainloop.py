@@ -8,7 +8,7 @@ from SAMMed3DLib.bench.gil_loop import run_loop
 
 def wait_under_loop(controller, timeout: float = 120.0) -> None:
     """``SegmentationController.wait`` as Slicer runs the module: its GUI timer's poll under the GIL-holding loop."""
-    from SAMMed3DLib.slicer.worker import POLL_INTERVAL_S, POLL_WAIT_S
+    from SAMMed3DLib.slicer.controller import POLL_INTERVAL_S, POLL_WAIT_S
 
     if controller.busy:
         run_loop(lambda: controller.poll(POLL_WAIT_S), POLL_INTERVAL_S, timeout)
