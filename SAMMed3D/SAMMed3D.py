@@ -88,6 +88,7 @@ class SAMMed3DParameterNode:
     negativePoints: vtkMRMLMarkupsFiducialNode
     model: str = DEFAULT_MODEL  # registry id or checkpoint path
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    fastEncoder: bool = False  # bf16 matrix products in the image encoder
     autoExtend: bool = False
     startFromExisting: bool = False
     protectOthers: bool = True
@@ -402,9 +403,9 @@ class SAMMed3DLogic(ScriptedLoadableModuleLogic, SegmentationController):
         if p is None:
             self.set_inputs(Inputs())
             return
-        self.set_options(model=p.model, device=p.device, auto_extend=p.autoExtend,
-                         start_from_existing=p.startFromExisting, protect_others=p.protectOthers,
-                         harden_transforms=p.hardenTransform)  # fmt: skip
+        self.set_options(model=p.model, device=p.device, precision="bf16" if p.fastEncoder else "fp32",
+                         auto_extend=p.autoExtend, start_from_existing=p.startFromExisting,
+                         protect_others=p.protectOthers, harden_transforms=p.hardenTransform)  # fmt: skip
         self.set_inputs(Inputs(p.inputVolume, p.segmentation, p.segmentId, p.positivePoints, p.negativePoints))
 
     def cleanup(self) -> None:

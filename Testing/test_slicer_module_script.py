@@ -84,8 +84,8 @@ def slicer_module(monkeypatch, tmp_path):
 
 def parameters(**values):
     defaults = dict(inputVolume=None, segmentation=None, segmentId="", positivePoints=None, negativePoints=None,
-                    model="sam-med3d-turbo", device="auto", autoExtend=False, startFromExisting=False,
-                    protectOthers=True, hardenTransform=False)  # fmt: skip
+                    model="sam-med3d-turbo", device="auto", fastEncoder=False, autoExtend=False,
+                    startFromExisting=False, protectOthers=True, hardenTransform=False)  # fmt: skip
     return SimpleNamespace(**{**defaults, **values})
 
 
@@ -213,3 +213,34 @@ def test_self_test_phantom_scenario(slicer_module):
 def test_self_test_real_network(slicer_module):
     module, _ = slicer_module
     module.SAMMed3DTest("test_real_network").test_real_network()
+
+
+def test_the_fast_encoder_option_reaches_the_loaded_network(slicer_module, tiny_checkpoint, monkeypatch):
+    """The panel's "Faster image encoder" loads the network with bf16 matrix products where this machine has
+    them, keeps it apart from the fp32 one, and is one clear error where the CPU lacks bf16 instructions."""
+    import torch  # here, not at the top: another test imports this file where torch is absent
+
+    from SAMMed3DLib import device as engine_device
+    from SAMMed3DLib.errors import InputError
+    from SAMMed3DLib.modeling.common import Linear
+    from SAMMed3DLib.slicer.models import ModelStore, ModuleOptions
+
+    module, _ = slicer_module
+    logic = module.SAMMed3DLogic()
+    logic.setParameterNode(parameters(fastEncoder=True))
+    assert logic.options.precision == "bf16"
+    logic.setParameterNode(parameters())
+    assert logic.options.precision == "fp32"
+    logic.cleanup()
+
+    store = ModelStore()
+    fast = ModuleOptions(model=str(tiny_checkpoint), device="cpu", precision="bf16")
+    monkeypatch.setattr(engine_device, "cpu_has_bf16_products", lambda: True)
+    network = store.job(fast)[0]()
+    qkv = next(m for m in network.image_encoder.modules() if isinstance(m, Linear))
+    assert qkv.weight.dtype == torch.bfloat16 and network.image_encoder.pos_embed.dtype == torch.float32
+    exact = store.job(ModuleOptions(model=str(tiny_checkpoint), device="cpu"))[0]()
+    assert exact is not network and next(exact.image_encoder.parameters()).dtype == torch.float32
+    monkeypatch.setattr(engine_device, "cpu_has_bf16_products", lambda: False)
+    with pytest.raises(InputError, match="AVX512-BF16 or AMX"):
+        ModelStore().job(fast)[0]()

@@ -92,7 +92,7 @@ class SegmentationController(Reporter):
         if old.auto_extend != self.options.auto_extend:
             for session in self._targets.sessions():  # a plain attribute, read once per click by the session
                 session.auto_extend = self.options.auto_extend
-        where = ("model", "device", "server_url", "server_token")
+        where = ("model", "device", "precision", "server_url", "server_token")
         if any(getattr(old, f) != getattr(self.options, f) for f in where) and len(self._targets):
             self._close(self._targets.continue_all())
             self._queue(Show)
@@ -100,7 +100,7 @@ class SegmentationController(Reporter):
     def set_model(self, name: str, model: Any, device_type: str = "cpu") -> None:
         """Use an already-built model under ``name`` (tests, or a model another module loaded)."""
         self.options = replace(self.options, model=name)
-        self.models.put(name, self.options.device, model, device_type)
+        self.models.put(self.options, model, device_type)
 
     def set_inputs(self, inputs: Inputs) -> None:
         """New panel selection. Changing volume or segment shows that pair's own clicks."""

@@ -24,10 +24,11 @@ DEVICE_CHOICES = {**DEVICES, SERVER: "Server"}
 @dataclass(frozen=True)
 class ModuleOptions:
     """The module's user choices. ``model``: registry id or checkpoint path; ``device``: one of
-    :data:`DEVICE_CHOICES`."""
+    :data:`DEVICE_CHOICES`; ``precision``: one of the engine's ``PRECISIONS``."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
+    precision: str = "fp32"  # of the image encoder: "bf16" is faster on GPUs and CPUs with bf16 instructions
     auto_extend: bool = False
     start_from_existing: bool = False
     protect_others: bool = True
@@ -152,24 +153,32 @@ def device_note(requested: str) -> str:
     return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {DEVICES[actual]}"
 
 
+ModelKey = Tuple[str, str, str]  # (model, device, precision)
+
+
+def _key(options: ModuleOptions) -> ModelKey:
+    return options.model, options.device, options.precision
+
+
 class ModelStore:
-    """Networks by (model, device), loaded once on the worker; ``loader(path, device=...)`` builds one. With
-    the Server device, the "network" is a server connection (:mod:`.remote_models`)."""
+    """Networks by (model, device, precision), loaded once on the worker; ``loader(path, device=...,
+    precision=...)`` builds one. With the Server device, the "network" is a server connection
+    (:mod:`.remote_models`)."""
 
     def __init__(self, loader: Optional[Callable] = None) -> None:
         self._loader = loader
-        self._models: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+        self._models: Dict[ModelKey, Tuple[Any, str]] = {}
         self.servers = ServerStore()
 
-    def put(self, name: str, device: str, model: Any, device_type: str = "cpu") -> None:
-        """Use an already-built model for (``name``, ``device``)."""
-        self._models[(name, device)] = (model, device_type)
+    def put(self, options: ModuleOptions, model: Any, device_type: str = "cpu") -> None:
+        """Use an already-built model for the options' (model, device, precision)."""
+        self._models[_key(options)] = (model, device_type)
 
     def device_type(self, options: ModuleOptions) -> str:
         """'cpu' / 'cuda' / 'mps' the loaded model runs on ('cpu' before it is loaded), or 'server'."""
         if is_server(options):
             return SERVER
-        return self._models.get((options.model, options.device), (None, "cpu"))[1]
+        return self._models.get(_key(options), (None, "cpu"))[1]
 
     def note(self, options: ModuleOptions) -> str:
         """What the panel shows about the options' device (:func:`device_note`), or about their server."""
@@ -184,7 +193,7 @@ class ModelStore:
         Raises ``InputError`` when there is no model or its weights are not downloaded (or no server URL)."""
         if is_server(options):
             return self.servers.job(options), None  # the server has its own weights; no torch here
-        key = (options.model, options.device)
+        key = _key(options)
         if not options.model:
             raise InputError("Choose a model (or a local checkpoint) first.")
         if key in self._models:
@@ -194,12 +203,13 @@ class ModelStore:
         note = device_note(options.device)
         return (lambda: self._load(key, options)), (note if "not available" in note else None)
 
-    def _load(self, key: Tuple[str, str], options: ModuleOptions) -> Any:
-        """Worker thread: verified local weights → network on the resolved device (cached for later clicks)."""
+    def _load(self, key: ModelKey, options: ModuleOptions) -> Any:
+        """Worker thread: verified local weights → network on the resolved device in the chosen precision
+        (cached for later clicks; a precision this device lacks is one InputError)."""
         from ..device import resolve_device
         from ..model import load_model
 
         device = resolve_device(options.device)
-        model = (self._loader or load_model)(local_checkpoint(options), device=device)
+        model = (self._loader or load_model)(local_checkpoint(options), device=device, precision=options.precision)
         self._models[key] = (model, device.type)
         return model
