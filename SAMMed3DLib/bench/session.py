@@ -88,9 +88,10 @@ def run_ours(
     session = holder["s"]
     first_breakdown = breakdowns[0]
     refine = [use(session.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
-    mask_voxels = int(sitk.GetArrayViewFromImage(session.mask).sum())
+    mask = session.mask  # held: a view of a temporary image would outlive its pixels
+    mask_voxels = int(sitk.GetArrayViewFromImage(mask).sum())
     if mask_path:
-        np.save(mask_path, np.packbits(sitk.GetArrayViewFromImage(session.mask)))
+        np.save(mask_path, np.packbits(sitk.GetArrayViewFromImage(mask)))
     lesion = InteractiveSession(_LesionShaped(model), image)
     lesion.add_click(LESION_RAS)
     lesion_refine = [use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
@@ -242,18 +243,18 @@ def run_session_benchmark(
         report["ours"] = spawn("ours", state_path, device, workdir, threads)
         if precision and precision != "fp32":
             lower = spawn("ours", state_path, device, workdir, threads, precision)
-            masks = [np.unpackbits(np.load(r.pop("mask_file"))) for r in (report["ours"], lower)]
+            masks = [np.unpackbits(np.load(r["mask_file"])) for r in (report["ours"], lower)]
             lower["mask_dice_vs_fp32"] = dice(masks[1], masks[0])
             report["ours_" + precision] = lower
-        report["ours"].pop("mask_file")
         report["official"] = None
         if reference:
             try:
                 report["official"] = spawn("official", state_path, device, workdir, threads)
             except SAMMed3DError as exc:
                 say(f"official-style pipeline skipped: {exc}")
-            if report["official"]:
-                report["official"].pop("mask_file")
+    for figures in report.values():
+        if isinstance(figures, dict):
+            figures.pop("mask_file", None)  # the folder is gone
     for line in format_report(report):
         say(line)
     return report
