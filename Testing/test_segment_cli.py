@@ -305,3 +305,20 @@ def test_reads_nrrd_and_dicom_series(tmp_path, phantom):
     assert np.allclose(series.GetOrigin(), image.GetOrigin(), atol=1e-3)
     assert np.allclose(series.GetSpacing(), image.GetSpacing(), atol=1e-3)
     assert np.array_equal(sitk.GetArrayFromImage(series), sitk.GetArrayFromImage(image))
+
+
+def test_precision_option_runs_bf16_where_the_cpu_has_it_and_refuses_fp16(tmp_path, phantom, tiny_checkpoint, capfd):
+    from SAMMed3DLib.device import cpu_has_bf16_products
+
+    path, _, click = phantom
+    point = ",".join(map(str, click))
+    code, out = run_segment(tmp_path, path, "--positive", point, "--device", "cpu", "--precision", "fp16",
+                            weights=tiny_checkpoint)  # fmt: skip
+    error = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "fp16 is a GPU option" in error[0] and not out.exists()
+    code, out = run_segment(tmp_path, path, "--positive", point, "--device", "cpu", "--precision", "bf16",
+                            weights=tiny_checkpoint)  # fmt: skip
+    if cpu_has_bf16_products():
+        assert code == 0 and sitk.GetArrayFromImage(sitk.ReadImage(str(out))).any()
+    else:
+        assert code == 2 and "AVX512-BF16 or AMX" in capfd.readouterr().err and not out.exists()

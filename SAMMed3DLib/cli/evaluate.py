@@ -5,7 +5,7 @@ import json
 import os
 from typing import Callable
 
-from ..device import DEVICES
+from .options import add_device_arguments
 
 HELP = "click-simulation evaluation against a label map: Dice after each simulated click"
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crop", choices=("bbox", "click"), default="bbox", help="first ROI centred on the label's box (official)"
     )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    add_device_arguments(parser)
     from .evaluate_dataset import add_dataset_arguments  # --dataset: every case, locally or on a server
 
     add_dataset_arguments(parser)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         check_outputs_spare_inputs({"--json": check_output_path(args.json, "--json")}, inputs)
     image = read_image(args.image)
     labels, values = check_label_map(read_image(args.label), image, f"the label map {args.label}")
-    model = load_model(args.weights, device=args.device)
+    model = load_model(args.weights, device=args.device, precision=args.precision)
     results = {}
     for value in values:
         clicks = simulate(model, image, labels == value, args.clicks, args.sampler, args.seed, args.crop)

@@ -94,7 +94,7 @@ def session_factory(args: argparse.Namespace):
     from ..model import load_model
     from ..session import InteractiveSession
 
-    model = load_model(args.weights, device=args.device)
+    model = load_model(args.weights, device=args.device, precision=args.precision)
     return (lambda image: InteractiveSession(model, image)), 1
 
 

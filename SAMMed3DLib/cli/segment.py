@@ -7,8 +7,8 @@ import sys
 import time
 from typing import List, Tuple
 
-from ..device import DEVICES
 from .markups import POINT_LIKE
+from .options import add_device_arguments
 
 HELP = "segment a structure from positive/negative clicks (RAS mm or Slicer .mrk.json) and write the mask"
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output mask (uint8 0/1 on the image grid)")
     parser.add_argument("--save-roi", metavar="FILE", help="also write the normalised 128³ model input (NIfTI)")
     parser.add_argument("--timings", action="store_true", help="print one JSON line of step times (seconds)")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    add_device_arguments(parser)
     parser.add_argument("--auto-extend", action="store_true", help="follow objects larger than the 192 mm ROI")
 
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device not in ("auto", device.type):
         print(f"warning: {args.device} is not available; running on {device.type}", file=sys.stderr)
     tick = time.perf_counter()
-    model = load_model(args.weights, device=device)
+    model = load_model(args.weights, device=device, precision=args.precision)
     load_s = time.perf_counter() - tick
     session = InteractiveSession(model, image, auto_extend=args.auto_extend)
     steps = []

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable, List
 
-from ..device import DEVICES
 from ..errors import InputError
 from .batch import Case, image_cases, run_cases, summary, write_case_output, write_staged
+from .options import add_device_arguments
 
 HELP = "segment every image of a folder from recorded markups prompts (.mrk.json), locally or on a server"
 REPORT = "segment-dataset-report.json"
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help="URL of a SAM-Med3D server (python -m SAMMed3DLib serve)")
     parser.add_argument("--token-file", type=Path, help="file holding the server's bearer token")
     parser.add_argument("--weights", help="checkpoint file or registry id (without --server)")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    add_device_arguments(parser)
     parser.add_argument("--jobs", type=int, help="cases at a time (default: the server's worker count; locally 1)")
     parser.add_argument("--redo", action="store_true", help="redo cases whose mask already exists")
     parser.add_argument("--auto-extend", action="store_true", help="follow objects larger than the 192 mm ROI")
@@ -97,7 +97,7 @@ def session_opener(args: argparse.Namespace):
     from ..model import load_model
     from ..session import InteractiveSession
 
-    model = load_model(args.weights, device=args.device)
+    model = load_model(args.weights, device=args.device, precision=args.precision)
     return (lambda image: InteractiveSession(model, image, auto_extend=args.auto_extend)), 1
 
 
