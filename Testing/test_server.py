@@ -2,7 +2,7 @@
 
 One real server for the whole run (the ``ray_server`` fixture, Testing/support/serve.py): a local Ray bound to
 127.0.0.1 with two CPU workers on the tiny checkpoint, real HTTP on a free port, a token. Kept small for 2
-shared cores: 64³ volumes, 4 concurrent clients × 5 clicks.
+shared cores: 64³ volumes and the tiny network, also for the 8 concurrent clients × 20 clicks.
 """
 
 import json
@@ -28,6 +28,8 @@ from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL, PROTOCOL_HEADER, VERSION_
 from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, ServerConnection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CONCURRENT_CLIENTS, CONCURRENT_CLICKS = 8, 20
+"""Issue 12: 8 clients clicking 20 times each at once, each checked bit for bit."""
 
 
 @pytest.fixture
@@ -60,6 +62,12 @@ def voxels(image: sitk.Image) -> np.ndarray:
 
 def local_session(tiny_model, image, **options):
     return InteractiveSession(tiny_model, image, **options)
+
+
+def expected_masks(tiny_model, image, plan):
+    """The z-y-x mask after each click of ``plan`` in a local session (what the server must answer)."""
+    local = local_session(tiny_model, image)
+    return [voxels(local.add_click(point, positive).mask) for point, positive in plan]
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -158,14 +166,11 @@ def test_a_killed_worker_is_recovered_by_replay(server, connection, tiny_model, 
 
 
 def test_concurrent_clients_each_get_their_own_masks(connection, tiny_model, phantom):
-    """4 clients x 5 clicks at once (sized for 2 shared cores), each checked against a local session."""
+    """8 clients x 20 clicks at once (issue 12), every mask checked against a local session of the same clicks."""
     image, centre = phantom
-    plans = [clicks_around(centre, 5, seed=10 + c) for c in range(4)]
-    expected = []
-    for plan in plans:
-        local = local_session(tiny_model, image)
-        expected.append([voxels(local.add_click(p, s).mask) for p, s in plan])
-    failures = []
+    plans = [clicks_around(centre, CONCURRENT_CLICKS, seed=10 + c) for c in range(CONCURRENT_CLIENTS)]
+    expected = [expected_masks(tiny_model, image, plan) for plan in plans]
+    failures, checked = [], []
 
     def client(index: int) -> None:
         try:
@@ -173,15 +178,17 @@ def test_concurrent_clients_each_get_their_own_masks(connection, tiny_model, pha
                 for step, (point, positive) in enumerate(plans[index]):
                     if not np.array_equal(voxels(remote.add_click(point, positive).mask), expected[index][step]):
                         failures.append((index, step))
+                    checked.append((index, step))
         except Exception as exc:  # reported below: a thread's exception would otherwise vanish
             failures.append((index, repr(exc)))
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CONCURRENT_CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(600)
     assert not failures
+    assert len(checked) == CONCURRENT_CLIENTS * CONCURRENT_CLICKS  # no client still running or silently cut short
 
 
 # ---------------------------------------------------------------------------------------------- refusals
