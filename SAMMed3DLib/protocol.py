@@ -42,10 +42,12 @@ COMPRESS_LEVEL = 1
 """zlib level: masks and CT compress well at 1; higher levels cost far more time than they save bytes."""
 COMPRESS_MIN = 4096
 """Bodies shorter than this (bytes) are sent uncompressed."""
-WORTH_RATIO = 2.0
-"""Bit-packed flips are compressed only when zlib shrinks a sample of them at least this much: a refinement's
-flips (a shell, a blob) shrink 5-50x in a few ms, while dense noisy flips (random test weights) cost zlib
-15-60 ms for a 1-2x gain on a 193x193x128 box (AMD EPYC), more than sending them as they are over a LAN."""
+WORTH_RATIO = 8.0
+"""Bit-packed flips are compressed only when zlib shrinks a sample of them at least this much, i.e. when the time
+zlib takes is less than the time the bytes it saves take on a link of up to about 1 Gbit/s. Measured on a
+192x192x128 box (590 KB packed, AMD EPYC): a refinement's flips (a 2 mm shell, a small blob) shrink 45-650x for
+1-1.5 ms of zlib and 0.3-0.4 ms of inflate; the ragged flips of random test weights shrink 2-3.5x for 8-13 ms of
+zlib and 2.5 ms of inflate, to save 300-420 KB: 2.5-3.5 ms at 1 Gbit/s, so they go as they are."""
 SAMPLE_CHUNKS, SAMPLE_BYTES = 4, 4096
 """The sample: this many chunks of this many bytes spread evenly over the data."""
 
