@@ -24,7 +24,15 @@ pytest.importorskip("ray.serve")
 
 from SAMMed3DLib import InteractiveSession  # noqa: E402
 from SAMMed3DLib.errors import InputError  # noqa: E402
-from SAMMed3DLib.protocol import FRAME_TYPE, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER, pack_frame  # noqa: E402
+from SAMMed3DLib.protocol import (  # noqa: E402
+    FRAME_TYPE,
+    PROTOCOL,
+    PROTOCOL_HEADER,
+    STEP_HEADER,
+    VERSION_HEADER,
+    pack_frame,
+    unpack_frame,
+)
 from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, ServerConnection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +109,30 @@ def test_initial_mask_and_auto_extend_reach_the_server(connection, tiny_model, p
             assert np.array_equal(voxels(remote.add_click(point, positive).mask),
                                   voxels(local.add_click(point, positive).mask))
         assert np.array_equal(voxels(remote.reset().mask), voxels(initial))
+
+
+def test_an_initial_mask_on_another_grid_is_refused_with_the_local_message(connection, tiny_model, phantom):
+    image, _ = phantom
+    shifted = sitk.Cast(sitk.Image(image) > 200, sitk.sitkUInt8)
+    shifted.SetOrigin([o + 6.0 for o in image.GetOrigin()])  # same size, two voxels off: used to be accepted
+    with pytest.raises(InputError) as local:
+        local_session(tiny_model, image, initial_mask=shifted)
+    with pytest.raises(RemoteInputError) as remote:
+        RemoteSession(connection, image, initial_mask=shifted)
+    assert str(remote.value) == str(local.value) and "but its origin" in str(remote.value)
+
+
+def test_step_arguments_arrive_in_the_step_header_or_as_a_json_body(connection, phantom):
+    image, centre = phantom
+    headers = {"Authorization": f"Bearer {TOKEN}", PROTOCOL_HEADER: str(PROTOCOL)}
+    with RemoteSession(connection, image) as remote:
+        url = f"{connection.url}/v1/sessions/{remote.session_id}"
+        by_body = requests.post(url + "/click", json={"point": list(centre)}, headers=headers, timeout=60)
+        assert by_body.status_code == 200 and unpack_frame(by_body.content)[0]["clicks"] == [[list(centre), True]]
+        bad = requests.post(url + "/undo", headers={**headers, STEP_HEADER: "[1, 2"}, timeout=60)
+        assert bad.status_code == 400 and f"the {STEP_HEADER} header is not JSON" in bad.json()["message"]
+        by_header = requests.post(url + "/undo", headers={**headers, STEP_HEADER: "{}"}, timeout=60)
+        assert by_header.status_code == 200 and unpack_frame(by_header.content)[0]["clicks"] == []
 
 
 def test_the_client_runs_without_torch(server, tiny_model, phantom, tmp_path):

@@ -112,6 +112,34 @@ def test_unknown_session_options_and_steps_are_refused(tiny_model):
     assert isinstance(step, Failure) and step.status == 400 and "unknown step" in step.message
 
 
+@pytest.mark.parametrize("prop, value", [("origin", (5.0, 0.0, 0.0)), ("spacing", (2.0, 3.0, 3.0)),
+                                          ("direction", (0, 1, 0, 1, 0, 0, 0, 0, -1))])
+def test_an_initial_mask_off_the_images_grid_is_refused_as_locally(tiny_model, prop, value):
+    """The upload carries the mask's own geometry and the session checks it (the server used to paste the image's
+    geometry onto any mask of the right size)."""
+    image, truth = sphere_phantom(size=(24, 24, 24))
+    shifted = sitk.Image(truth)
+    getattr(shifted, "Set" + prop.capitalize())(value)
+    with pytest.raises(InputError) as local:
+        InteractiveSession(tiny_model, image, initial_mask=shifted)
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(tiny_model, im, **o), Limits(), {})
+    refused = core.create(_upload(image, shifted, {}))
+    assert isinstance(refused, Failure) and (refused.status, refused.code) == (400, "bad_input")
+    assert refused.message == str(local.value) and f"its {prop}" in refused.message and core.load() == 0
+    header, _ = unpack_frame(core.create(_upload(image, truth, {})))
+    assert core.load() == 1 and header["clicks"] == []
+
+
+def test_a_mask_header_without_its_geometry_is_refused():
+    image, truth = sphere_phantom(size=(24, 24, 24))
+    header, body = unpack_frame(_upload(image, truth, {}))
+    header["mask"] = {"packed": True}
+    core = WorkerCore(0, lambda im, **o: None, Limits(), {})
+    refused = core.create(pack_frame(header, body))
+    assert isinstance(refused, Failure) and refused.status == 400
+    assert "initial mask header needs size, spacing, origin and direction" in refused.message
+
+
 def _round_trip(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     """The client's copy of ``old`` after applying the flips the server takes (the server's copy must be ``new``)."""
     server, client = old.copy(), old.copy()

@@ -22,10 +22,10 @@ from ..protocol import (
     FILE_FORMATS,
     ProtocolError,
     box_region,
+    mask_from_packed,
     pack_frame,
     region_slices,
     take_flips,
-    unpack_bits,
     unpack_frame,
     volume_from_raw,
     worth_compressing,
@@ -144,10 +144,8 @@ def decode_upload(upload: bytes, max_bytes: int) -> Tuple[sitk.Image, Optional[s
     fmt = volume.get("format")
     image = volume_from_raw(volume, data) if fmt == "raw" else volume_from_file_bytes(str(fmt), data)
     mask = None
-    if header.get("mask") is not None:
-        size = tuple(image.GetSize())
-        mask = sitk.GetImageFromArray(unpack_bits(rest, size[::-1]))
-        mask.CopyInformation(image)
+    if header.get("mask") is not None:  # on its own grid: the session refuses one off the volume's, as locally
+        mask = mask_from_packed(header["mask"], rest)
     options = header.get("options") or {}
     unknown = set(options) - set(SESSION_OPTIONS)
     if unknown:
