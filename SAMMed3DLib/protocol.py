@@ -230,7 +230,7 @@ def take_flips(mirror: np.ndarray, new: np.ndarray) -> Tuple[Optional[Tuple[slic
     box = nonzero_box(flips)
     if box is None:
         return None, b""
-    np.bitwise_xor(mirror[box], flips[box], out=mirror[box])
+    np.copyto(mirror[box], new[box])  # nothing flipped outside the box; a copy is ~2x faster than XOR-ing there
     return box, pack_bits(flips[box])
 
 
