@@ -357,8 +357,11 @@ def test_bench_server_compares_local_and_remote_clicks(server, tiny_checkpoint, 
                  str(token_file), "--size", "48,48,32", "--clicks", "3", "--concurrency", "1,2",
                  "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
-    assert figures["identical_masks"] is True and set(figures["concurrency"]) == {"1", "2"}
-    assert "overhead" in capsys.readouterr().out
+    network = figures["answers"]["network"]  # --server: the one answer that server gives
+    assert set(figures["answers"]) == {"network"}
+    assert network["identical_masks"] is True and set(network["concurrency"]) == {"1", "2"}
+    printed = capsys.readouterr().out
+    assert "overhead" in printed and figures["machine"]["cpu"] in printed
 
 
 def test_evaluate_a_dataset_on_the_server(server, tiny_model, tmp_path, capsys):

@@ -229,6 +229,31 @@ def test_worker_answers_carry_only_the_flips_of_each_step(tiny_model):
         assert np.array_equal(client, sitk.GetArrayViewFromImage(expected.mask)), op
 
 
+def test_a_lesion_shaped_answer_is_the_same_in_every_session_and_process(tiny_model):
+    """bench-server's realistic answer (bench/lesion.py, ``serve --answer lesion``): the worker's one wrapper
+    serves other sessions first, yet each click's blob is the local session's, and a refinement flips a shell."""
+    from SAMMed3DLib.bench.lesion import LesionShaped
+
+    image, truth = sphere_phantom(size=(64, 64, 64), spacing=(1.5, 1.5, 1.5), centre_ras=(-48.0, -48.0, 48.0))
+    served = LesionShaped(tiny_model)
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(served, im, **o), Limits(), {})
+    centre = np.array(centre_ras(truth))
+    other = unpack_frame(core.create(_upload(image, None, {})))[0]["session"]
+    for point in (centre, centre + 2):
+        core.step(other, "click", {"point": list(point)})
+    sid = unpack_frame(core.create(_upload(image, None, {})))[0]["session"]
+    local = InteractiveSession(LesionShaped(tiny_model), image)
+    client = np.zeros(image.GetSize()[::-1], np.uint8)
+    for step, point in enumerate([centre, centre + 4, centre - 4]):
+        header, bits = unpack_frame(core.step(sid, "click", {"point": list(point)}))
+        (x, y, z), (sx, sy, sz) = header["flipped"]
+        before = client.sum()
+        apply_flips(client[z : z + sz, y : y + sy, x : x + sx], bits)
+        assert np.array_equal(client, sitk.GetArrayViewFromImage(local.add_click(list(point)).mask))
+        if step:  # a refinement moves the surface: a shell, far fewer voxels than the blob
+            assert 0 < np.unpackbits(np.frombuffer(bits, np.uint8)).sum() < 0.5 * max(before, client.sum())
+
+
 def test_segment_dataset_never_writes_a_mask_over_its_own_image(tiny_checkpoint, tmp_path, capsys):
     """``--out`` the images folder and ``--redo``: the case's output name is its image's name; the image stays."""
     import json

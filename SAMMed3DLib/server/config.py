@@ -12,6 +12,10 @@ NAMESPACE = "sammed3d"
 """Ray namespace of the worker actors (named ``sammed3d-worker-<i>``)."""
 
 
+ANSWERS = ("network", "lesion")
+"""What a server's masks are: the network's, or (benchmarks only) a blob in place of its logits (bench/lesion.py)."""
+
+
 SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 """Serve's logging for the proxy and the gateway: no access-log line written and flushed on every click."""
 
@@ -33,7 +37,8 @@ class Limits:
 @dataclass(frozen=True)
 class ServerConfig:
     """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker.
-    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves)."""
+    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves). ``answer``: one
+    of ``ANSWERS`` ("lesion" only for ``bench-server``'s realistic-answer figure)."""
 
     weights: str
     device: str = "auto"
@@ -45,6 +50,7 @@ class ServerConfig:
     num_cpus: int = 2
     threads: Optional[int] = None
     limits: Limits = Limits()
+    answer: str = "network"
 
 
 def is_loopback(host: str) -> bool:
@@ -64,6 +70,8 @@ def check_config(config: ServerConfig) -> None:
             f"refusing to listen on {config.host} without a token: anyone on the network could use the GPU and read "
             "uploaded volumes; give --token-file FILE (one line, the shared secret) or bind to 127.0.0.1"
         )
+    if config.answer not in ANSWERS:
+        raise InputError(f"--answer must be one of {', '.join(ANSWERS)}, got {config.answer!r}")
     if config.threads is not None and config.threads < 1:
         raise InputError(f"--threads must be at least 1, got {config.threads}")
     if config.workers is not None and config.workers < 1:

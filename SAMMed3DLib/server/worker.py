@@ -11,9 +11,11 @@ from .core import Answer, WorkerCore
 
 
 class EngineWorker:
-    """Loads the network once on ``device`` and serves sessions; a daemon thread frees idle sessions."""
+    """Loads the network once on ``device`` and serves sessions; a daemon thread frees idle sessions.
+    ``answer`` "lesion": the masks are blobs in place of the network's logits (benchmarks only)."""
 
-    def __init__(self, index: int, weights: str, device: str, limits: Limits, threads: Optional[int]) -> None:
+    def __init__(self, index: int, weights: str, device: str, limits: Limits, threads: Optional[int],
+                 answer: str = "network") -> None:
         import torch
 
         from .. import InteractiveSession, load_model
@@ -21,11 +23,16 @@ class EngineWorker:
         if threads:  # CPU results depend on the thread count (reduction order): pin it when asked
             torch.set_num_threads(threads)
         model = load_model(weights, device=device)
+        network = model
+        if answer == "lesion":
+            from ..bench.lesion import LesionShaped
+
+            network = LesionShaped(model)
         self._core = WorkerCore(
             index,
-            lambda image, **options: InteractiveSession(model, image, **options),
+            lambda image, **options: InteractiveSession(network, image, **options),
             limits,
-            {"weights": str(weights), "device": str(model.device)},
+            {"weights": str(weights), "device": str(model.device), "answer": answer},
         )
         threading.Thread(target=self._sweep_forever, daemon=True, name="idle-sweep").start()
 
@@ -58,4 +65,4 @@ def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpu
         name=worker_name(index), namespace=NAMESPACE, max_concurrency=config.limits.max_sessions + 2,
         max_restarts=-1, num_gpus=gpus, num_cpus=cpus,
     )
-    return actor.remote(index, config.weights, device, config.limits, config.threads)
+    return actor.remote(index, config.weights, device, config.limits, config.threads, config.answer)
