@@ -16,6 +16,13 @@ ANSWERS = ("network", "lesion")
 """What a server's masks are: the network's, or (benchmarks only) a blob in place of its logits (bench/lesion.py)."""
 
 
+NORMAL_PRIORITY = {"env_vars": {"RAY_worker_niceness": "0"}}
+"""The runtime environment of the worker actors and the gateway: Ray starts its worker processes at nice 15, so
+that on a shared host any normal-priority process took the CPU from the server's clicks (its engine ran 4x slower
+than the same clicks in a process beside it on a loaded 2-core machine). A local Ray gets the same for all its
+processes (Serve's proxy too) through its system config; on a joined cluster the proxy keeps Ray's default."""
+
+
 SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 """Serve's logging for the proxy and the gateway: no access-log line written and flushed on every click."""
 

@@ -22,7 +22,7 @@ from ..protocol import (
     VERSION_HEADER,
     version_message,
 )
-from .config import NAMESPACE, SERVE_LOGGING, ServerConfig, token_matches, worker_name
+from .config import NAMESPACE, NORMAL_PRIORITY, SERVE_LOGGING, ServerConfig, token_matches, worker_name
 from .core import Failure
 
 app = FastAPI(title="SAM-Med3D", version=__version__)
@@ -63,7 +63,8 @@ def _too_large(limit: int) -> ApiError:
                                       "(the server's --max-upload-mb sets it)")
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64,
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0, "runtime_env": NORMAL_PRIORITY},
+                  max_ongoing_requests=64,
                   logging_config=SERVE_LOGGING)
 @serve.ingress(app)
 class Gateway:

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 
 import ray
 
-from .config import NAMESPACE, Limits, ServerConfig, worker_name
+from .config import NAMESPACE, NORMAL_PRIORITY, Limits, ServerConfig, worker_name
 from .core import Answer, WorkerCore
 
 
@@ -63,6 +63,6 @@ def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpu
     restarted by Ray if its process dies (the sessions are then lost; clients replay them)."""
     actor = ray.remote(EngineWorker).options(
         name=worker_name(index), namespace=NAMESPACE, max_concurrency=config.limits.max_sessions + 2,
-        max_restarts=-1, num_gpus=gpus, num_cpus=cpus,
+        max_restarts=-1, num_gpus=gpus, num_cpus=cpus, runtime_env=NORMAL_PRIORITY,
     )
     return actor.remote(index, config.weights, device, config.limits, config.threads, config.answer)
