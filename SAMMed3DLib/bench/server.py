@@ -49,16 +49,22 @@ def refinement_clicks(image: sitk.Image, count: int, seed: int = 0) -> List[Clic
     return [(tuple(float(c + d) for c, d in zip(ras, rng.uniform(-reach, reach, 3))), i % 3 != 1) for i in range(count)]
 
 
-def interleaved(local, remote, clicks: Sequence[Click]) -> Tuple[List[float], List[Dict[str, float]]]:
+def interleaved(
+    local, remote, clicks: Sequence[Click], pause: float = 0.1
+) -> Tuple[List[float], List[Dict[str, float]]]:
     """Each click locally, then through the server (both sides see the same load on a shared machine): the local
     step times (s) and the remote results' timings (s) plus ``flipped_bytes``, the answer's flips bit-packed.
     Each result is let go before the next click, as the Slicer module does (a result still held when the next
-    click pastes costs a copy of the whole mask, on either side)."""
+    click pastes costs a copy of the whole mask, on either side). ``pause`` (s) before each click, as between a
+    user's clicks: torch's idle OpenMP threads spin ~10 ms after its last operation, and on a 2-core machine one
+    side's spinning took a core from the other side's click."""
     local_times, remote_timings = [], []
     for point, positive in clicks:
+        time.sleep(pause)
         start = time.perf_counter()
         local.add_click(point, positive)
         local_times.append(time.perf_counter() - start)
+        time.sleep(pause)
         remote_timings.append(_timings(remote.add_click(point, positive)))
     return local_times, remote_timings
 

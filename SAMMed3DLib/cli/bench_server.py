@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`serve --answer lesion`)")
     parser.add_argument("--size", default="256,256,128", help="phantom size x,y,z in 1 mm voxels")
     parser.add_argument("--clicks", type=int, default=20, help="clicks per session (the first encodes)")
+    parser.add_argument("--pause", type=float, default=0.1,
+                        help="seconds before each click of the local/remote comparison (default 0.1, as between a "
+                             "user's clicks; 0: back to back, where on few cores one side's idle torch threads, "
+                             "spinning ~10 ms, slow the other side's click)")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts for the latency runs")
     parser.add_argument("--workers", type=int, default=1, help="workers of the server started here")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
@@ -55,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
     size = [int(v) for v in args.size.split(",")]
     counts = [int(v) for v in args.concurrency.split(",")]
-    if len(size) != 3 or min(size) < 16 or args.clicks < 2 or min(counts) < 1:
-        raise InputError("--size needs three sizes >= 16, --clicks >= 2, --concurrency positive counts")
+    if len(size) != 3 or min(size) < 16 or args.clicks < 2 or min(counts) < 1 or args.pause < 0:
+        raise InputError("--size needs three sizes >= 16, --clicks >= 2, --concurrency positive counts, --pause >= 0")
     kinds = answers_to_measure(args)
-    figures: Dict[str, Any] = {"machine": machine(), "size": size, "clicks": args.clicks, "answers": {}}
+    figures: Dict[str, Any] = {"machine": machine(), "size": size, "clicks": args.clicks, "pause_s": args.pause,
+                               "answers": {}}
     image = phantom(size)
     clicks = refinement_clicks(image, args.clicks)
     model = load_model(args.weights, device=args.device)
@@ -90,7 +95,7 @@ def measure(args: argparse.Namespace, kind: str, model, image, clicks, token, co
         connection = ServerConnection(url, token)
         empty = empty_round_trip(connection)
         local, remote = InteractiveSession(network, image), RemoteSession(connection, image)
-        local_times, timings = interleaved(local, remote, clicks)
+        local_times, timings = interleaved(local, remote, clicks, args.pause)
         identical = bool(np.array_equal(sitk.GetArrayViewFromImage(remote.mask),
                                         sitk.GetArrayViewFromImage(local.mask)))
         remote.close()
@@ -127,35 +132,42 @@ def summary(local_times, timings, empty: float, identical: bool, load) -> Dict[s
 
 def report(f: Dict[str, Any]) -> str:
     m = f["machine"]
-    load = "unknown" if m["load"] is None else " ".join(f"{v:.2f}" for v in m["load"])
-    end = "unknown" if f["load_at_end"] is None else " ".join(f"{v:.2f}" for v in f["load_at_end"])
     lines = [
-        f"machine: {m['cpu']}, {m['cpus']} CPUs; load average (1, 5, 15 min) {load} at the start, {end} at the end",
-        f"volume {'x'.join(map(str, f['size']))} (1 mm), {f['clicks']} clicks per session: the first encodes, "
-        "figures are medians over the others",
+        f"machine: {m['cpu']}, {m['cpus']} CPUs; load average (1, 5, 15 min) {_load(m['load'])} at the start, "
+        f"{_load(f['load_at_end'])} at the end",
+        f"volume {'x'.join(map(str, f['size']))} (1 mm), {f['clicks']} clicks per session, each side's click after "
+        f"a {f['pause_s']:g} s pause;",
+        "the first click encodes: the figures are medians over the others, in ms",
     ]
     for kind, figures in f["answers"].items():
         lines += ["", ANSWER_TITLES[kind], *answer_report(figures)]
     return "\n".join(lines)
 
 
+def _load(values) -> str:
+    return "unknown" if values is None else " ".join(f"{v:.2f}" for v in values)
+
+
 def answer_report(f: Dict[str, Any]) -> List[str]:
     def verdict(ms: float) -> str:
-        return f"target <= {TARGET_MS} ms: {'met' if ms <= TARGET_MS else 'NOT met'}"
+        return "met" if ms <= TARGET_MS else "NOT met"
 
-    lines = [
-        f"  refinement click: local {f['local_refine_ms']:.1f} ms, through the server {f['remote_refine_ms']:.1f} ms "
-        f"(the worker's engine {f['worker_engine_refine_ms']:.1f} ms); masks identical: {f['identical_masks']}",
-        f"  OVERHEAD {f['overhead_ms']:.1f} ms per refinement click (median through the server minus median local; "
-        f"{verdict(f['overhead_ms'])})",
-        f"  overhead click by click {f['overhead_per_click_ms']:.1f} ms (round trip minus the worker's engine time of "
-        f"the same click; {verdict(f['overhead_per_click_ms'])}), of which:",
-        f"    an empty request {f['empty_request_ms']:.1f} ms (HTTP, Serve's proxy, the gateway), the server's mask "
-        f"diff {f['server_diff_ms']:.1f} ms, the client's apply {f['client_apply_ms']:.1f} ms, the rest "
-        f"{f['rest_ms']:.1f} ms",
-        f"    (the rest: the worker hop and the answer's bytes; the flips' box is {f['flipped_kib']:.0f} KiB "
-        "bit-packed, zlib-compressed when that pays)",
-        "  concurrent sessions   p50 ms   p95 ms",
+    rows = [
+        ("refinement click, local", f["local_refine_ms"], ""),
+        ("refinement click through the server", f["remote_refine_ms"], ""),
+        ("  of which the worker's engine", f["worker_engine_refine_ms"], ""),
+        (f"OVERHEAD: median through the server minus median local (target <= {TARGET_MS} ms)", f["overhead_ms"],
+         verdict(f["overhead_ms"])),
+        ("overhead click by click: round trip minus that click's engine time", f["overhead_per_click_ms"],
+         verdict(f["overhead_per_click_ms"])),
+        ("  an empty request (HTTP, Serve's proxy, the gateway)", f["empty_request_ms"], ""),
+        ("  the server's mask diff", f["server_diff_ms"], ""),
+        ("  the client's apply", f["client_apply_ms"], ""),
+        (f"  the rest (the worker hop, the answer: a {f['flipped_kib']:.0f} KiB box of flips, bit-packed)",
+         f["rest_ms"], ""),
     ]
-    lines += [f"  {n:>19}  {v['p50_ms']:7.1f}  {v['p95_ms']:7.1f}" for n, v in f["concurrency"].items()]
+    lines = [f"  {name:<82}{value:7.1f}  {note}".rstrip() for name, value, note in rows]
+    lines.append(f"  masks identical: {f['identical_masks']}")
+    lines.append("  refinement clicks of concurrent sessions (back to back), p50 / p95:")
+    lines += [f"    {n:>3} at once  {v['p50_ms']:7.1f} / {v['p95_ms']:7.1f}" for n, v in f["concurrency"].items()]
     return lines
