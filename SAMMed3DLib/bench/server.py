@@ -56,8 +56,8 @@ def interleaved(
     step times (s) and the remote results' timings (s) plus ``flipped_bytes``, the answer's flips bit-packed.
     Each result is let go before the next click, as the Slicer module does (a result still held when the next
     click pastes costs a copy of the whole mask, on either side). ``pause`` (s) before each click, as between a
-    user's clicks: torch's idle OpenMP threads spin ~10 ms after its last operation, and on a 2-core machine one
-    side's spinning took a core from the other side's click."""
+    user's clicks: torch's idle OpenMP threads spin ~10 ms after its last operation (one core of two here), which
+    back to back may slow the other side's click."""
     local_times, remote_timings = [], []
     for point, positive in clicks:
         time.sleep(pause)

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pause", type=float, default=0.1,
                         help="seconds before each click of the local/remote comparison (default 0.1, as between a "
                              "user's clicks; 0: back to back, where on few cores one side's idle torch threads, "
-                             "spinning ~10 ms, slow the other side's click)")
+                             "which spin ~10 ms, may slow the other side's click)")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts for the latency runs")
     parser.add_argument("--workers", type=int, default=1, help="workers of the server started here")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
