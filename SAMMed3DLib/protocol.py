@@ -7,7 +7,11 @@ costs more time than the bytes it saves on them). Nothing is ever pickled.
 - Session upload (``POST /v1/sessions``): header ``{"volume": {...}, "mask": {...} | null, "options": {...}}``;
   the body is the volume's bytes followed by the mask's. A volume is either ``raw`` (z-y-x voxels, little
   endian, with size/spacing/origin/direction in the header: SimpleITK's LPS physical space, size x-y-z) or
-  the bytes of a single-file image (``nrrd``, ``nii``, ``nii.gz``, ``mha``). A mask is raw, bit-packed.
+  the bytes of a single-file image (``nrrd``, ``nii``, ``nii.gz``, ``mha``). A mask is raw, bit-packed, with
+  its own size/spacing/origin/direction in its header (the server refuses one that is not on the volume's grid).
+- Step request (``POST /v1/sessions/<id>/<step>``): the step's JSON arguments in the ``STEP_HEADER`` header and no
+  body (behind Ray Serve's proxy, reading a body costs one more round trip to the proxy), or, when longer than
+  ``STEP_HEADER_MAX`` characters, as the JSON body.
 - Step answer: header ``{"changed": region | null, "flipped": region | null, "seq", "timings", "encoded", "clicks",
   "payload", "dropped", "can_undo", "can_redo"}``. ``changed`` is the engine's region (every voxel the step may
   have changed); ``flipped`` the tight box of the voxels that really flipped since the previous answer, and the
@@ -27,11 +31,15 @@ import SimpleITK as sitk
 
 from .errors import InputError, SAMMed3DError
 
-PROTOCOL = 2
+PROTOCOL = 3
 """Bumped on any incompatible change of the endpoints or frames."""
 API_PREFIX = "/v1"
 PROTOCOL_HEADER = "X-SAMMed3D-Protocol"
 VERSION_HEADER = "X-SAMMed3D-Version"
+STEP_HEADER = "X-SAMMed3D-Step"
+STEP_HEADER_MAX = 4000
+"""Step arguments up to this many characters of JSON travel in ``STEP_HEADER``, longer ones as the body (HTTP
+servers and proxies limit a header's length, typically to 8 KiB)."""
 FRAME_TYPE = "application/x-sammed3d-frame"
 MAGIC = b"SM3D"
 MAGIC_RAW = b"SM3R"
@@ -42,10 +50,12 @@ COMPRESS_LEVEL = 1
 """zlib level: masks and CT compress well at 1; higher levels cost far more time than they save bytes."""
 COMPRESS_MIN = 4096
 """Bodies shorter than this (bytes) are sent uncompressed."""
-WORTH_RATIO = 2.0
-"""Bit-packed flips are compressed only when zlib shrinks a sample of them at least this much: a refinement's
-flips (a shell, a blob) shrink 5-50x in a few ms, while dense noisy flips (random test weights) cost zlib
-15-60 ms for a 1-2x gain on a 193x193x128 box (AMD EPYC), more than sending them as they are over a LAN."""
+WORTH_RATIO = 8.0
+"""Bit-packed flips are compressed only when zlib shrinks a sample of them at least this much, i.e. when the time
+zlib takes is less than the time the bytes it saves take on a link of up to about 1 Gbit/s. Measured on a
+192x192x128 box (590 KB packed, AMD EPYC): a refinement's flips (a 2 mm shell, a small blob) shrink 45-650x for
+1-1.5 ms of zlib and 0.3-0.4 ms of inflate; the ragged flips of random test weights shrink 2-3.5x for 8-13 ms of
+zlib and 2.5 ms of inflate, to save 300-420 KB: 2.5-3.5 ms at 1 Gbit/s, so they go as they are."""
 SAMPLE_CHUNKS, SAMPLE_BYTES = 4, 4096
 """The sample: this many chunks of this many bytes spread evenly over the data."""
 
@@ -136,26 +146,50 @@ def raw_volume(image: sitk.Image) -> Tuple[Dict[str, Any], bytes]:
 def volume_from_raw(header: Mapping[str, Any], data: bytes) -> sitk.Image:
     """The image a ``raw`` header and its voxel bytes describe (ProtocolError if they disagree)."""
     try:
-        size = [int(v) for v in header["size"]]
         dtype = np.dtype(str(header["dtype"])).newbyteorder("<")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"the raw volume header needs size, dtype, spacing, origin and direction: {exc}") from exc
+    if dtype.name not in RAW_DTYPES:
+        raise ProtocolError(f"raw volume: dtype must be one of {', '.join(RAW_DTYPES)}")
+    size, geometry = _geometry(header, "raw volume")
+    if int(np.prod(size)) * dtype.itemsize != len(data):
+        raise ProtocolError(f"raw volume: {len(data)} bytes do not hold {size} voxels of {dtype.name}")
+    return _placed(sitk.GetImageFromArray(np.frombuffer(data, dtype).reshape(size[::-1])), geometry, "raw volume")
+
+
+def mask_from_packed(header: Mapping[str, Any], data: bytes) -> sitk.Image:
+    """The uint8 0/1 mask a bit-packed mask's header (its size, spacing, origin, direction) and bytes describe,
+    on its own grid: whether that is the volume's grid is the session's check, as for a local initial mask."""
+    size, geometry = _geometry(header, "initial mask")
+    return _placed(sitk.GetImageFromArray(unpack_bits(data, tuple(size[::-1]))), geometry, "initial mask")
+
+
+def _geometry(header: Mapping[str, Any], what: str) -> Tuple[list, Tuple[list, list, list]]:
+    """(size x-y-z, (spacing, origin, direction)) of a header with ``geometry_of``'s keys; ProtocolError naming
+    ``what`` if one is missing or malformed."""
+    try:
+        size = [int(v) for v in header["size"]]
         spacing = [float(v) for v in header["spacing"]]
         origin = [float(v) for v in header["origin"]]
         direction = [float(v) for v in header["direction"]]
     except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"the raw volume header needs size, dtype, spacing, origin and direction: {exc}") from exc
-    if dtype.name not in RAW_DTYPES or len(size) != 3 or min(size) < 1:
-        raise ProtocolError(f"raw volume: dtype must be one of {', '.join(RAW_DTYPES)} and size three positive ints")
+        raise ProtocolError(f"the {what} header needs size, spacing, origin and direction: {exc}") from exc
+    if len(size) != 3 or min(size) < 1:
+        raise ProtocolError(f"{what}: size must be three positive ints")
     if len(spacing) != 3 or len(origin) != 3 or len(direction) != 9:
-        raise ProtocolError("raw volume: spacing and origin need 3 numbers, direction 9 (row-major 3x3)")
-    if int(np.prod(size)) * dtype.itemsize != len(data):
-        raise ProtocolError(f"raw volume: {len(data)} bytes do not hold {size} voxels of {dtype.name}")
-    image = sitk.GetImageFromArray(np.frombuffer(data, dtype).reshape(size[::-1]))
+        raise ProtocolError(f"{what}: spacing and origin need 3 numbers, direction 9 (row-major 3x3)")
+    return size, (spacing, origin, direction)
+
+
+def _placed(image: sitk.Image, geometry: Tuple[list, list, list], what: str) -> sitk.Image:
+    """``image`` with the spacing, origin and direction of ``geometry`` (ProtocolError if ITK refuses them)."""
+    spacing, origin, direction = geometry
     try:
         image.SetSpacing(spacing)
         image.SetOrigin(origin)
         image.SetDirection(direction)
     except RuntimeError as exc:
-        raise ProtocolError(f"raw volume: invalid geometry ({str(exc).strip().splitlines()[-1]})") from exc
+        raise ProtocolError(f"{what}: invalid geometry ({str(exc).strip().splitlines()[-1]})") from exc
     return image
 
 
@@ -196,7 +230,7 @@ def take_flips(mirror: np.ndarray, new: np.ndarray) -> Tuple[Optional[Tuple[slic
     box = nonzero_box(flips)
     if box is None:
         return None, b""
-    np.bitwise_xor(mirror[box], flips[box], out=mirror[box])
+    np.copyto(mirror[box], new[box])  # nothing flipped outside the box; a copy is ~2x faster than XOR-ing there
     return box, pack_bits(flips[box])
 
 

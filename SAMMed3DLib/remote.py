@@ -13,6 +13,7 @@ Points are RAS mm; regions ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index o
 
 import contextlib
 import itertools
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -28,12 +29,15 @@ from .protocol import (
     FRAME_TYPE,
     PROTOCOL,
     PROTOCOL_HEADER,
+    STEP_HEADER,
+    STEP_HEADER_MAX,
     VERSION_HEADER,
     ProtocolError,
     VersionMismatchError,
     apply_flips,
     as_clicks,
     as_region,
+    geometry_of,
     pack_bits,
     pack_frame,
     raw_volume,
@@ -167,11 +171,12 @@ class RemoteSession:
         if history_limit is not None:
             options["history_limit"] = int(history_limit)
         self._upload = _upload(image, initial_mask, options)
-        self._initial = _initial_mask(image, initial_mask)
         self._ids = itertools.count(1)
         self._payloads: Dict[int, Any] = {}
         self._ops: List[Tuple[str, Dict[str, Any]]] = []
-        self._open()
+        self._create()  # first: the server checks the initial mask's grid (as the local session does) and says why
+        self._initial = _initial_mask(image, initial_mask)
+        self._restart()
 
     # ------------------------------------------------------------------ state
     @property
@@ -239,12 +244,19 @@ class RemoteSession:
 
     # ------------------------------------------------------------------ internals
     def _open(self) -> None:
+        """A new session on the server, and this copy of the mask back at the initial mask."""
+        self._create()
+        self._restart()
+
+    def _create(self) -> None:
         response = self._server.request("POST", "/sessions", data=self._upload,
                                         headers={"Content-Type": FRAME_TYPE})
         header, _ = unpack_frame(response.content)
         self._sid = str(header["session"])
         self._history_limit = int(header["history_limit"])
         self._state = _state_of(header)
+
+    def _restart(self) -> None:
         self._mask = sitk.Image(self._initial)
         self._voxels = sitk.GetArrayFromImage(self._initial)  # z-y-x mirror, the base of the server's flips
         self._seq = 0
@@ -267,7 +279,7 @@ class RemoteSession:
 
     def _post(self, op: str, args: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes]:
         """The answer to ``op``; SessionLostError if an earlier answer never arrived (the flips would not apply)."""
-        response = self._server.request("POST", f"/sessions/{self._sid}/{op}", json=args)
+        response = self._server.request("POST", f"/sessions/{self._sid}/{op}", **_step_request(args))
         header, bits = unpack_frame(response.content)
         if header.get("seq") != self._seq + 1:
             with contextlib.suppress(RemoteError):  # abandoned: the replay opens a new one
@@ -319,18 +331,25 @@ class RemoteSession:
                 time.sleep(0.5)
 
 
+def _step_request(args: Dict[str, Any]) -> Dict[str, Any]:
+    """The keyword arguments of a step's request: its JSON in the step header (no body: behind Serve's proxy
+    a body costs another round trip), or as the body when too long for a header."""
+    text = json.dumps(args, separators=(",", ":"))  # ASCII (json's default), as a header must be
+    if len(text) <= STEP_HEADER_MAX:
+        return {"headers": {STEP_HEADER: text}}
+    return {"data": text, "headers": {"Content-Type": "application/json"}}
+
+
 def _state_of(header: Mapping[str, Any]) -> Dict[str, Any]:
     return {"clicks": as_clicks(header["clicks"]), "can_undo": header["can_undo"], "can_redo": header["can_redo"]}
 
 
 def _initial_mask(image: sitk.Image, initial_mask: Optional[sitk.Image]) -> sitk.Image:
-    """The client's starting mask: ``initial_mask != 0`` or empty, uint8 on the image's grid."""
+    """The client's starting mask: ``initial_mask != 0`` or empty, uint8 on the image's grid (the server has
+    checked that the initial mask lies on that grid)."""
     if initial_mask is None:
         mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     else:
-        if tuple(initial_mask.GetSize()) != tuple(image.GetSize()):
-            raise InputError(f"the initial mask's size {initial_mask.GetSize()} differs from the image's "
-                             f"{image.GetSize()}")
         mask = sitk.GetImageFromArray((sitk.GetArrayViewFromImage(initial_mask) != 0).astype(np.uint8))
     mask.CopyInformation(image)
     return mask
@@ -339,7 +358,10 @@ def _initial_mask(image: sitk.Image, initial_mask: Optional[sitk.Image]) -> sitk
 def _upload(image: sitk.Image, initial_mask: Optional[sitk.Image], options: Dict[str, Any]) -> bytes:
     """The session upload frame: raw voxels (+ the bit-packed initial mask), compressed."""
     volume, data = raw_volume(image)
-    mask = b"" if initial_mask is None else pack_bits(sitk.GetArrayViewFromImage(initial_mask) != 0)
-    header = {"volume": {**volume, "length": len(data)}, "mask": None if initial_mask is None else {"packed": True},
-              "options": options}
-    return pack_frame(header, data + mask)
+    if initial_mask is None:
+        mask, bits = None, b""
+    else:  # with its own geometry: the server checks it lies on the volume's grid, as a local session does
+        mask = {"packed": True, **geometry_of(initial_mask)}
+        bits = pack_bits(sitk.GetArrayViewFromImage(initial_mask) != 0)
+    header = {"volume": {**volume, "length": len(data)}, "mask": mask, "options": options}
+    return pack_frame(header, data + bits)

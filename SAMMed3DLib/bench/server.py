@@ -1,11 +1,13 @@
 """Server benchmark: the same clicks in a local session and through a server, and latency under concurrency.
 
 The overhead per refinement click is the median round trip through the server minus the median local step
-(same volume, same clicks, same weights; the masks are checked equal). Concurrency runs ``n`` clients at once,
-each with its own session, and reports p50/p95 of their refinement clicks.
+(same volume, same clicks, same weights; the masks are checked equal), and, click by click, the round trip minus
+the worker's engine time. Concurrency runs ``n`` clients at once, each with its own session, and reports p50/p95
+of their refinement clicks.
 """
 
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -45,6 +47,43 @@ def refinement_clicks(image: sitk.Image, count: int, seed: int = 0) -> List[Clic
     # the image centre in RAS (roi.voxel_to_ras would import torch: this module stays torch-free for the tests)
     ras = lps_to_ras(image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()]))
     return [(tuple(float(c + d) for c, d in zip(ras, rng.uniform(-reach, reach, 3))), i % 3 != 1) for i in range(count)]
+
+
+def interleaved(
+    local, remote, clicks: Sequence[Click], pause: float = 0.1
+) -> Tuple[List[float], List[Dict[str, float]]]:
+    """Each click locally, then through the server (both sides see the same load on a shared machine): the local
+    step times (s) and the remote results' timings (s) plus ``flipped_bytes``, the answer's flips bit-packed.
+    Each result is let go before the next click, as the Slicer module does (a result still held when the next
+    click pastes costs a copy of the whole mask, on either side). ``pause`` (s) before each click, as between a
+    user's clicks: torch's idle OpenMP threads spin ~10 ms after its last operation (one core of two here), which
+    back to back may slow the other side's click."""
+    local_times, remote_timings = [], []
+    for point, positive in clicks:
+        time.sleep(pause)
+        start = time.perf_counter()
+        local.add_click(point, positive)
+        local_times.append(time.perf_counter() - start)
+        time.sleep(pause)
+        remote_timings.append(_timings(remote.add_click(point, positive)))
+    return local_times, remote_timings
+
+
+def _timings(result) -> Dict[str, float]:
+    flipped = 0 if result.flipped is None else (int(np.prod(result.flipped[1])) + 7) // 8
+    return {**result.timings, "flipped_bytes": float(flipped)}
+
+
+def machine() -> Dict[str, object]:
+    """The CPU model, the CPU count and the load average (1, 5, 15 min; None where the OS has none) now."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"cpu": model, "cpus": os.cpu_count(), "load": load}
 
 
 def step_times(session, clicks: Sequence[Click]) -> Tuple[List[float], sitk.Image]:
@@ -148,9 +187,10 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: Opti
 
 
 @contextmanager
-def local_server(weights: str, workers: int, threads: Optional[int], timeout: float = 300.0) -> Iterator[str]:
-    """A ``serve`` process on 127.0.0.1 for the benchmark's duration; its base URL."""
-    arguments = ["--weights", weights, "--workers", str(workers), "--max-sessions", "16"]
+def local_server(weights: str, workers: int, threads: Optional[int], answer: str = "network",
+                 timeout: float = 300.0) -> Iterator[str]:
+    """A ``serve`` process on 127.0.0.1 (``--answer answer``) for the benchmark's duration; its base URL."""
+    arguments = ["--weights", weights, "--workers", str(workers), "--max-sessions", "16", "--answer", answer]
     with serve_process([*arguments, *(["--threads", str(threads)] if threads else [])], timeout=timeout) as (url, _):
         yield url
 

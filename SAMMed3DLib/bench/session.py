@@ -23,6 +23,7 @@ from ..coordinates import ras_to_lps
 from ..errors import SAMMed3DError
 from ..metrics import dice
 from ..modeling import decode_step
+from .lesion import LesionShaped
 from .network import load_network, peak_rss_mb, run_in_child, seconds
 
 SIZE = (512, 512, 300)
@@ -92,7 +93,7 @@ def run_ours(
     mask_voxels = int(sitk.GetArrayViewFromImage(mask).sum())
     if mask_path:
         np.save(mask_path, np.packbits(sitk.GetArrayViewFromImage(mask)))
-    lesion = InteractiveSession(_LesionShaped(model), image)
+    lesion = InteractiveSession(LesionShaped(model), image)
     lesion.add_click(LESION_RAS)
     lesion_refine = [use(lesion.add_click(REFINE_RAS, positive=i % 2 == 0)) for i in range(5)]
     rss = peak_rss_mb()  # before the paste comparison below, whose SimpleITK side needs more memory
@@ -126,26 +127,6 @@ def compare_paste_methods(image: sitk.Image, roi, repeats: int = 3) -> Dict[str,
     upsampled = [upsample(low) for low in logits]
     resampler = [seconds(lambda i=i: sitk_paste_logits(mask, roi, upsampled[i % 2])) for i in range(repeats)]
     return {"separable_s": statistics.median(separable), "simpleitk_s": statistics.median(resampler)}
-
-
-class _LesionShaped:
-    """The real network, but its logits replaced by a smooth ~50 mm blob at the ROI centre (size varying
-    per call): random weights give a ragged mask over most of the ROI, the worst case for the paste,
-    while a trained model returns an object like this one."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.calls = 0
-
-    def encode(self, crop: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(crop)
-
-    def decode(self, embedding, coords, labels, mask_logits):
-        logits, iou = self.model.decode(embedding, coords, labels, mask_logits)
-        self.calls += 1
-        centre = torch.arange(32, dtype=torch.float32) - 15.5
-        r = torch.sqrt(centre[:, None, None] ** 2 + centre[None, :, None] ** 2 + centre[None, None, :] ** 2)
-        return (4.0 + (self.calls % 3) * 0.5 - r)[None, None].to(logits), iou
 
 
 def run_official(state_path: str, device: str) -> Dict[str, object]:

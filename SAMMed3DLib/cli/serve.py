@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import InputError
+from ..server.config import ANSWERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sessions", type=int, default=8, help="sessions per worker (default 8)")
     parser.add_argument("--idle-timeout", type=float, default=1800.0, help="seconds before an idle session is freed")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a step may take")
+    parser.add_argument("--answer", default="network", choices=ANSWERS,
+                        help="network (default), or lesion: every mask a blob in place of the network's, only for "
+                             "bench-server's realistic-answer figure, never for segmentation")
 
 
 def config_from(args: argparse.Namespace):
@@ -33,7 +37,7 @@ def config_from(args: argparse.Namespace):
     return ServerConfig(
         weights=args.weights, device=args.device, host=args.host, port=args.port,
         token=read_token(args.token_file) if args.token_file else None, workers=args.workers,
-        address=args.address, num_cpus=args.num_cpus, threads=args.threads, limits=limits,
+        address=args.address, num_cpus=args.num_cpus, threads=args.threads, limits=limits, answer=args.answer,
     )
 
 

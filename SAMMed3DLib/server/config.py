@@ -12,6 +12,17 @@ NAMESPACE = "sammed3d"
 """Ray namespace of the worker actors (named ``sammed3d-worker-<i>``)."""
 
 
+ANSWERS = ("network", "lesion")
+"""What a server's masks are: the network's, or (benchmarks only) a blob in place of its logits (bench/lesion.py)."""
+
+
+NORMAL_PRIORITY = {"env_vars": {"RAY_worker_niceness": "0"}}
+"""The runtime environment of the worker actors and the gateway: Ray starts its worker processes at nice 15, so
+that on a shared host any normal-priority process took the CPU from the server's clicks (its engine ran 4x slower
+than the same clicks in a process beside it on a loaded 2-core machine). A local Ray gets the same for all its
+processes (Serve's proxy too) through its system config; on a joined cluster the proxy keeps Ray's default."""
+
+
 SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 """Serve's logging for the proxy and the gateway: no access-log line written and flushed on every click."""
 
@@ -33,7 +44,8 @@ class Limits:
 @dataclass(frozen=True)
 class ServerConfig:
     """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker.
-    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves)."""
+    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves). ``answer``: one
+    of ``ANSWERS`` ("lesion" only for ``bench-server``'s realistic-answer figure)."""
 
     weights: str
     device: str = "auto"
@@ -45,6 +57,7 @@ class ServerConfig:
     num_cpus: int = 2
     threads: Optional[int] = None
     limits: Limits = Limits()
+    answer: str = "network"
 
 
 def is_loopback(host: str) -> bool:
@@ -64,6 +77,8 @@ def check_config(config: ServerConfig) -> None:
             f"refusing to listen on {config.host} without a token: anyone on the network could use the GPU and read "
             "uploaded volumes; give --token-file FILE (one line, the shared secret) or bind to 127.0.0.1"
         )
+    if config.answer not in ANSWERS:
+        raise InputError(f"--answer must be one of {', '.join(ANSWERS)}, got {config.answer!r}")
     if config.threads is not None and config.threads < 1:
         raise InputError(f"--threads must be at least 1, got {config.threads}")
     if config.workers is not None and config.workers < 1:

@@ -22,10 +22,10 @@ from ..protocol import (
     FILE_FORMATS,
     ProtocolError,
     box_region,
+    mask_from_packed,
     pack_frame,
     region_slices,
     take_flips,
-    unpack_bits,
     unpack_frame,
     volume_from_raw,
     worth_compressing,
@@ -46,6 +46,12 @@ class Failure:
 
 
 Answer = Union[bytes, Failure]
+Runner = Callable[[Callable[[], Answer]], Answer]
+"""Runs a step's work and returns its answer: in the calling thread (``inline``), or the worker's engine thread."""
+
+
+def inline(work: Callable[[], Answer]) -> Answer:
+    return work()
 
 
 @dataclass
@@ -60,11 +66,14 @@ class _Entry:
 
 
 class WorkerCore:
-    """The sessions of one worker on one model. ``session_factory(image, **options)`` makes a session."""
+    """The sessions of one worker on one model. ``session_factory(image, **options)`` makes a session; ``run``
+    runs each step's work (the engine and the answer), after the caller has claimed the session."""
 
-    def __init__(self, index: int, session_factory: Callable[..., Any], limits: Limits, describe: Dict[str, Any]):
+    def __init__(self, index: int, session_factory: Callable[..., Any], limits: Limits, describe: Dict[str, Any],
+                 run: Runner = inline):
         self.index = index
         self._factory = session_factory
+        self._run = run
         self.limits = limits
         self.describe = dict(describe)
         self._sessions: Dict[str, _Entry] = {}
@@ -125,12 +134,17 @@ class WorkerCore:
         if not entry.lock.acquire(blocking=False):
             return Failure(409, "busy", "this session is still working on the previous step; send one step at a time")
         try:
-            return answer(entry, run_op(entry.session, op, args))
-        except SAMMed3DError as exc:
-            return Failure(400, "bad_input", str(exc))
+            return self._run(lambda: _answer_step(entry, op, args))
         finally:
             entry.last_used = time.monotonic()
             entry.lock.release()
+
+
+def _answer_step(entry: _Entry, op: str, args: Dict[str, Any]) -> Answer:
+    try:
+        return answer(entry, run_op(entry.session, op, args))
+    except SAMMed3DError as exc:
+        return Failure(400, "bad_input", str(exc))
 
 
 def decode_upload(upload: bytes, max_bytes: int) -> Tuple[sitk.Image, Optional[sitk.Image], Dict[str, Any]]:
@@ -144,10 +158,8 @@ def decode_upload(upload: bytes, max_bytes: int) -> Tuple[sitk.Image, Optional[s
     fmt = volume.get("format")
     image = volume_from_raw(volume, data) if fmt == "raw" else volume_from_file_bytes(str(fmt), data)
     mask = None
-    if header.get("mask") is not None:
-        size = tuple(image.GetSize())
-        mask = sitk.GetImageFromArray(unpack_bits(rest, size[::-1]))
-        mask.CopyInformation(image)
+    if header.get("mask") is not None:  # on its own grid: the session refuses one off the volume's, as locally
+        mask = mask_from_packed(header["mask"], rest)
     options = header.get("options") or {}
     unknown = set(options) - set(SESSION_OPTIONS)
     if unknown:

@@ -13,8 +13,16 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from .. import __version__
-from ..protocol import API_PREFIX, FRAME_TYPE, PROTOCOL, PROTOCOL_HEADER, VERSION_HEADER, version_message
-from .config import NAMESPACE, SERVE_LOGGING, ServerConfig, token_matches, worker_name
+from ..protocol import (
+    API_PREFIX,
+    FRAME_TYPE,
+    PROTOCOL,
+    PROTOCOL_HEADER,
+    STEP_HEADER,
+    VERSION_HEADER,
+    version_message,
+)
+from .config import NAMESPACE, NORMAL_PRIORITY, SERVE_LOGGING, ServerConfig, token_matches, worker_name
 from .core import Failure
 
 app = FastAPI(title="SAM-Med3D", version=__version__)
@@ -39,12 +47,24 @@ def _respond(answer: Any) -> Response:
     return Response(content=answer, media_type=FRAME_TYPE)
 
 
+def _json_object(text: Any, where: str) -> Dict[str, Any]:
+    """The JSON object in ``text`` (str or bytes); 400 naming ``where`` if it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad_input", f"{where} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_input", f"{where} must be a JSON object")
+    return value
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"the upload is larger than the server's limit of {limit / 2**20:.0f} MiB "
                                       "(the server's --max-upload-mb sets it)")
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64,
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0, "runtime_env": NORMAL_PRIORITY},
+                  max_ongoing_requests=64,
                   logging_config=SERVE_LOGGING)
 @serve.ingress(app)
 class Gateway:
@@ -90,7 +110,7 @@ class Gateway:
         self._check(request)
         if op not in STEPS:
             raise ApiError(404, "not_found", f"unknown step {op!r}; steps are {', '.join(STEPS)}")
-        args = await self._json(request)
+        args = await self._step_args(request)
         return _respond(await self._call(self._worker_of(sid), "step", sid, op, args))
 
     @app.delete(API_PREFIX + "/sessions/{sid}")
@@ -123,17 +143,14 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _json(self, request: Request) -> Dict[str, Any]:
+    async def _step_args(self, request: Request) -> Dict[str, Any]:
+        """A step's arguments: the ``STEP_HEADER`` header's JSON, else the body's. The header is read first
+        because behind Serve's proxy the body costs another round trip to the proxy (2-4 ms on 2 busy cores)."""
+        text = request.headers.get(STEP_HEADER)
+        if text is not None:
+            return _json_object(text, f"the {STEP_HEADER} header")
         body = await self._read_body(request)
-        if not body:
-            return {}
-        try:
-            value = json.loads(body)
-        except ValueError as exc:
-            raise ApiError(400, "bad_input", f"the request body is not JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise ApiError(400, "bad_input", "the request body must be a JSON object")
-        return value
+        return _json_object(body, "the request body") if body else {}
 
     def _worker_of(self, sid: str) -> int:
         head = sid.split("-", 1)[0]

@@ -26,8 +26,8 @@ def connect(config: ServerConfig) -> None:
         except ConnectionError as exc:
             raise SAMMed3DError(f"cannot join the Ray cluster at {config.address}: {exc} (is `ray start --head` "
                                 "running there, and does this machine have the cluster's token?)") from None
-    else:
-        ray.init(num_cpus=config.num_cpus, **options)
+    else:  # every process at normal priority, Serve's proxy too (see NORMAL_PRIORITY)
+        ray.init(num_cpus=config.num_cpus, _system_config={"worker_niceness": 0}, **options)
 
 
 def worker_plan(config: ServerConfig) -> "tuple[int, float]":
