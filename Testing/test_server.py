@@ -325,6 +325,15 @@ def test_a_public_address_without_a_token_is_refused_before_ray_starts(tiny_chec
     assert done.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in done.stderr
 
 
+def test_a_precision_the_device_lacks_is_refused_before_ray_starts(tiny_checkpoint):
+    done = subprocess.run(
+        [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--device", "cpu",
+         "--precision", "fp16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.startswith("error: fp16 is a GPU option")
+
+
 def test_missing_weights_are_reported_before_ray_starts(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tmp_path / "missing.pth")],

@@ -80,6 +80,8 @@ def test_the_token_rule():
         check_config(ServerConfig("w", host="10.0.0.5"))
     check_config(ServerConfig("w", host="10.0.0.5", token="s" * 20))
     check_config(ServerConfig("w", host="::1"))
+    with pytest.raises(InputError, match="--precision must be one of fp32, bf16, fp16"):
+        check_config(ServerConfig("w", precision="int8"))
 
 
 def test_a_short_token_file_is_refused(tmp_path):

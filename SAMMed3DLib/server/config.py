@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..device import PRECISIONS
 from ..errors import InputError
 
 NAMESPACE = "sammed3d"
@@ -45,7 +46,8 @@ class Limits:
 class ServerConfig:
     """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker.
     ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves). ``answer``: one
-    of ``ANSWERS`` ("lesion" only for ``bench-server``'s realistic-answer figure)."""
+    of ``ANSWERS`` ("lesion" only for ``bench-server``'s realistic-answer figure). ``precision``: the image
+    encoder's, one of the engine's ``PRECISIONS``."""
 
     weights: str
     device: str = "auto"
@@ -58,6 +60,7 @@ class ServerConfig:
     threads: Optional[int] = None
     limits: Limits = Limits()
     answer: str = "network"
+    precision: str = "fp32"
 
 
 def is_loopback(host: str) -> bool:
@@ -77,6 +80,8 @@ def check_config(config: ServerConfig) -> None:
             f"refusing to listen on {config.host} without a token: anyone on the network could use the GPU and read "
             "uploaded volumes; give --token-file FILE (one line, the shared secret) or bind to 127.0.0.1"
         )
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.answer not in ANSWERS:
         raise InputError(f"--answer must be one of {', '.join(ANSWERS)}, got {config.answer!r}")
     if config.threads is not None and config.threads < 1:

@@ -23,14 +23,14 @@ class EngineWorker:
     (benchmarks only)."""
 
     def __init__(self, index: int, weights: str, device: str, limits: Limits, threads: Optional[int],
-                 answer: str = "network") -> None:
+                 answer: str = "network", precision: str = "fp32") -> None:
         import torch
 
         from .. import InteractiveSession, load_model
 
         if threads:  # CPU results depend on the thread count (reduction order): pin it when asked
             torch.set_num_threads(threads)
-        model = load_model(weights, device=device)
+        model = load_model(weights, device=device, precision=precision)
         network = model
         if answer == "lesion":
             from ..bench.lesion import LesionShaped
@@ -41,7 +41,7 @@ class EngineWorker:
             index,
             lambda image, **options: InteractiveSession(network, image, **options),
             limits,
-            {"weights": str(weights), "device": str(model.device), "answer": answer},
+            {"weights": str(weights), "device": str(model.device), "precision": precision, "answer": answer},
             run=lambda work: _on(engine, work),
         )
         threading.Thread(target=self._sweep_forever, daemon=True, name="idle-sweep").start()
@@ -80,4 +80,6 @@ def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpu
         name=worker_name(index), namespace=NAMESPACE, max_concurrency=config.limits.max_sessions + 2,
         max_restarts=-1, num_gpus=gpus, num_cpus=cpus, runtime_env=NORMAL_PRIORITY,
     )
-    return actor.remote(index, config.weights, device, config.limits, config.threads, config.answer)
+    return actor.remote(
+        index, config.weights, device, config.limits, config.threads, config.answer, config.precision
+    )
