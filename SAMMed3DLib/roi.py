@@ -70,12 +70,6 @@ class Grid:
         inverse = np.linalg.inv(self.matrix)
         return (np.asarray(points, dtype=float) - np.asarray(self.origin)) @ inverse.T
 
-    def reversed_axes(self) -> "Grid":
-        """The same voxels in space with the index axes in reverse order (z, y, x): a SimpleITK image on it
-        has, as its z-y-x numpy array, this grid's voxels in index order ``[i, j, k]`` (no transposing copy)."""
-        columns = np.asarray(self.direction).reshape(3, 3)[:, ::-1]
-        return Grid(self.size[::-1], self.spacing[::-1], self.origin, tuple(columns.ravel().tolist()))
-
     def resampler(self, interpolator: int = sitk.sitkLinear, default: float = 0.0) -> sitk.ResampleImageFilter:
         """SimpleITK's resampler onto this grid's voxel centres, float32 output, ``default`` outside the source."""
         resampler = sitk.ResampleImageFilter()
@@ -245,7 +239,10 @@ def interpolated(
     on_cpu = device is None or torch.device(device).type == "cpu"
     if separable if separable is not None else not on_cpu:
         return sample(sitk.GetArrayViewFromImage(image), Grid.of(image), grid, keep, device)
-    values = sitk.GetArrayFromImage(grid.reversed_axes().resampler().Execute(image))  # [i, j, k]
+    # Resampled in the grid's own axis order: ITK then reads the image along its rows. On a grid with the
+    # axes reversed (no transposing copy) the reads ran across slices, 4-6x slower.
+    resampled = grid.resampler().Execute(image)
+    values = np.ascontiguousarray(sitk.GetArrayViewFromImage(resampled).transpose(2, 1, 0))  # [i, j, k]
     for axis, rows in enumerate(keep or ()):
         index = [slice(None)] * 3
         index[axis] = ~np.asarray(rows, dtype=bool)
