@@ -16,6 +16,7 @@ Arrays from SimpleITK are z-y-x; ROI arrays are in ROI index order ``[i, j, k]``
 ``(index_start, size)`` in SimpleITK index order (x, y, z).
 """
 
+import ctypes
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
@@ -112,10 +113,8 @@ def paste_logits(
     region = _paste_region(axes, values, union, known)
     if region is None:
         return None, None
-    before = read_region(mask, region)
-    after, changed = _interpolate_threshold(values, axes, region, before, union)
-    write_region(mask, region, after)  # last: a failure before it leaves the mask untouched
-    return region, changed
+    voxels = writable_voxels(mask)[_slices(region)]
+    return region, _interpolate_threshold_into(values, axes, region, voxels, union)
 
 
 def _paste_region(axes: List[_Axis], values: torch.Tensor, union: bool, known: Optional[Region]) -> Optional[Region]:
@@ -133,11 +132,13 @@ def _paste_region(axes: List[_Axis], values: torch.Tensor, union: bool, known: O
     return regions.intersection(region, footprint)
 
 
-def _interpolate_threshold(
-    values: torch.Tensor, axes: List[_Axis], region: Region, before: np.ndarray, union: bool
-) -> Tuple[np.ndarray, np.ndarray]:
-    """(after, changed) for the z-y-x voxels of ``region``: the logits interpolated there, thresholded at 0
-    (``union``: or-ed with ``before``), and where that differs from ``before``."""
+def _interpolate_threshold_into(
+    values: torch.Tensor, axes: List[_Axis], region: Region, voxels: np.ndarray, union: bool
+) -> np.ndarray:
+    """Write into ``voxels`` (the mask's z-y-x voxels of ``region``, in place) the logits interpolated there,
+    thresholded at 0 (``union``: or-ed with what is there); returns where they changed (z-y-x booleans).
+    Slab by slab, each compared and written while in cache; if anything fails, the slabs already written are
+    flipped back, so the mask is as before."""
     device = values.device
     x, y, z = (_rows(a, region, n).to(device) for n, a in enumerate(axes))
     # Logits permuted to the image's z-y-x [k, j, i], then the two small contractions, one product each:
@@ -147,22 +148,30 @@ def _interpolate_threshold(
     rows_y = matmul(y, permuted.permute(1, 0, 2).reshape(s, s * s))  # [Y, k * i]
     rows_y = rows_y.reshape(len(y), s, s).permute(1, 0, 2).reshape(s * len(y), s)  # [k * Y, i]
     partial = matmul(rows_y, x.T).reshape(s, -1)  # [k, Y * X]
-    after = np.empty_like(before)
-    changed = np.empty(before.shape, dtype=bool)
-    flat_before, flat_after, flat_changed = (a.reshape(a.shape[0], -1) for a in (before, after, changed))
+    changed = np.empty(voxels.shape, dtype=bool)
     first, last = support(z.cpu().numpy())
     slab = min(max(1, SLAB_VALUES // partial.shape[1]), len(z)) if device.type == "cpu" else len(z)
     buffer = torch.empty((slab, partial.shape[1]), dtype=torch.float32, device=device)
-    for z0 in range(0, len(z), slab):
-        z1 = min(z0 + slab, len(z))
-        k0, k1 = int(first[z0:z1].min()), int(last[z0:z1].max())  # the band of logit slices these rows read
-        slab_values = matmul(z[z0:z1, k0:k1], partial[k0:k1], out=buffer[: z1 - z0])
-        positive = flat_after[z0:z1].view(bool)
-        _positive_into(slab_values, positive)
-        if union:
-            positive |= flat_before[z0:z1].view(bool)
-        np.not_equal(positive, flat_before[z0:z1].view(bool), out=flat_changed[z0:z1])
-    return after, changed
+    positive = np.empty((slab, *voxels.shape[1:]), dtype=bool)
+    written = 0
+    try:
+        for z0 in range(0, len(z), slab):
+            z1 = min(z0 + slab, len(z))
+            k0, k1 = int(first[z0:z1].min()), int(last[z0:z1].max())  # the band of logit slices these rows read
+            slab_values = matmul(z[z0:z1, k0:k1], partial[k0:k1], out=buffer[: z1 - z0])
+            now = positive[: z1 - z0]
+            _positive_into(slab_values, now.reshape(z1 - z0, -1))
+            target = voxels[z0:z1].view(bool)
+            if union:
+                now |= target
+            np.not_equal(now, target, out=changed[z0:z1])
+            target[...] = now
+            written = z1
+    except BaseException:
+        flipped = voxels[:written].view(bool)
+        flipped ^= changed[:written]
+        raise
+    return changed
 
 
 def _rows(axis: _Axis, region: Region, index_axis: int) -> torch.Tensor:
@@ -198,6 +207,19 @@ def _slices(region: Region) -> Tuple[slice, slice, slice]:
     return slice(z, z + sz), slice(y, y + sy), slice(x, x + sx)
 
 
+def writable_voxels(image: sitk.Image) -> np.ndarray:
+    """The image's z-y-x voxels as a writable numpy view of its own pixel buffer (no copy).
+
+    SimpleITK shares a buffer between an image and its copies until one is modified; taking the view first
+    makes this image's buffer its own (as ``GetArrayViewFromImage`` does), so copies made before keep their
+    voxels (the session's mask snapshots). Valid until SimpleITK next copies or modifies ``image``: take it
+    anew for every write, and keep ``image`` alive while using it.
+    """
+    view = sitk.GetArrayViewFromImage(image)  # read-only, and now unshared
+    buffer = (ctypes.c_char * view.nbytes).from_address(view.__array_interface__["data"][0])
+    return np.frombuffer(buffer, dtype=view.dtype).reshape(view.shape)
+
+
 def read_region(mask: sitk.Image, region: Region) -> np.ndarray:
     """A copy of the mask's voxels in ``region`` (z, y, x)."""
     return np.array(sitk.GetArrayViewFromImage(mask)[_slices(region)])
@@ -205,8 +227,7 @@ def read_region(mask: sitk.Image, region: Region) -> np.ndarray:
 
 def write_region(mask: sitk.Image, region: Region, values: np.ndarray) -> None:
     """Write z-y-x ``values`` into ``region`` of ``mask`` in place (no copy of the whole mask)."""
-    (x, y, z), (sx, sy, sz) = region
-    mask[x : x + sx, y : y + sy, z : z + sz] = sitk.GetImageFromArray(np.ascontiguousarray(values, dtype=np.uint8))
+    writable_voxels(mask)[_slices(region)] = values
 
 
 def mask_to_prompt(mask: sitk.Image, roi: Roi, device: Optional[torch.device] = None) -> Optional[torch.Tensor]:

@@ -237,3 +237,36 @@ def test_the_device_path_on_cuda_gives_the_cpu_numbers():
     assert np.count_nonzero(masks[0] != masks[1]) <= 1e-5 * masks[0].size
     mask = _mask_like(image, masks[0])
     assert float((P.mask_to_prompt(mask, roi, cuda).cpu() - P.mask_to_prompt(mask, roi)).abs().max()) <= 1e-4
+
+
+def test_a_paste_writes_the_mask_in_place_and_leaves_earlier_copies_alone():
+    """The paste writes into the mask's own buffer: a copy taken before (a session's snapshot) keeps its voxels."""
+    image, roi = grid_case("oblique")
+    mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
+    before = sitk.Image(mask)  # shares the buffer until one of them is written
+    region, changed = P.paste_logits(mask, roi, low_res_logits(6, ragged=True))
+    assert changed.any() and not sitk.GetArrayViewFromImage(before).any()
+    written = sitk.GetArrayViewFromImage(mask)[P._slices(region)]
+    np.testing.assert_array_equal(written.astype(bool), changed)  # from empty: the changed voxels are the mask
+
+
+def test_a_paste_failing_halfway_leaves_the_mask_as_it_was(monkeypatch):
+    """Slabs are written as they are computed; a failure after some of them flips those back."""
+    image, roi = grid_case("oblique")
+    mask = _mask_like(image, np.zeros(R.Grid.of(image).size[::-1]))
+    P.paste_logits(mask, roi, low_res_logits(6, ragged=True))
+    expected = sitk.GetArrayFromImage(mask)
+    monkeypatch.setattr(P, "SLAB_VALUES", 1 << 12)  # many thin slabs
+    real, calls = P._positive_into, []
+
+    def failing(values, out):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MemoryError("no memory")
+        real(values, out)
+
+    monkeypatch.setattr(P, "_positive_into", failing)
+    with pytest.raises(MemoryError):
+        P.paste_logits(mask, roi, low_res_logits(7, ragged=True))
+    assert len(calls) == 5
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), expected)
