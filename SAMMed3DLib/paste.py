@@ -16,7 +16,6 @@ Arrays from SimpleITK are z-y-x; ROI arrays are in ROI index order ``[i, j, k]``
 ``(index_start, size)`` in SimpleITK index order (x, y, z).
 """
 
-import ctypes
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
@@ -28,7 +27,7 @@ from torch.nn import functional as F
 from . import regions
 from .interpolation import axis_maps, inside, linear_matrix, matmul, support, upsample_matrix
 from .modeling import IMAGE_SIZE, LOW_RES_SIZE
-from .regions import Region
+from .regions import Region, writable_voxels, zyx_slices
 from .roi import Grid, Roi, interpolated
 
 PROMPT_LOGIT = 8.0
@@ -113,7 +112,7 @@ def paste_logits(
     region = _paste_region(axes, values, union, known)
     if region is None:
         return None, None
-    voxels = writable_voxels(mask)[_slices(region)]
+    voxels = writable_voxels(mask)[zyx_slices(region)]
     return region, _interpolate_threshold_into(values, axes, region, voxels, union)
 
 
@@ -192,42 +191,13 @@ def nonzero_region(mask: sitk.Image, within: Optional[Region]) -> Optional[Regio
     """Bounding region of the mask's non-zero voxels inside ``within``."""
     if within is None:
         return None
-    values = sitk.GetArrayViewFromImage(mask)[_slices(within)]
+    values = sitk.GetArrayViewFromImage(mask)[zyx_slices(within)]
     axes_any = [np.flatnonzero(values.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     if any(len(a) == 0 for a in axes_any):
         return None
     lo_zyx = np.array([a[0] for a in axes_any])
     hi_zyx = np.array([a[-1] + 1 for a in axes_any])
     return regions.from_bounds(lo_zyx[::-1] + within[0], hi_zyx[::-1] + within[0])
-
-
-def _slices(region: Region) -> Tuple[slice, slice, slice]:
-    """numpy (z, y, x) slices of a SimpleITK-order region."""
-    (x, y, z), (sx, sy, sz) = region
-    return slice(z, z + sz), slice(y, y + sy), slice(x, x + sx)
-
-
-def writable_voxels(image: sitk.Image) -> np.ndarray:
-    """The image's z-y-x voxels as a writable numpy view of its own pixel buffer (no copy).
-
-    SimpleITK shares a buffer between an image and its copies until one is modified; taking the view first
-    makes this image's buffer its own (as ``GetArrayViewFromImage`` does), so copies made before keep their
-    voxels (the session's mask snapshots). Valid until SimpleITK next copies or modifies ``image``: take it
-    anew for every write, and keep ``image`` alive while using it.
-    """
-    view = sitk.GetArrayViewFromImage(image)  # read-only, and now unshared
-    buffer = (ctypes.c_char * view.nbytes).from_address(view.__array_interface__["data"][0])
-    return np.frombuffer(buffer, dtype=view.dtype).reshape(view.shape)
-
-
-def read_region(mask: sitk.Image, region: Region) -> np.ndarray:
-    """A copy of the mask's voxels in ``region`` (z, y, x)."""
-    return np.array(sitk.GetArrayViewFromImage(mask)[_slices(region)])
-
-
-def write_region(mask: sitk.Image, region: Region, values: np.ndarray) -> None:
-    """Write z-y-x ``values`` into ``region`` of ``mask`` in place (no copy of the whole mask)."""
-    writable_voxels(mask)[_slices(region)] = values
 
 
 def mask_to_prompt(mask: sitk.Image, roi: Roi, device: Optional[torch.device] = None) -> Optional[torch.Tensor]:

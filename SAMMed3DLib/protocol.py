@@ -248,23 +248,6 @@ def apply_flips(window: np.ndarray, data: bytes) -> None:
     np.bitwise_xor(window, unpack_bits(data, window.shape), out=window)
 
 
-def region_slices(region) -> Tuple[slice, slice, slice]:
-    """numpy z-y-x slices of an (x, y, z) region."""
-    (x, y, z), (sx, sy, sz) = region
-    return slice(z, z + sz), slice(y, y + sy), slice(x, x + sx)
-
-
-def read_mask_region(mask: sitk.Image, region) -> np.ndarray:
-    """A copy of the z-y-x voxels of ``mask`` in ``region``."""
-    return np.array(sitk.GetArrayViewFromImage(mask)[region_slices(region)])
-
-
-def write_mask_region(mask: sitk.Image, region, values: np.ndarray) -> None:
-    """Write z-y-x ``values`` into ``region`` of ``mask`` in place (SimpleITK's slice paste, no full copy)."""
-    (x, y, z), (sx, sy, sz) = region
-    mask[x : x + sx, y : y + sy, z : z + sz] = sitk.GetImageFromArray(np.ascontiguousarray(values, dtype=np.uint8))
-
-
 def box_region(origin: Tuple[int, int, int], box: Tuple[slice, slice, slice]):
     """The (x, y, z) region of z-y-x slices ``box`` taken inside a window starting at index ``origin`` (x, y, z)."""
     start = tuple(int(o + b.start) for o, b in zip(origin, box[::-1]))

@@ -41,11 +41,10 @@ from .protocol import (
     pack_bits,
     pack_frame,
     raw_volume,
-    region_slices,
     unpack_frame,
     version_message,
-    write_mask_region,
 )
+from .regions import write_region, zyx_slices
 
 LOST = ("session_lost", "worker_lost")
 """Error codes after which the client re-opens the session and replays it."""
@@ -308,11 +307,11 @@ class RemoteSession:
 
     def _write(self, flipped, bits: bytes) -> None:
         """XOR the answer's flips into the mirror, then paste the flipped box into the mask."""
-        window = self._voxels[region_slices(flipped)]
+        window = self._voxels[zyx_slices(flipped)]
         if window.shape != tuple(flipped[1][::-1]):
             raise ProtocolError(f"the server's flipped box {flipped} lies outside the image {self._mask.GetSize()}")
         apply_flips(window, bits)
-        write_mask_region(self._mask, flipped, window)
+        write_region(self._mask, flipped, window)
 
     def _recover(self, reason: SessionLostError) -> str:
         """Open a new session and replay every step so far (retrying while the server comes back)."""

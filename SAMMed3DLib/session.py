@@ -25,8 +25,8 @@ from .errors import InputError, NetworkOutputError, SessionBusyError
 from .history import HISTORY_LIMIT, History
 from .inputs import check_image, check_point_inside, check_same_grid
 from .modeling import IMAGE_SIZE, LOW_RES_SIZE
-from .paste import mask_to_prompt, paste_logits, read_region, upsample, write_region
-from .regions import Region
+from .paste import mask_to_prompt, paste_logits, upsample
+from .regions import Region, read_region, write_region
 from .regions import union as region_union
 from .roi import (
     Grid,

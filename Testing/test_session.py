@@ -382,3 +382,20 @@ def test_sessions_of_one_image_share_an_embedding_cache():
     assert not result.encoded and result.timings["encode"] == 0.0
     other_model = InteractiveSession(StandInModel(), image, embedding_cache=cache)
     assert other_model.add_click(centre_ras(truth)).encoded  # embeddings of another network are never reused
+
+
+def test_reading_a_steps_changed_region_does_not_copy_the_volume():
+    """A step's mask shares its pixels with the session's; reading the changed region (as the Slicer module and
+    the server do) leaves them shared: a numpy view of the whole snapshot would copy the volume first."""
+    from SAMMed3DLib.regions import read_region
+    from SAMMed3DLib.slicer import mrml
+
+    image, truth = sphere_phantom(size=(40, 40, 40))
+    session = InteractiveSession(StandInModel(), image)
+    result = session.add_click(centre_ras(truth))
+    voxels = read_region(result.mask, result.changed)
+    assert voxels.any() and not result.mask.IsUnique()
+    assert np.array_equal(mrml.mask_region(result.mask, result.changed), voxels != 0) and not result.mask.IsUnique()
+    after = session.add_click(centre_ras(truth), positive=False)  # the session writes its own copy
+    assert not np.array_equal(read_region(after.mask, result.changed), voxels)
+    assert np.array_equal(read_region(result.mask, result.changed), voxels)  # the earlier step's mask kept

@@ -64,7 +64,7 @@ def run_ours(
     """First click (session creation + click), refinement clicks, new-ROI click, peak RSS; the last
     refinement's mask saved (bit-packed) to ``mask_path`` when given."""
     from ..model import load_model
-    from ..paste import read_region
+    from ..regions import read_region
     from ..session import InteractiveSession, StepResult
 
     image = synthetic_volume()

@@ -15,8 +15,8 @@ from torch.nn import functional as F
 
 from .. import regions
 from ..modeling import IMAGE_SIZE, LOW_RES_SIZE
-from ..paste import PROMPT_LOGIT, read_region, write_region
-from ..regions import Region
+from ..paste import PROMPT_LOGIT
+from ..regions import Region, read_region, write_region
 from ..roi import Grid, Roi, roi_image_kji
 
 

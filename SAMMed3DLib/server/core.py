@@ -24,12 +24,12 @@ from ..protocol import (
     box_region,
     mask_from_packed,
     pack_frame,
-    region_slices,
     take_flips,
     unpack_frame,
     volume_from_raw,
     worth_compressing,
 )
+from ..regions import read_region, zyx_slices
 from .config import Limits
 
 SESSION_OPTIONS = ("auto_extend", "max_extend_steps", "history_limit")
@@ -198,8 +198,8 @@ def answer(entry: _Entry, result: Any) -> bytes:
     start = time.perf_counter()
     region, flipped, bits = result.changed, None, b""
     if region is not None:
-        window = region_slices(region)
-        box, bits = take_flips(entry.mirror[window], sitk.GetArrayViewFromImage(result.mask)[window])
+        window = zyx_slices(region)
+        box, bits = take_flips(entry.mirror[window], read_region(result.mask, region))
         flipped = None if box is None else box_region(region[0], box)
     compress = worth_compressing(bits)
     header = {

@@ -20,7 +20,7 @@ from vtk.util import numpy_support
 from .. import regions
 from ..coordinates import RAS_TO_LPS
 from ..errors import InputError
-from ..regions import Region
+from ..regions import Region, read_region
 
 """(index_start, size), both in SimpleITK / IJK order (x, y, z)."""
 
@@ -380,9 +380,9 @@ def merge_edits(older: Optional[SegmentEdit], newer: Optional[SegmentEdit]) -> O
 
 
 def mask_region(mask: sitk.Image, region: Region) -> np.ndarray:
-    """``mask`` (engine output on the volume grid) cropped to ``region`` as a bool array (z, y, x)."""
-    (x, y, z), (sx, sy, sz) = region
-    return sitk.GetArrayViewFromImage(mask)[z : z + sz, y : y + sy, x : x + sx] != 0
+    """``mask`` (engine output on the volume grid) cropped to ``region`` as a bool array (z, y, x); reads the
+    region only (:func:`SAMMed3DLib.paste.read_region`: a step's mask shares its buffer with the session's)."""
+    return read_region(mask, region) != 0
 
 
 def apply_mask(
