@@ -21,6 +21,7 @@ import torch
 from ..errors import SAMMed3DError
 from ..metrics import dice
 from ..modeling import build_sam_med3d, decode_step
+from .machine import describe, machine
 
 IDENTITY_TOLERANCE = 1e-4
 N_CLICKS = 5
@@ -203,6 +204,7 @@ def summarise(ours: dict, reference: Optional[dict], half: Optional[dict], setti
         "device": settings.device,
         "threads": fig["threads"],
         "torch": torch.__version__,
+        "machine": machine(),
         "ours": {
             "encode_median_s": statistics.median(fig["encode_s"]),
             "decode_median_s": statistics.median(fig["decode_s"]),
@@ -244,6 +246,7 @@ def format_report(report: dict, settings: BenchSettings) -> List[str]:
         f"SAM-Med3D network benchmark: {report['device']}, {report['threads']} threads, torch {report['torch']}, "
         f"128³ crop, random weights, {N_CLICKS} clicks + previous logits, median of {settings.repeats} "
         f"(reference {settings.reference_repeats})",
+        *([describe(report["machine"])] if "machine" in report else []),
         f"{'':24}{'reference (medim)':>20}{'SAMMed3DLib':>16}{'speed-up':>11}",
     ]
     ref = report.get("reference")
