@@ -189,6 +189,8 @@ def test_real_network_end_to_end(app, tmp_path):
     assert scenario.controller.last_error is None, scenario.controller.last_error
     target, step = scenario.controller.target(), scenario.controller.last_step
     assert step.encoded and len(target.clicks()) == 1
+    # Nothing holds a step's mask: the session's next write needs no copy of the volume.
+    assert step.mask is None and target.session._mask.IsUnique()
     edit = step.payload.edit
     if edit is not None:  # random weights may predict nothing; when they predict, only the region changed
         voxels = scenario.target_voxels()

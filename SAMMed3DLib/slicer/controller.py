@@ -80,7 +80,7 @@ class SegmentationController(Reporter):
         self._pending: Deque[Pending] = collections.deque()  # handed to the worker thread, not collected yet
         self._worker: Optional[ThreadPoolExecutor] = None  # one thread: jobs run one at a time, in order
         self._showing = False  # the controller itself is changing the point lists: their events are ours
-        self.last_step: Any = None  # the engine's StepResult last written to the scene (status line, tests)
+        self.last_step: Any = None  # the StepResult last written to the scene, without its mask (status, tests)
         self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
 
     # --- what the GUI calls ---------------------------------------------------------------------------------
@@ -387,7 +387,7 @@ class SegmentationController(Reporter):
             target.session.discard_last_step()
             raise
         target.replaced = None  # only now: a failed write leaves it for the next click
-        self.last_step, self._last_error = result, None
+        self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.click_status(result, self.models.device_type(self.options))
         self._show_points()
         self._tell_replayed(result)
@@ -398,7 +398,7 @@ class SegmentationController(Reporter):
         """The undone or redone step into the segment (:func:`.targets.write_travel`); status, points."""
         undo = isinstance(action, Undo)
         targets.write_travel(target, result, undo)
-        self.last_step, self._last_error = result, None
+        self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.travel_status(result, undo)
         self._show_points()
         self._tell_replayed(result)

@@ -6,6 +6,7 @@ edits back (:func:`write_travel`, :func:`write_reset`). Nothing here calls the c
 """
 
 import collections
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -212,3 +213,9 @@ class VolumeCache:
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
         return image, geometry, embeddings
+
+
+def without_mask(result: Any) -> Any:
+    """A step's result to keep (status line, tests) without its mask: a step's mask shares the session's pixels,
+    and while one is held the session's next write first copies the whole volume (~40 ms for 512 x 512 x 300)."""
+    return dataclasses.replace(result, mask=None)
