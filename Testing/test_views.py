@@ -142,3 +142,21 @@ def test_the_three_d_view_renders_a_segment_surface(scene):
         assert tinted(view.pixels(), colour, strength=0.5).sum() > 200
     finally:
         view.close()
+
+
+def test_the_readme_screenshot_script_renders_its_clicks(tmp_path):
+    """Resources/Screenshots/render_screenshots.py end to end (stand-in network): it must keep working as the
+    module changes (it once called a controller method that no longer existed)."""
+    import importlib.util
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    script = Path(__file__).resolve().parents[1] / "Resources" / "Screenshots" / "render_screenshots.py"
+    spec = importlib.util.spec_from_file_location("render_screenshots", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.render(None, tmp_path)
+    pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert pixels.shape[:2] == (2 * module.VIEW_SIZE + 2, 2 * module.VIEW_SIZE + 2)
+    assert tinted(pixels, module.SEGMENT[1]).sum() > 1000  # the segment is drawn in its colour

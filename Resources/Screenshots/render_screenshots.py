@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "Testing")]
 from support.slicer_scene import build_app_scene  # noqa: E402
 from support.views import SliceView, ThreeDView, place_mode  # noqa: E402
 
-from SAMMed3DLib.slicer import mrml  # noqa: E402
+from SAMMed3DLib.slicer import markups, mrml  # noqa: E402
 from SAMMed3DLib.slicer.controller import Inputs, SegmentationController  # noqa: E402
 from SAMMed3DLib.slicer.scenario import PhantomModel, add_volume  # noqa: E402
 
@@ -50,13 +50,12 @@ def mni_volume(scene):
 
 
 def module_controller(scene, volume, weights: Optional[str]) -> Tuple[SegmentationController, Inputs]:
-    """The controller with the panel's default nodes and point observers, on the stand-in or real network."""
+    """The controller with the panel's default nodes, entered as the shown module is (it observes the point
+    lists: a placed point is a click), on the stand-in or real network."""
     segmentation = mrml.new_segmentation(scene, volume)
     segment_id = segmentation.GetSegmentation().AddEmptySegment("", SEGMENT[0], list(SEGMENT[1]))
-    positive, negative = (mrml.new_point_list(scene, name, colour) for name, colour in mrml.POINT_LISTS)
+    positive, negative = (markups.new_point_list(scene, name, colour) for name, colour in markups.POINT_LISTS)
     controller = SegmentationController()
-    for node in (positive, negative):  # as the panel does: a placed point is a click
-        node.AddObserver(node.PointPositionDefinedEvent, lambda caller, event: controller.process_new_points())
     if weights is None:
         controller.set_options(device="cpu")
         controller.set_model("stand-in", PhantomModel())
@@ -64,6 +63,7 @@ def module_controller(scene, volume, weights: Optional[str]) -> Tuple[Segmentati
         controller.set_options(device="auto", model=weights)
     inputs = Inputs(volume, segmentation, segment_id, positive, negative)
     controller.set_inputs(inputs)
+    controller.enter(scene)
     controller.wait()
     return controller, inputs
 
