@@ -157,14 +157,19 @@ def test_the_client_runs_without_torch(server, tiny_model, phantom, tmp_path):
     assert report["sum"] == int(voxels(local_session(tiny_model, image).add_click(point).mask).sum())
 
 
+def click_both(remote, local, clicks) -> None:
+    """The same clicks in the remote and the local session."""
+    for point, positive in clicks:
+        remote.add_click(point, positive)
+        local.add_click(point, positive)
+
+
 def test_a_missed_answer_makes_the_client_replay_instead_of_applying_stale_flips(connection, tiny_model, phantom):
     image, centre = phantom
     clicks = clicks_around(centre, 3, seed=5)
     local = local_session(tiny_model, image)
     with RemoteSession(connection, image) as remote:
-        for point, positive in clicks[:2]:
-            remote.add_click(point, positive)
-            local.add_click(point, positive)
+        click_both(remote, local, clicks[:2])
         # a step whose answer never reaches this client (as after a time-out): the server's copy moves on
         connection.request("POST", f"/sessions/{remote.session_id}/click", json={"point": list(centre)})
         result = remote.add_click(*clicks[2])
@@ -179,9 +184,7 @@ def test_a_killed_worker_is_recovered_by_replay(server, connection, tiny_model, 
     clicks = clicks_around(centre, 4, seed=5)
     local = local_session(tiny_model, image)
     with RemoteSession(connection, image) as remote:
-        for point, positive in clicks[:2]:
-            remote.add_click(point, positive)
-            local.add_click(point, positive)
+        click_both(remote, local, clicks[:2])
         remote.undo()
         local.undo()
         worker = int(remote.session_id.split("-")[0][1:])

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.http_fixtures import checkpoint_bytes, registry_entry, write_registry
+from support.http_fixtures import checkpoint_bytes, open_and_pinned_registry, registry_entry, write_registry
 
 from SAMMed3DLib.errors import CheckpointError, DownloadError, RegistryError
 from SAMMed3DLib.weights import cached_path, default_cache_dir, load_registry, resolve_checkpoint, url_cached_path
@@ -23,11 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def reg(srv, tmp_path) -> str:
     """A registry with 'tiny' (no known hash) and 'pinned' (known hash and size) on the local server."""
-    return write_registry(
-        tmp_path / "registry.json",
-        registry_entry("tiny", [srv.add("/tiny.pth", DATA)]),
-        registry_entry("pinned", [srv.add("/pinned.pth", DATA)], sha256=SHA, size=len(DATA)),
-    )
+    return open_and_pinned_registry(srv, tmp_path / "registry.json", "tiny", DATA)
 
 
 def test_registry_id_downloads_into_cache(reg, tmp_path):

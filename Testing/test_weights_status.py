@@ -4,7 +4,7 @@
 import hashlib
 
 import pytest
-from support.http_fixtures import checkpoint_bytes, registry_entry, write_registry
+from support.http_fixtures import checkpoint_bytes, open_and_pinned_registry, registry_entry, write_registry
 
 from SAMMed3DLib.cli import main
 from SAMMed3DLib.errors import CheckpointError, DownloadError, InputError
@@ -18,11 +18,7 @@ FAST = dict(retries=0, backoff=0.01, timeout=(2.0, 2.0))  # seconds
 @pytest.fixture
 def reg(srv, tmp_path) -> str:
     """'open': no hash or size in the registry (as every official entry today); 'pinned': both recorded."""
-    return write_registry(
-        tmp_path / "registry.json",
-        registry_entry("open", [srv.add("/open.pth", DATA)]),
-        registry_entry("pinned", [srv.add("/pinned.pth", DATA)], sha256=SHA, size=len(DATA)),
-    )
+    return open_and_pinned_registry(srv, tmp_path / "registry.json", "open", DATA)
 
 
 @pytest.fixture

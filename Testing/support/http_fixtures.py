@@ -273,6 +273,19 @@ def write_registry(path, *entries: dict) -> str:
     return str(path)
 
 
+def open_and_pinned_registry(srv, path, open_id: str, data: bytes) -> str:
+    """A registry file served by ``srv``: ``open_id`` without hash or size (as every official entry today) and
+    "pinned" with both recorded, the same ``data`` behind each; its path."""
+    import hashlib
+
+    return write_registry(
+        path,
+        registry_entry(open_id, [srv.add(f"/{open_id}.pth", data)]),
+        registry_entry("pinned", [srv.add("/pinned.pth", data)], sha256=hashlib.sha256(data).hexdigest(),
+                       size=len(data)),
+    )  # fmt: skip
+
+
 @functools.cache
 def checkpoint_bytes(size: int, seed: int = 0) -> bytes:
     """About ``size`` bytes of a file that passes the cache's structural check: ``torch.save`` of a dict
