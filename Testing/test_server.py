@@ -406,6 +406,10 @@ def test_bench_server_compares_local_and_remote_clicks(server, tiny_checkpoint, 
     assert network["identical_masks"] is True and set(network["concurrency"]) == {"1", "2"}
     printed = capsys.readouterr().out
     assert "overhead" in printed and figures["machine"]["cpu"] in printed
+    # A --json that cannot be written is refused before the run, as by the other benchmarks.
+    assert main(["bench-server", "--weights", str(tiny_checkpoint), "--server", server[0], "--token-file",
+                 str(token_file), "--json", str(tmp_path / "no-such-folder" / "bench.json")]) == 2
+    assert "--json" in capsys.readouterr().err
 
 
 def test_evaluate_a_dataset_on_the_server(server, tiny_model, tmp_path, capsys):

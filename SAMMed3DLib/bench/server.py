@@ -7,7 +7,6 @@ of their refinement clicks.
 """
 
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -72,18 +71,6 @@ def interleaved(
 def _timings(result) -> Dict[str, float]:
     flipped = 0 if result.flipped is None else (int(np.prod(result.flipped[1])) + 7) // 8
     return {**result.timings, "flipped_bytes": float(flipped)}
-
-
-def machine() -> Dict[str, object]:
-    """The CPU model, the CPU count and the load average (1, 5, 15 min; None where the OS has none) now."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
-    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    return {"cpu": model, "cpus": os.cpu_count(), "load": load}
 
 
 def step_times(session, clicks: Sequence[Click]) -> Tuple[List[float], sitk.Image]:

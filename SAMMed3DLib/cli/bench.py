@@ -1,7 +1,6 @@
 """``bench``: time our network against the official implementation in the same run."""
 
 import argparse
-import json
 from pathlib import Path
 
 from ..device import DEVICES
@@ -28,8 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.network import BenchSettings, run_benchmark
     from ..device import resolve_device
-    from .images import write_text
-    from .outputs import StagedOutputs, check_output_path
+    from .outputs import check_output_path, write_json_report
 
     if args.repeats < 1 or args.reference_repeats < 1:
         raise InputError("--repeats and --reference-repeats must be at least 1")
@@ -47,7 +45,5 @@ def run(args: argparse.Namespace) -> int:
         with_reference=not args.no_reference,
     )
     report = run_benchmark(settings)
-    if args.json:
-        with StagedOutputs() as outputs:
-            outputs.stage(args.json, lambda path: write_text(json.dumps(report, indent=2), path))
+    write_json_report(args.json, report)
     return 0 if report.get("identical", True) else 1

@@ -2,7 +2,6 @@
 against the same work run directly; and the worker's starvation without a waiting poll (needs slicer-core)."""
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -18,16 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.mainloop import format_report, require_slicer_core, run_mainloop_benchmark
     from ..errors import InputError
+    from .outputs import check_output_path, write_json_report
 
     if args.repeats < 1 or args.megabytes < 1 or args.steps < 1:
         raise InputError("--repeats, --megabytes and --steps must be positive")
     if args.json:
-        from .outputs import check_output_path
-
         check_output_path(args.json, "--json")  # before the run, not after it
     require_slicer_core()
     report = run_mainloop_benchmark(args.repeats, args.megabytes, args.steps, args.weights)
     print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json_report(args.json, report)
     return 0

@@ -7,7 +7,6 @@ blob whose refinement moves its surface by a few mm, as a trained model's does).
 
 import argparse
 import contextlib
-import json
 from typing import Any, Dict, List
 
 import numpy as np
@@ -53,15 +52,19 @@ def answers_to_measure(args: argparse.Namespace) -> List[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.server import machine, phantom, refinement_clicks
+    from ..bench.machine import load_average, machine
+    from ..bench.server import phantom, refinement_clicks
     from ..model import load_model
     from ..server.config import read_token
+    from .outputs import check_output_path, write_json_report
 
     size = [int(v) for v in args.size.split(",")]
     counts = [int(v) for v in args.concurrency.split(",")]
     if len(size) != 3 or min(size) < 16 or args.clicks < 2 or min(counts) < 1 or args.pause < 0:
         raise InputError("--size needs three sizes >= 16, --clicks >= 2, --concurrency positive counts, --pause >= 0")
     kinds = answers_to_measure(args)
+    if args.json:
+        check_output_path(args.json, "--json")  # before the run, not after it
     figures: Dict[str, Any] = {"machine": machine(), "size": size, "clicks": args.clicks, "pause_s": args.pause,
                                "answers": {}}
     image = phantom(size)
@@ -70,11 +73,9 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(args.token_file) if args.token_file else None
     for kind in kinds:
         figures["answers"][kind] = measure(args, kind, model, image, clicks, token, counts)
-    figures["load_at_end"] = machine()["load"]
+    figures["load_at_end"] = load_average()
     print(report(figures))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(figures, handle, indent=2)
+    write_json_report(args.json, figures)
     return 0
 
 
@@ -133,7 +134,7 @@ def summary(local_times, timings, empty: float, identical: bool, load) -> Dict[s
 def report(f: Dict[str, Any]) -> str:
     m = f["machine"]
     lines = [
-        f"machine: {m['cpu']}, {m['cpus']} CPUs; load average (1, 5, 15 min) {_load(m['load'])} at the start, "
+        f"machine: {m['cpu']}, {m['cores']} CPUs; load average (1, 5, 15 min) {_load(m['load_before'])} at the start, "
         f"{_load(f['load_at_end'])} at the end",
         f"volume {'x'.join(map(str, f['size']))} (1 mm), {f['clicks']} clicks per session, each side's click after "
         f"a {f['pause_s']:g} s pause;",
@@ -145,7 +146,7 @@ def report(f: Dict[str, Any]) -> str:
 
 
 def _load(values) -> str:
-    return "unknown" if values is None else " ".join(f"{v:.2f}" for v in values)
+    return " ".join(f"{v:.2f}" for v in values) if values else "unknown"
 
 
 def answer_report(f: Dict[str, Any]) -> List[str]:

@@ -1,7 +1,6 @@
 """``bench-session``: click-to-mask timings of InteractiveSession against the official-style pipeline."""
 
 import argparse
-import json
 from pathlib import Path
 
 from ..device import DEVICES, PRECISIONS
@@ -26,10 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.session import run_session_benchmark
     from ..device import resolve_device
+    from .outputs import check_output_path, write_json_report
 
     if args.json:
-        from .outputs import check_output_path
-
         check_output_path(args.json, "--json")  # before the run, not after it
     from ..device import resolve_precision
 
@@ -39,6 +37,5 @@ def run(args: argparse.Namespace) -> int:
     report = run_session_benchmark(
         str(device), args.threads, reference=not args.no_reference, precision=args.precision
     )
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json_report(args.json, report)
     return 0

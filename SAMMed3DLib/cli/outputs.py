@@ -431,3 +431,13 @@ def _unstaged(message: str, staged: Path, path: Path) -> str:
     if STAGING_PREFIX in message or folder.name in message:  # in a form not foreseen: say no more than this
         return f"cannot write {path}"
     return message
+
+
+def write_json_report(path: Optional[PathLike], report: object) -> None:
+    """A benchmark's ``--json``: ``report`` as indented JSON at ``path`` (nothing when None), staged, verified
+    and moved into place like every other output (check the path with :func:`check_output_path` before the run)."""
+    if path:
+        from .images import write_text
+
+        with StagedOutputs() as outputs:
+            outputs.stage(path, lambda staged: write_text(json.dumps(report, indent=2), staged))
