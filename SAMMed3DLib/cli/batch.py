@@ -1,18 +1,23 @@
 """Running one job per case of a dataset: a few at a time, each output written atomically, finished cases
 skipped on a re-run, a failing case reported without stopping the others, and a summary table.
 
-Used by ``segment-dataset`` (and meant for ``evaluate --dataset``): with ``--server`` the cases go to a
-SAM-Med3D server, whose gateway spreads the sessions over its Ray workers (least-loaded first).
+Used by ``segment-dataset`` and ``evaluate --dataset``: with ``--server`` the cases go to a SAM-Med3D server,
+whose gateway spreads the sessions over its Ray workers (least-loaded first).
 """
 
+import argparse
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import InputError, SAMMed3DError
+
+FILES = threading.Lock()
+"""Image reading/writing holds the process's native stderr: one at a time across the batch's threads."""
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -118,3 +123,22 @@ def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
     rows.append(f"{len(outcomes)} cases: {counts['done']} done, {counts['skipped']} skipped (already done), "
                 f"{counts['failed']} failed; {seconds:.1f} s")
     return "\n".join(rows)
+
+
+def session_opener(args: argparse.Namespace, purpose: str, **options: Any) -> Tuple[Callable[[Any], Any], int]:
+    """(open_session(image) with ``options``, default job count): sessions on the ``--server`` (as many jobs as
+    it has workers), or on the ``--weights`` loaded here (one job); ``purpose`` names the task in the message
+    when neither is given."""
+    if args.server:
+        from ..remote import RemoteSession, ServerConnection
+        from ..server.config import read_token
+
+        connection = ServerConnection(args.server, read_token(args.token_file) if args.token_file else None)
+        return (lambda image: RemoteSession(connection, image, **options)), len(connection.health()["workers"])
+    if not args.weights:
+        raise InputError(f"give --weights (to {purpose} here) or --server URL")
+    from ..model import load_model
+    from ..session import InteractiveSession
+
+    model = load_model(args.weights, device=args.device, precision=args.precision)
+    return (lambda image: InteractiveSession(model, image, **options)), 1

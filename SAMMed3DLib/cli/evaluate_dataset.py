@@ -8,7 +8,6 @@ summary gives the mean Dice per click count over all structures. Exit status 1 i
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -16,9 +15,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from ..errors import InputError
-from .batch import Case, Outcome, image_cases, run_cases, summary, write_case_output
-
-_IO = threading.Lock()
+from .batch import FILES, Case, Outcome, image_cases, run_cases, session_opener, summary, write_case_output
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +53,7 @@ def evaluate_case(case: Case, args: argparse.Namespace, factory: Callable) -> st
     from ..inputs import check_label_map
     from .images import read_image, write_text
 
-    with _IO:
+    with FILES:
         image = read_image(case.image)
         label = read_image(case.inputs["label"])
     labels, values = check_label_map(label, image, f"the label map {case.inputs['label'].name}")
@@ -79,23 +76,6 @@ def evaluate_case(case: Case, args: argparse.Namespace, factory: Callable) -> st
                        "dice": results}, indent=2)
     write_case_output(case, lambda path: write_text(text, path))
     return f"{len(values)} structures, Dice {np.mean([d[-1] for d in results.values()]):.4f}"
-
-
-def session_factory(args: argparse.Namespace):
-    """(factory(image) → session, default job count): on the server, or on a model loaded here."""
-    if args.server:
-        from ..remote import RemoteSession, ServerConnection
-        from ..server.config import read_token
-
-        connection = ServerConnection(args.server, read_token(args.token_file) if args.token_file else None)
-        return (lambda image: RemoteSession(connection, image)), len(connection.health()["workers"])
-    if not args.weights:
-        raise InputError("give --weights (to evaluate here) or --server URL")
-    from ..model import load_model
-    from ..session import InteractiveSession
-
-    model = load_model(args.weights, device=args.device, precision=args.precision)
-    return (lambda image: InteractiveSession(model, image)), 1
 
 
 def dice_table(outcomes: List[Outcome], cases: List[Case], clicks: int) -> str:
@@ -123,7 +103,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     cases = dataset_cases(args.dataset, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
-    factory, jobs = session_factory(args)
+    factory, jobs = session_opener(args, "evaluate")
     outcomes = run_cases(cases, lambda case: evaluate_case(case, args, factory), args.jobs or jobs, redo=args.redo)
     print(summary(outcomes, time.perf_counter() - start))
     print(dice_table(outcomes, cases, args.clicks))

@@ -8,19 +8,16 @@ positives first. The mask goes to ``--out/NAME.nii.gz``. With ``--server`` the c
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Callable, List
 
 from ..errors import InputError
-from .batch import Case, image_cases, run_cases, summary, write_case_output, write_staged
+from .batch import FILES, Case, image_cases, run_cases, session_opener, summary, write_case_output, write_staged
 from .options import add_device_arguments
 
 HELP = "segment every image of a folder from recorded markups prompts (.mrk.json), locally or on a server"
 REPORT = "segment-dataset-report.json"
-_IO = threading.Lock()
-"""Image reading/writing holds the process's native stderr: one at a time across the batch's threads."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +63,7 @@ def segment_case(case: Case, open_session: Callable) -> str:
     from .images import read_image, write_image
 
     clicks = clicks_of(case)
-    with _IO:
+    with FILES:
         image = read_image(case.image)
     session = open_session(image)
     try:
@@ -77,28 +74,9 @@ def segment_case(case: Case, open_session: Callable) -> str:
         close = getattr(session, "close", None)
         if close is not None:
             close()
-    with _IO:
+    with FILES:
         write_case_output(case, lambda path: write_image(mask, path))
     return f"{len(clicks)} clicks"
-
-
-def session_opener(args: argparse.Namespace):
-    """(open_session(image), default job count): on the server, or on a model loaded here."""
-    if args.server:
-        from ..remote import RemoteSession, ServerConnection
-        from ..server.config import read_token
-
-        token = read_token(args.token_file) if args.token_file else None
-        connection = ServerConnection(args.server, token)
-        workers = len(connection.health()["workers"])
-        return (lambda image: RemoteSession(connection, image, auto_extend=args.auto_extend)), workers
-    if not args.weights:
-        raise InputError("give --weights (to segment here) or --server URL")
-    from ..model import load_model
-    from ..session import InteractiveSession
-
-    model = load_model(args.weights, device=args.device, precision=args.precision)
-    return (lambda image: InteractiveSession(model, image, auto_extend=args.auto_extend)), 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     cases = cases_of(args.images, args.prompts, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
-    open_session, jobs = session_opener(args)
+    open_session, jobs = session_opener(args, "segment", auto_extend=args.auto_extend)
     outcomes = run_cases(cases, lambda case: segment_case(case, open_session), args.jobs or jobs, redo=args.redo)
     seconds = time.perf_counter() - start
     print(summary(outcomes, seconds))
