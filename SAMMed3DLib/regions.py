@@ -56,8 +56,6 @@ def read_region(image: sitk.Image, region: Region) -> np.ndarray:
     pixel buffer as it is: a numpy view of an image that shares its buffer (a session's mask snapshot) would
     first copy the whole volume (~40 ms for 512 x 512 x 300)."""
     index, size = region
-    if min(size) <= 0:
-        return np.zeros(tuple(int(n) for n in size[::-1]), dtype=sitk.GetArrayViewFromImage(image).dtype)
     part = sitk.RegionOfInterest(image, [int(n) for n in size], [int(i) for i in index])
     return sitk.GetArrayFromImage(part)
 

@@ -378,7 +378,6 @@ class InteractiveSession:
         voxel may change) goes to ``edits``."""
         start = time.perf_counter()
         known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
-        logits = logits.to(self._device or "cpu")
         region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
         if region is not None:
             _record(edits, region, changed)

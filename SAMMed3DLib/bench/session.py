@@ -190,16 +190,24 @@ def _click_label(tio, image: sitk.Image, point_ras) -> "object":
     return tio.LabelMap(tensor=torch.from_numpy(label)[None], affine=get_ras_affine_from_sitk(image))
 
 
+def figures_file(workdir: str, kind: str, precision: str = "fp32") -> str:
+    """Where the child running ``kind`` in ``precision`` writes its figures (JSON)."""
+    return os.path.join(workdir, f"{kind}-{precision}.json")
+
+
+def mask_file(figures_path: str) -> str:
+    """Where ours writes its final mask (bit-packed, ``.npy``) beside its figures."""
+    return figures_path[: -len(".json")] + "-mask.npy"
+
+
 def spawn(
     kind: str, state_path: str, device: str, workdir: str, threads: Optional[int], precision: str = "fp32"
 ) -> Dict[str, object]:
-    """Run one side in a child process and return its figures (ours: the final mask's file in ``mask_file``)."""
-    out = os.path.join(workdir, f"{kind}-{precision}.json")
+    """Run one side in a child process and return its figures (ours also leaves its mask in :func:`mask_file`)."""
+    out = figures_file(workdir, kind, precision)
     run_in_child(__name__, [kind, state_path, device, out, precision], kind, threads)
     with open(out, encoding="utf-8") as handle:
-        figures = json.load(handle)
-    figures["mask_file"] = out[: -len(".json")] + "-mask.npy"
-    return figures
+        return json.load(handle)
 
 
 def run_session_benchmark(
@@ -224,7 +232,8 @@ def run_session_benchmark(
         report["ours"] = spawn("ours", state_path, device, workdir, threads)
         if precision and precision != "fp32":
             lower = spawn("ours", state_path, device, workdir, threads, precision)
-            masks = [np.unpackbits(np.load(r["mask_file"])) for r in (report["ours"], lower)]
+            files = [mask_file(figures_file(workdir, "ours", p)) for p in ("fp32", precision)]
+            masks = [np.unpackbits(np.load(f)) for f in files]
             lower["mask_dice_vs_fp32"] = dice(masks[1], masks[0])
             report["ours_" + precision] = lower
         report["official"] = None
@@ -233,9 +242,6 @@ def run_session_benchmark(
                 report["official"] = spawn("official", state_path, device, workdir, threads)
             except SAMMed3DError as exc:
                 say(f"official-style pipeline skipped: {exc}")
-    for figures in report.values():
-        if isinstance(figures, dict):
-            figures.pop("mask_file", None)  # the folder is gone
     for line in format_report(report):
         say(line)
     return report
@@ -294,7 +300,7 @@ def _breakdown(timings: Dict[str, float]) -> str:
 if __name__ == "__main__":
     kind, state, device_name, out_path, precision_name = sys.argv[1:6]
     if kind == "ours":
-        figures = run_ours(state, device_name, precision_name, out_path[: -len(".json")] + "-mask.npy")
+        figures = run_ours(state, device_name, precision_name, mask_file(out_path))
     else:
         figures = run_official(state, device_name)
     with open(out_path, "w", encoding="utf-8") as handle:
