@@ -137,7 +137,8 @@ def test_a_new_segmentation_keeps_the_saved_segment(module):
     widget._parameterNode = p
     widget.ui = SimpleNamespace(segmentSelector=SegmentSelector(widget._onSegmentChanged))
     for name in ("deviceSelector", "modelSelector", "positiveButton", "negativeButton", "undoButton", "redoButton",
-                 "resetButton", "finishButton", "deviceWarningLabel", "statusLabel", "serverBox"):  # fmt: skip
+                 "resetButton", "finishButton", "deviceWarningLabel", "statusLabel", "serverBox",
+                 "unloadModelButton"):  # fmt: skip
         setattr(widget.ui, name, Anything())
     widget._onParameterNodeModified()
     assert p.segmentId == second and widget.ui.segmentSelector.segment == second
