@@ -77,13 +77,23 @@ def click(module) -> None:
     assert module.controller.last_step is not None and module.controller.last_step.encoded
 
 
-def test_selecting_a_volume_starts_loading_the_model(module):
+@pytest.fixture
+def warm_ups(monkeypatch):
+    """The networks the warm-up ran (the network runs once on a blank crop after its load, unless a click waits)."""
+    from SAMMed3DLib import model as engine_model
+
+    runs: List[Any] = []
+    monkeypatch.setattr(engine_model, "warm_up", lambda network: runs.append(network))
+    return runs
+
+
+def test_selecting_a_volume_starts_loading_the_model(module, warm_ups):
     controller, loader = module.controller, module.loader
     assert loader.calls == 0 and not controller.busy  # no volume yet: nothing to load for
     select(module)
     assert controller.busy and controller.status == LOADING_MODEL
     controller.wait()
-    assert loader.calls == 1 and controller.model_loaded
+    assert loader.calls == 1 and controller.model_loaded and warm_ups == [loader.built[0]()]
     assert controller.status.startswith("model ready · CPU · loaded in "), controller.status
     assert controller.messages == []  # the status line only: nothing to dismiss
     controller.enter(controller.inputs.volume.GetScene())  # entering again loads nothing more
@@ -92,7 +102,7 @@ def test_selecting_a_volume_starts_loading_the_model(module):
     assert loader.calls == 1
 
 
-def test_a_click_during_the_load_waits_for_it_and_the_model_loads_once(module):
+def test_a_click_during_the_load_waits_for_it_and_the_model_loads_once(module, warm_ups):
     controller, loader = module.controller, module.loader
     loader.gate.clear()
     select(module)
@@ -104,6 +114,7 @@ def test_a_click_during_the_load_waits_for_it_and_the_model_loads_once(module):
     assert controller.last_error is None, controller.last_error
     assert controller.last_step is not None and controller.last_step.encoded
     assert loader.calls == 1, "the click loaded the model a second time"
+    assert warm_ups == [], "the click waited for a warm-up run too"
 
 
 @pytest.fixture

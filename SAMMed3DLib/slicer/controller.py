@@ -355,7 +355,9 @@ class SegmentationController(Reporter, ModelLoading):
 
     @_start.register
     def _start_preload(self, action: Preload) -> None:
-        self._submit(action, self.models.preload_job(action.options))
+        job = self._preload_job(action)
+        if job is not None:
+            self._submit(action, job)
 
     @singledispatchmethod
     def _finish(self, action: Any, target: Optional[Target], result: Any) -> None:

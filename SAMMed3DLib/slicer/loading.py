@@ -13,9 +13,9 @@ reason in the status line, and the click reports it as it always did.
 """
 
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from .actions import ConnectionTest, Download, Preload, Show
+from .actions import Click, ConnectionTest, Download, Preload, Show
 from .feedback import LOADING_MODEL, MODEL_UNLOADED, error_text, model_not_loaded_status, model_ready_status
 from .models import ModelKey, ModuleOptions, Progress, download_checkpoint, free_device_memory, model_key
 from .remote_models import is_server
@@ -82,8 +82,16 @@ class ModelLoading:
             return
         self.models.keep_only(options)
         self.status = LOADING_MODEL
-        self._actions.append(Preload(self.inputs, options))
+        self._actions.extend((Preload(self.inputs, options), Preload(self.inputs, options, warm=True)))
         self._start_next()
+
+    def _preload_job(self, action: Preload) -> Optional[Callable[[], Any]]:
+        """The worker's job for ``action``: the load, or the warm-up run unless a click already waits for the
+        worker (it would wait for the warm-up too, and its own first run does the same set-up)."""
+        if not action.warm:
+            return self.models.preload_job(action.options)
+        waiting = any(isinstance(queued, Click) for queued in self._actions)
+        return None if waiting else self.models.warm_job(action.options)
 
     def _preload_queued(self, key: ModelKey) -> bool:
         actions = [*(work.action for work in self._pending), *self._actions]
@@ -93,7 +101,7 @@ class ModelLoading:
         """A preload's job ended with ``outcome``: the seconds it took, None (nothing to load any more) or the
         exception it raised. The status line says so, unless the user chose another network meanwhile."""
         key = model_key(action.options)
-        if key != model_key(self.options):
+        if key != model_key(self.options) or action.warm:
             return
         if isinstance(outcome, BaseException):
             self._preload_failed = key

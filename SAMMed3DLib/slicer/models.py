@@ -281,6 +281,21 @@ class ModelStore:
 
         return preload
 
+    def warm_job(self, options: ModuleOptions) -> Callable[[], None]:
+        """Main thread: a function for the worker that runs the loaded network of ``options`` once on a blank crop
+        (:func:`~SAMMed3DLib.model.warm_up`), so that the first click does not pay the first run's set-up (on a
+        CPU: thread pools, kernels chosen for these shapes, the first large allocations)."""
+        key = model_key(options)
+
+        def warm() -> None:
+            from ..model import warm_up
+
+            loaded = self._models.get(key)
+            if loaded is not None and key == self._wanted:
+                warm_up(loaded[0])
+
+        return warm
+
     def job(self, options: ModuleOptions) -> Tuple[Callable[[], Any], Optional[str]]:
         """Main thread: a function for the worker returning the (cached) model, and a device warning (or None).
         Raises ``InputError`` when there is no model or its weights are not downloaded (or no server URL)."""
