@@ -339,9 +339,12 @@ def _user_lines(user: Dict[str, object], network: str) -> List[str]:
         if f"{side}_best_s" in user:
             met = "met" if user[f"{side}_ratio"] <= USER_TARGET_RATIO else "not met"
             target = f" (target <= {USER_TARGET_RATIO}: {met})"
-            status = user[f"{side}_runs"][-1].get("status_at_click", "")
+            fastest = min(user[f"{side}_runs"], key=lambda run: run["click_s"])
+            ready = fastest.get("model_ready_s")
+            ready_text = f"model ready {ready:.1f} s after the selection, " if ready is not None else ""
             lines.append(f"  module {label}: {_ms(user[f'{side}_best_s'])}, ratio {user[f'{side}_ratio']:.3f}"
-                         f"{target if side == 'module_wait' else ''}; status at the click: {status!r}")  # fmt: skip
+                         f"{target if side == 'module_wait' else ''}; {ready_text}"
+                         f"status at the click {fastest.get('status_at_click', '')!r}")  # fmt: skip
     if "baseline_no_wait_best_s" in user:
         lines.append(f"  clicking at once, this checkout / baseline: "
                      f"{user['module_no_wait_best_s'] / user['baseline_no_wait_best_s']:.3f}")
