@@ -145,6 +145,23 @@ def test_a_new_segmentation_keeps_the_saved_segment(module):
     widget.logic.cleanup()
 
 
+def test_unload_model_is_a_panel_button_enabled_while_a_model_is_loaded(module):
+    module, _ = module
+    assert 'name="unloadModelButton"' in (ROOT / "SAMMed3D" / "Resources" / "UI" / "SAMMed3D.ui").read_text()
+    widget = _widget(module)
+    names = ("deviceSelector", "positiveButton", "negativeButton", "undoButton", "redoButton", "resetButton",
+             "finishButton", "deviceWarningLabel", "statusLabel", "serverBox", "unloadModelButton")  # fmt: skip
+    widget.ui = SimpleNamespace(**{name: Anything() for name in names})
+    states = []
+    for change in (lambda: None, lambda: widget.logic.set_model("loaded", object()), widget.logic.unload_model):
+        change()
+        widget._updateState()
+        states.append(widget.ui.unloadModelButton.enabled)
+    assert states == [False, True, False]
+    assert widget.ui.statusLabel.text == "model unloaded"
+    widget.logic.cleanup()
+
+
 SELF_TEST_WITHOUT_TORCH = """
 import sys, unittest
 sys.modules["torch"] = None  # the extension factory's test run: PyTorch is not installed
