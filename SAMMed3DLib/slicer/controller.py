@@ -18,7 +18,8 @@ Calls go down only: nothing below calls back into this file (no callbacks are ha
 4 files: the point list's event → the Logic (SAMMed3D.py, this class) ``process_points`` → ``_start_click`` → on
 the worker thread the session's own ``add_click`` (session.py) → ``poll`` → ``_finish_click`` →
 :func:`.mrml.apply_mask` (mrml.py). A target's first click also asks the GUI's ``dependencies_ready`` and runs
-:func:`first_click` on the worker: the model (models.py), the session (remote_models.py), the same ``add_click``.
+:func:`first_click` on the worker: the model (models.py), the session (remote_models.py), the same ``add_click``;
+the model is usually loaded by then, on the same worker, ahead of the click (loading.py: the model side).
 """
 
 import collections
@@ -355,9 +356,7 @@ class SegmentationController(Reporter, ModelLoading):
 
     @_start.register
     def _start_preload(self, action: Preload) -> None:
-        job = self._preload_job(action)
-        if job is not None:
-            self._submit(action, job)
+        self._submit(action, self._preload_job(action))
 
     @singledispatchmethod
     def _finish(self, action: Any, target: Optional[Target], result: Any) -> None:

@@ -21,6 +21,10 @@ from .models import ModelKey, ModuleOptions, Progress, download_checkpoint, free
 from .remote_models import is_server
 
 
+def _nothing() -> None:
+    """A skipped step's job."""
+
+
 class ModelLoading:
     """What the panel does about models and devices (see the module docstring); state of the preload."""
 
@@ -85,13 +89,13 @@ class ModelLoading:
         self._actions.extend((Preload(self.inputs, options), Preload(self.inputs, options, warm=True)))
         self._start_next()
 
-    def _preload_job(self, action: Preload) -> Optional[Callable[[], Any]]:
+    def _preload_job(self, action: Preload) -> Callable[[], Any]:
         """The worker's job for ``action``: the load, or the warm-up run unless a click already waits for the
         worker (it would wait for the warm-up too, and its own first run does the same set-up)."""
         if not action.warm:
             return self.models.preload_job(action.options)
         waiting = any(isinstance(queued, Click) for queued in self._actions)
-        return None if waiting else self.models.warm_job(action.options)
+        return _nothing if waiting else self.models.warm_job(action.options)
 
     def _preload_queued(self, key: ModelKey) -> bool:
         actions = [*(work.action for work in self._pending), *self._actions]
