@@ -28,11 +28,12 @@ def test_the_benchmark_runs_correct_clicks_and_downloads(tmp_path, capsys):
     error, every download a complete verified file; the user's path in fresh processes, on this checkout and as a
     baseline; no assertion on the ratios (the benchmark reports them)."""
     out = tmp_path / "figures.json"
-    options = ["--repeats", "1", "--megabytes", "2", "--steps", "20", "--user-wait", "0.5", "--baseline", str(ROOT)]
+    options = ["--repeats", "1", "--megabytes", "2", "--steps", "20", "--user-wait", "0.5", "--baseline", str(ROOT),
+               "--threads", "1"]  # fmt: skip
     assert main(["bench-mainloop", *options, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text(encoding="utf-8"))
-    assert report["cpu"] and len(report["load_before"]) == 3 and report["repeats"] == 1
+    assert report["cpu"] and len(report["load_before"]) == 3 and report["repeats"] == 1 and report["threads"] == 1
     for part in ("first_click", "download"):
         figures = report[part]
         assert len(figures["direct_s"]) == len(figures["module_s"]) == 1, figures
@@ -54,8 +55,8 @@ def test_the_benchmark_runs_correct_clicks_and_downloads(tmp_path, capsys):
         assert run["voxels"] > 0 and run["select_s"] >= 0 and user[f"{side}_s"] == [run["click_s"]], run
         assert user[f"{side}_ratio"] == pytest.approx(run["click_s"] / user["engine_best_s"])
     assert user["module_no_wait_runs"][0]["status_at_click"] == "loading model\u2026"  # the click waits for the load
-    for needle in ("CPU:", "first click", "download (2 MiB", "starvation (20", "target <= 1.2", "target <= 1.15",
-                   "first click as a user meets it", "after a 0.5 s wait", "this checkout / baseline"):
+    for needle in ("CPU:", "torch threads: 1", "first click", "download (2 MiB", "starvation (20", "target <= 1.2",
+                   "target <= 1.15", "first click as a user meets it", "after a 0.5 s wait", "checkout / baseline"):
         assert needle in printed, printed
 
 
@@ -71,6 +72,7 @@ def test_without_the_slicer_wheel_the_benchmark_says_so_in_one_line():
 def test_bad_benchmark_options_are_refused_before_the_run(tmp_path, capsys):
     assert main(["bench-mainloop", "--repeats", "0"]) == 2
     assert main(["bench-mainloop", "--user-wait", "-1"]) == 2
+    assert main(["bench-mainloop", "--threads", "0"]) == 2
     assert main(["bench-mainloop", "--baseline", str(tmp_path)]) == 2
     assert f"error: --baseline {tmp_path}: not a checkout holding SAMMed3DLib/" in capsys.readouterr().err
     missing = tmp_path / "no" / "figures.json"

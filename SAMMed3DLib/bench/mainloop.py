@@ -276,19 +276,24 @@ def starvation(ops: int, repeats: int) -> Dict[str, object]:
 
 def run_mainloop_benchmark(
     repeats: int = 5, megabytes: int = 96, ops: int = 50, weights: Optional[str] = None, user_wait: float = 3.0,
-    baseline: Optional[Path] = None,
+    baseline: Optional[Path] = None, threads: Optional[int] = None,
 ) -> Dict[str, object]:
     """Every figure of ``bench-mainloop`` in one dict (seconds; see the module docstring); scratch files (the
     network, the downloads) go to a temporary folder, removed afterwards. ``weights``: a checkpoint (path or
     registry id, already downloaded) for the click instead of the tiny random-weight network; ``user_wait``: the
     user's seconds between selecting the volume and clicking; ``baseline``: another checkout whose module's path
-    is measured too (:func:`.user_path.user_path`)."""
+    is measured too (:func:`.user_path.user_path`); ``threads``: torch's CPU threads, here and in the module's
+    processes (None: torch's default, one per core)."""
     require_slicer_core()
     from ..slicer import mrml
     from ..slicer.scenario import build_app_scene, sphere_volume
     from .user_path import user_path
 
     report = machine()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="sammed3d-mainloop-") as scratch:
         work = Path(scratch)
         if weights:
@@ -303,7 +308,7 @@ def run_mainloop_benchmark(
         try:
             report["first_click"] = first_click(app.scene, model, repeats)
             image, _ = mrml.read_volume(sphere_volume(app.scene))
-            report["user_path"] = user_path(model, image, checkpoint, repeats, user_wait, baseline)
+            report["user_path"] = user_path(model, image, checkpoint, repeats, user_wait, baseline, threads)
         finally:
             app.close()
         report["download"] = download(megabytes, repeats, work)
@@ -311,6 +316,7 @@ def run_mainloop_benchmark(
     report["load_after"] = load_average()
     report["repeats"] = repeats
     report["network"] = str(weights) if weights else "tiny network"
+    report["threads"] = threads
     return report
 
 
@@ -359,7 +365,8 @@ def format_report(r: Dict[str, object]) -> str:
     click, down, starve = r["first_click"], r["download"], r["starvation"]
     no_wait, wait = starve["no_wait"], starve["wait"]
     return "\n".join([
-        f"CPU: {r['cpu']} ({r['cores']} cores); load average {r['load_before']} before, {r['load_after']} after",
+        f"CPU: {r['cpu']} ({r['cores']} cores, torch threads: {r['threads'] or 'default'}); load average "
+        f"{r['load_before']} before, {r['load_after']} after",
         f"first click ({r['network']}, fastest of {r['repeats']} interleaved): engine directly "
         f"{_ms(click['direct_best_s'])}, module under the GIL-holding loop {_ms(click['module_best_s'])}, "
         f"{_verdict(click['ratio'])}",

@@ -74,10 +74,13 @@ def module_first_click(checkpoint: str, wait_s: float) -> Dict[str, object]:
             "model_ready_s": ready[0], "voxels": voxels, "error": error}  # fmt: skip
 
 
-def run_module(checkpoint: Path, wait_s: float, root: Path = ROOT) -> Dict[str, object]:
-    """:func:`module_first_click` in a fresh process importing the SAMMed3DLib of ``root``."""
+def run_module(checkpoint: Path, wait_s: float, root: Path = ROOT, threads: Optional[int] = None) -> Dict[str, object]:
+    """:func:`module_first_click` in a fresh process importing the SAMMed3DLib of ``root``; ``threads``: torch's
+    CPU threads there (OMP_NUM_THREADS, so that torch is not imported early to set them)."""
     paths = [str(root), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     command = [sys.executable, str(Path(__file__).resolve()), str(checkpoint), repr(wait_s)]
     result = subprocess.run(command, cwd=str(root), env=env, capture_output=True, text=True, timeout=600)
     lines = result.stdout.strip().splitlines()
@@ -88,11 +91,12 @@ def run_module(checkpoint: Path, wait_s: float, root: Path = ROOT) -> Dict[str, 
 
 
 def user_path(model, image, checkpoint: Path, repeats: int, wait_s: float,
-              baseline: Optional[Path] = None) -> Dict[str, object]:  # fmt: skip
+              baseline: Optional[Path] = None, threads: Optional[int] = None) -> Dict[str, object]:  # fmt: skip
     """Interleaved runs (``repeats`` of each side, in turn): the engine's first click (``model``, already loaded,
     on ``image``), the module's path with the user's ``wait_s`` and without a wait, and without a wait on the
     ``baseline`` checkout. Seconds of every run (``<side>_s``), the fastest (``<side>_best_s``), each module side's
-    ratio to the engine (``<side>_ratio``), and each module run's record (``<side>_runs``)."""
+    ratio to the engine (``<side>_ratio``), and each module run's record (``<side>_runs``). ``threads``: torch's CPU
+    threads in the module's processes (the caller sets its own)."""
     from ..session import InteractiveSession
     from ..slicer.scenario import SPHERE_CENTER_RAS
     from .network import seconds
@@ -104,7 +108,7 @@ def user_path(model, image, checkpoint: Path, repeats: int, wait_s: float,
 
     def module(name: str, wait: float, root: Path) -> Callable[[], float]:
         def run() -> float:
-            record = run_module(checkpoint, wait, root)
+            record = run_module(checkpoint, wait, root, threads)
             records.setdefault(name, []).append(record)
             return float(record["click_s"])
 
