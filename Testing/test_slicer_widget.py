@@ -147,7 +147,8 @@ def test_a_new_segmentation_keeps_the_saved_segment(module):
 
 def test_unload_model_is_a_panel_button_enabled_while_a_model_is_loaded(module):
     module, _ = module
-    assert 'name="unloadModelButton"' in (ROOT / "SAMMed3D" / "Resources" / "UI" / "SAMMed3D.ui").read_text()
+    ui_file = ROOT / "SAMMed3D" / "Resources" / "UI" / "SAMMed3D.ui"
+    assert 'name="unloadModelButton"' in ui_file.read_text(encoding="utf-8")
     widget = _widget(module)
     names = ("deviceSelector", "positiveButton", "negativeButton", "undoButton", "redoButton", "resetButton",
              "finishButton", "deviceWarningLabel", "statusLabel", "serverBox", "unloadModelButton")  # fmt: skip
