@@ -22,6 +22,7 @@ from ..protocol import (
     FILE_FORMATS,
     ProtocolError,
     box_region,
+    hand_edit,
     mask_from_packed,
     pack_frame,
     take_flips,
@@ -32,7 +33,7 @@ from ..protocol import (
 from ..regions import read_region, zyx_slices
 from .config import Limits
 
-SESSION_OPTIONS = ("auto_extend", "max_extend_steps", "history_limit")
+SESSION_OPTIONS = ("auto_extend", "max_extend_steps", "history_limit", "clicks")
 """Session options a client may set (keyword arguments of InteractiveSession)."""
 
 
@@ -126,7 +127,7 @@ class WorkerCore:
                            "history_limit": session.history_limit, **_state(session)})
 
     def step(self, sid: str, op: str, args: Dict[str, Any]) -> Answer:
-        """Run ``op`` (click, undo, redo, reset, discard, focus) on session ``sid``: the step's answer frame."""
+        """Run ``op`` (click, undo, redo, reset, discard, focus, adopt) on session ``sid``: the step's answer frame."""
         with self._guard:
             entry = self._sessions.get(sid)
         if entry is None:
@@ -184,6 +185,9 @@ def run_op(session: Any, op: str, args: Dict[str, Any]) -> Any:
     if op == "focus":
         session.focus(args.get("points"))
         return None
+    if op == "adopt":
+        region, painted, erased = hand_edit(args)
+        return session.adopt(region, painted, erased, payload=payload)
     raise InputError(f"unknown step {op!r}")
 
 
