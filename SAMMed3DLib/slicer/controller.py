@@ -8,7 +8,13 @@ and reset read the edits back from the session; steps that fall off the session'
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
 (:mod:`.markups`): a new Defined point is a click, a click's point the user deletes is put back with a message.
 
-Model loading and inference run on one worker thread (a ``ThreadPoolExecutor``), one job at a time in order,
+The scene is the truth, and a session is a cache of it, checked before use (:mod:`.freshness`): before each
+click, undo, redo and reset, the target's nodes must still be the scene's very objects (a closed or reloaded scene
+ends its sessions), a volume whose voxels changed gives the session new voxels, and a segment edited elsewhere
+becomes the session's state (an undoable step; painted and erased voxels stay so). The check costs microseconds
+when nothing changed. A click's result is written only if its segment and voxels did not change while it ran.
+
+Model loading and inference run on one daemon worker thread (:mod:`.worker`), one job at a time in order,
 so a session is never stepped from two threads; every MRML read/write happens on the main thread, in
 :meth:`~SegmentationController.poll` (Slicer calls it from a ``qt.QTimer``, tests through ``wait``), which hands
 each finished job's future to this class's handler for its action type. Actions are queued and run in order, so
@@ -24,19 +30,20 @@ the worker thread the session's own ``add_click`` (session.py) → ``poll`` → 
 import collections
 import concurrent.futures
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial, singledispatchmethod
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from .. import regions
-from . import actions, feedback, markups, models, mrml, targets
+from ..errors import InputError
+from . import actions, feedback, freshness, markups, models, mrml, targets
 from .actions import Action, Click, ConnectionTest, Download, Errand, Finish, Pending, Redo, Reset, Show, Undo
-from .feedback import DELETED_POINT, TORCH_NEEDED, Reporter
+from .feedback import DELETED_POINT, MOVED_POINT, TORCH_NEEDED, Reporter
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
 from .placing import PlaceMode
 from .remote_models import closer, error_line, is_server, open_session
 from .targets import Inputs, SceneStep, Target, TargetKey, Targets, VolumeCache
+from .worker import Worker
 
 __all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "DELETED_POINT", "POLL_INTERVAL_S", "POLL_WAIT_S",
            "TORCH_NEEDED", "Inputs", "ModuleOptions", "SegmentationController"]  # fmt: skip
@@ -55,6 +62,11 @@ def first_click(load: Callable[[], Any], target: Target, click: Click, auto_exte
     """Worker thread, a target's first click: the model (``load``), the target's new session, its first step."""
     target.session = open_session(load(), target, auto_extend, history_limit)
     return target.session.add_click(click.point, positive=click.positive, payload=SceneStep())
+
+
+def clicked(click: Click, session: Any) -> Any:
+    """Worker thread: the click as the session's next step."""
+    return session.add_click(click.point, positive=click.positive, payload=SceneStep())
 
 
 class SegmentationController(Reporter):
@@ -78,7 +90,10 @@ class SegmentationController(Reporter):
         self._targets = Targets()
         self._actions: Deque[Action] = collections.deque()
         self._pending: Deque[Pending] = collections.deque()  # handed to the worker thread, not collected yet
-        self._worker: Optional[ThreadPoolExecutor] = None  # one thread: jobs run one at a time, in order
+        self._worker: Optional[Worker] = None  # one thread: jobs run one at a time, in order
+        self._watch = freshness.SceneWatch()  # the scene's closes and imports
+        self._closes_seen = 0  # a target forgotten after a close ended with the scene: no message
+        self._click_points: Set[Tuple[Any, str]] = set()  # (point list, point ID) of points that show clicks
         self._showing = False  # the controller itself is changing the point lists: their events are ours
         self.last_step: Any = None  # the StepResult last written to the scene, without its mask (status, tests)
         self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
@@ -104,7 +119,8 @@ class SegmentationController(Reporter):
 
     def set_inputs(self, inputs: Inputs) -> None:
         """New panel selection. Changing volume or segment shows that pair's own clicks."""
-        switched = inputs.key != self.inputs.key
+        old = self.inputs
+        switched = inputs.key != old.key or (inputs.volume, inputs.segmentation) != (old.volume, old.segmentation)
         self.inputs = inputs
         self.place_mode.watch((inputs.positive, inputs.negative))
         self._observe()
@@ -114,6 +130,7 @@ class SegmentationController(Reporter):
     def enter(self, scene) -> None:
         """The module is shown: observe the point lists and place mode of ``scene``; the lists show the selected
         target's clicks (points placed in them meanwhile, from elsewhere, are not clicks)."""
+        self._watch.watch(scene)  # from now on, until cleanup: a scene closed while the module is hidden counts
         self.place_mode.enter(scene, (self.inputs.positive, self.inputs.negative))
         self._observe()
         self._show_points()
@@ -139,19 +156,21 @@ class SegmentationController(Reporter):
         """Turn new Defined points into queued clicks and put back clicks' points the user deleted (the point
         lists' events call it; Preview points are ignored). A target's first click asks ``dependencies_ready``
         first; a session in progress has them (a new model, device or server starts a new session)."""
-        if self._showing:
+        if self._showing or self._watch.busy:  # a closing or importing scene's points are no clicks
             return
-        lists = self._compared_lists()
+        lists, moved = markups.split_moved(self._compared_lists(), self._click_points)
         first = self._targets.with_session(self.inputs.key) is None
         if any(new for _, _, new, _ in lists) and first and not self.dependencies_ready():
             self._discard(lists, TORCH_NEEDED)
             return
-        self._actions.extend(actions.new_clicks(self.inputs, lists))  # their points are locked: never dragged
+        clicks = actions.new_clicks(self.inputs, lists)  # their points are locked: not dragged unless unlocked
+        self._click_points.update((c.inputs.positive if c.positive else c.inputs.negative, c.point_id) for c in clicks)
+        self._actions.extend(clicks)
         deleted = any(missing for *_, missing in lists)
         self._actions = actions.with_points(self._actions)  # a click whose point the user deleted is dropped
-        if deleted:
+        if deleted or moved:  # a moved point goes back where it was, a deleted one comes back
             self._show_points()
-            self._report(DELETED_POINT, True)
+            self._report(MOVED_POINT if moved else DELETED_POINT, True)
         self._start_next()
 
     def discard_new_points(self, reason: str) -> None:
@@ -255,8 +274,11 @@ class SegmentationController(Reporter):
         return time.monotonic() - self._pending[0].started if self._pending else 0.0
 
     def cleanup(self) -> None:
+        """Module reload or application exit: returns at once whatever the worker runs (its job is abandoned;
+        nothing more is written to the scene)."""
         self.exit()
-        self._close(self._targets.drop(*self._targets))  # their server sessions close on the worker before it stops
+        self._watch.watch(None)
+        self._close(self._targets.clear())  # their server sessions close on the worker before it stops
         self._stop_worker()
         self.models.clear()
 
@@ -268,6 +290,7 @@ class SegmentationController(Reporter):
 
     def _start_next(self) -> None:
         """Start queued actions in order while the worker has nothing (an action may hand it a job)."""
+        self._forget_stale()
         while not self._pending and self._actions:
             action = self._actions.popleft()
             try:
@@ -281,7 +304,7 @@ class SegmentationController(Reporter):
         """Hand ``job`` to the worker thread (started on first use); :meth:`_collect` hands its outcome to the
         handlers of ``action`` with ``target``."""
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SAMMed3D-worker")
+            self._worker = Worker("SAMMed3D-worker")
         self._pending.append(Pending(action, self._worker.submit(job), target))
 
     def _collect(self, wait_s: float) -> None:
@@ -306,16 +329,17 @@ class SegmentationController(Reporter):
             self._fail(work.action if isinstance(work.action, Action) else None, exc)
 
     def _stop_worker(self) -> None:
-        """Let the worker thread end after the job it runs and the server sessions to close; other jobs that
-        have not started are dropped, and a download is cancelled (nothing will collect them)."""
+        """Let the worker thread end after the server sessions to close; jobs that have not started are
+        dropped, a download is cancelled, and the running job is abandoned: nothing collects any of them."""
         for work in self._pending:
             if isinstance(work.action, Download):
                 work.action.progress.cancel()
             if not isinstance(work.action, Errand):
                 work.future.cancel()
-        self._pending = collections.deque(work for work in self._pending if not work.future.cancelled())
+        self._pending.clear()
+        self._actions.clear()
         if self._worker is not None:
-            self._worker.shutdown(wait=False)  # Python's exit still waits for the job it runs
+            self._worker.stop()  # a daemon thread: quitting never waits for it
             self._worker = None
 
     # --- one handler per action (main thread): start it; finish or fail its job -----------------------------
@@ -334,13 +358,36 @@ class SegmentationController(Reporter):
         load, warning = self.models.job(self.options)
         if warning:
             self._report(warning, False)  # a warning: the click still runs, on the CPU
-        target, evicted = self._targets.prepare(inputs, image, geometry, embeddings, self.options.start_from_existing)
+        target, evicted = self._targets.prepare(inputs, image, geometry, embeddings, self.options.start_from_existing,
+                                                self._watch.closes)  # fmt: skip
         self._close(evicted)
+        target.image_stamp = mrml.image_stamp(inputs.volume)  # the click is written only if it is still this
+        edit = self._hand_edit(target)  # first: a renewal starts from the segment as it is
+        renewal = self._renewal(target, image, embeddings, load)
         if target.session is None:
             job = partial(first_click, load, target, action, self.options.auto_extend, self.history_limit)
-        else:
+        elif edit is None and renewal is None:  # the session's own step, as the click path promises
             job = partial(target.session.add_click, action.point, positive=action.positive, payload=SceneStep())
+        else:
+            job = freshness.checked_job(target, partial(clicked, action), edit, renewal)
         self._submit(action, job, target)
+
+    def _renewal(self, target: Target, image: Any, embeddings: Any, load: Callable[[], Any]) -> Optional[Callable]:
+        """When the volume's voxels changed since the target's session read them: the job continuing it on the
+        new ones from the segment as it is (:func:`.freshness.renew`), else None."""
+        if target.image is image or target.session is None:
+            return None
+        target.image, target.embeddings, target.notice = image, embeddings, freshness.NEW_VOXELS
+        target.initial_mask = mrml.voxels_to_sitk(target.seen, image)  # checked just before: the scene's segment
+        opener = partial(open_session, auto_extend=self.options.auto_extend, history_limit=self.history_limit)
+        return partial(freshness.renew, target, load, opener)
+
+    def _hand_edit(self, target: Target) -> Optional[freshness.HandEdit]:
+        """The segment's edits made outside the module since the target's last step (the session adopts them)."""
+        edit = freshness.hand_edit(target)
+        if edit is not None:
+            target.notice = freshness.HAND_EDIT
+        return edit
 
     @_start.register(Undo)
     @_start.register(Redo)
@@ -348,14 +395,16 @@ class SegmentationController(Reporter):
         """Undo or redo one session step, when the session has one (its history is the only one)."""
         undo = isinstance(action, Undo)
         target = self._targets.with_session(action.inputs.key)
-        if target is not None and (target.session.can_undo if undo else target.session.can_redo):
-            self._submit(action, target.session.undo if undo else target.session.redo, target)
+        edit = self._hand_edit(target) if target is not None else None  # adopted first: Undo steps back over it
+        if target is not None and (edit or (target.session.can_undo if undo else target.session.can_redo)):
+            step = (lambda session: session.undo()) if undo else (lambda session: session.redo())
+            self._submit(action, freshness.checked_job(target, step, edit), target)
 
     @_start.register
     def _start_reset(self, action: Reset) -> None:
         target = self._targets.with_session(action.inputs.key)
         if target is not None:
-            self._submit(action, partial(targets.rewind, target.session), target)
+            self._submit(action, freshness.checked_job(target, targets.rewind, self._hand_edit(target)), target)
 
     @_start.register
     def _start_finish(self, action: Finish) -> None:
@@ -374,8 +423,17 @@ class SegmentationController(Reporter):
 
     @_finish.register
     def _finish_click(self, action: Click, target: Target, result: Any) -> None:
-        """Write the click's mask into the segment; a write that fails takes the click back from the session."""
+        """Write the click's mask into the segment; a write that fails takes the click back from the session, and
+        so does a segment or volume that changed while it ran (a forgotten target is not written to at all)."""
+        if self._targets.get(target.key) is not target:
+            return  # the scene closed, or Finish or Reset came first
         target.settled = targets.folded(target.settled, result.dropped)  # fell off the history whatever happens next
+        changed = freshness.changed_while_running(target, target.image_stamp)
+        if changed:
+            target.session.discard_last_step()
+            self._show_points()
+            self._report(changed, True)
+            return
         try:
             mrml.prepare_segmentation(target.segmentation, target.geometry)
             region = regions.union(result.changed, target.replaced)
@@ -387,21 +445,24 @@ class SegmentationController(Reporter):
             target.session.discard_last_step()
             raise
         target.replaced = None  # only now: a failed write leaves it for the next click
+        freshness.wrote(target, region)
         self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.click_status(result, self.models.device_type(self.options))
         self._show_points()
-        self._tell_replayed(result)
+        self._tell(target, result)
 
     @_finish.register(Undo)
     @_finish.register(Redo)
     def _finish_travel(self, action: Action, target: Target, result: Any) -> None:
         """The undone or redone step into the segment (:func:`.targets.write_travel`); status, points."""
         undo = isinstance(action, Undo)
+        target.settled = targets.folded(target.settled, result.dropped)  # an adopted hand edit may push one out
         targets.write_travel(target, result, undo)
+        freshness.wrote(target, result.changed)
         self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.travel_status(result, undo)
         self._show_points()
-        self._tell_replayed(result)
+        self._tell(target, result)
 
     @_finish.register
     def _finish_reset(self, action: Reset, target: Target, rewound: Tuple[List[Any], str]) -> None:
@@ -412,8 +473,8 @@ class SegmentationController(Reporter):
         self._drop(target.key)
         self.status = "reset"
         self._show_points()
-        if replayed:
-            self._report(replayed, False)
+        for text in filter(None, (target.notice, replayed)):
+            self._report(text, False)
 
     @_finish.register
     def _finish_download(self, action: Download, target: None, path: str) -> None:
@@ -426,9 +487,11 @@ class SegmentationController(Reporter):
 
     @singledispatchmethod
     def _fail(self, action: Any, error: BaseException) -> None:
-        """Report one message and leave the scene as before: a failed click's point goes, queued clicks too."""
+        """Report one message and leave the scene as before: a failed click's point goes; so do the clicks queued
+        after it, unless the click itself was refused (bad input): each queued click is judged on its own."""
         if isinstance(action, Click):
-            self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
+            if not isinstance(error, InputError):
+                self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
             target = self._targets.get(action.inputs.key)
             if target is not None and not target.clicks():
                 self._drop(target.key)  # a session that never produced a step is not worth keeping
@@ -449,6 +512,23 @@ class SegmentationController(Reporter):
         """Nobody needs an errand's outcome (closing a server session fails quietly: the server frees it)."""
 
     # --- targets --------------------------------------------------------------------------------------------
+
+    def _forget_stale(self) -> None:
+        """Forget the targets whose scene closed or whose nodes left it (closing their server sessions), and the
+        queued actions on such nodes; one message when clicks ended that way."""
+        sessions, had_clicks = freshness.forget_stale(self._targets, self._watch.closes, self.inputs)
+        self._close(sessions)
+        self._actions = collections.deque(a for a in self._actions if freshness.live(a.inputs))
+        if had_clicks and self._watch.closes == self._closes_seen:
+            self._report(freshness.NODE_GONE, True)
+        self._closes_seen = self._watch.closes
+
+    def _tell(self, target: Target, result: Any) -> None:
+        """The messages of a step just written: the target's notice (new voxels, a hand edit), a server's replay."""
+        if target.notice:
+            self._report(target.notice, False)
+            target.notice = ""
+        self._tell_replayed(result)
 
     def _drop(self, *keys: TargetKey) -> None:
         """Forget these targets; their server sessions are closed on the worker (after the job it runs)."""
@@ -484,6 +564,7 @@ class SegmentationController(Reporter):
         self._showing = True
         try:
             markups.show_lists(self.inputs.point_lists(), self._clicks(), self._waiting())
+            self._click_points = markups.point_ids(self.inputs.point_lists())
         finally:
             self._showing = False
 

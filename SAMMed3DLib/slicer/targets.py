@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
+import SimpleITK as sitk
+
 from .. import regions
 from ..errors import InputError
 from . import mrml
@@ -82,6 +85,12 @@ class Target:
     session: Any = None
     replaced: Optional[regions.Region] = None  # old content a fresh start clears with its first step
     settled: Optional[mrml.SegmentEdit] = None  # net edit of the steps that fell off the session's history
+    volume: Any = None  # the volume node (the object: a reloaded scene reuses IDs)
+    closes: int = 0  # the scene's close count when the target was made (freshness.SceneWatch)
+    seen: Any = None  # the segment as the controller last wrote or read it (bool, z-y-x, whole grid)
+    stamp: Tuple = ()  # mrml.segment_stamp after that write or read
+    notice: str = ""  # a message to give once the running step is written
+    image_stamp: Tuple = ()  # mrml.image_stamp when the running click started
 
     def clicks(self) -> Tuple[Tuple[Tuple[float, float, float], bool], ...]:
         """The session's clicks, oldest first: (RAS point in mm, positive); none before the first click."""
@@ -155,17 +164,25 @@ class Targets:
         self._continue.update(self._targets)
         return self.drop(*self._targets)
 
+    def clear(self) -> List[Any]:
+        """Forget every target, and which to continue (the scene closed). Returns their open sessions."""
+        self._continue.clear()
+        return self.drop(*self._targets)
+
     def prepare(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any,
-                start_from_existing: bool) -> Tuple[Target, List[Any]]:  # fmt: skip
-        """The (cached) target of ``inputs`` on ``geometry``, and the open sessions of the targets it pushed out
-        of the cache; reads the segment once, writes nothing."""
+                start_from_existing: bool, closes: int = 0) -> Tuple[Target, List[Any]]:  # fmt: skip
+        """The (cached) target of ``inputs`` on ``geometry``, and the open sessions of the targets it replaced or
+        pushed out of the cache; reads the segment once, writes nothing. ``closes``: the scene's close count."""
         key = inputs.key
         target = self._targets.get(key)
         if target is not None and target.geometry == geometry:
             self._targets.move_to_end(key)
             return target, []
-        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings)
+        evicted = self.drop(key)  # a volume on a new grid: its old session cannot continue
+        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings,
+                        volume=inputs.volume, closes=closes)  # fmt: skip
         voxels = mrml.whole_segment(inputs.segmentation, inputs.segment_id, geometry)
+        target.seen, target.stamp = voxels, mrml.segment_stamp(inputs.segmentation, inputs.segment_id)
         existing = mrml.voxels_region(voxels)
         continuing = key in self._continue
         self._continue.discard(key)
@@ -174,7 +191,6 @@ class Targets:
         else:
             target.replaced = existing  # a fresh start replaces what the segment held
         self._targets[key] = target
-        evicted: List[Any] = []
         while len(self._targets) > MAX_CACHED_TARGETS:
             evicted += self.drop(next(iter(self._targets)))
         return target, evicted
@@ -182,7 +198,9 @@ class Targets:
 
 class VolumeCache:
     """Volumes as engine images, checked and converted once per image content and transform, each with the
-    embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
+    embedding cache its sessions share (segments of one volume never encode a ROI twice). A volume read again
+    (its node or image data was modified) whose grid and voxels are unchanged keeps its image object and
+    embeddings: a session's image is current exactly while it is the object this cache hands out."""
 
     def __init__(self) -> None:
         self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
@@ -195,8 +213,10 @@ class VolumeCache:
         key = mrml.volume_cache_key(volume, harden)
         if key not in self._images:
             image, geometry = mrml.read_volume(volume, harden=harden)
+            older = [v for k, v in self._images.items() if k[0] == key[0]]
             self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}  # one version per volume
-            self._images[key] = (image, geometry, None)
+            same = older and same_voxels(older[0], image, geometry)
+            self._images[key] = older[0] if same else (image, geometry, None)
         image, geometry, embeddings = self._images[key]
         if local and embeddings is None:
             from ..embeddings import EmbeddingCache  # torch loads only when the local engine is first used
@@ -213,6 +233,13 @@ class VolumeCache:
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
         return image, geometry, embeddings
+
+
+def same_voxels(cached: Tuple[Any, mrml.VolumeGeometry, Any], image: Any, geometry: mrml.VolumeGeometry) -> bool:
+    """The volume read again holds what the cached entry (image, grid, embeddings) holds."""
+    old = cached[0]
+    return (cached[1] == geometry and old.GetPixelID() == image.GetPixelID()
+            and np.array_equal(sitk.GetArrayViewFromImage(old), sitk.GetArrayViewFromImage(image)))  # fmt: skip
 
 
 def without_mask(result: Any) -> Any:
