@@ -415,14 +415,15 @@ def apply_mask(
     protect_others: bool = True,
 ) -> Optional[SegmentEdit]:
     """Write ``mask`` into the segment within ``region`` only. With ``protect_others`` the voxels that belong
-    to any other segment are left out of the new mask, so every other segment is unchanged either way."""
+    to any other segment are not added (voxels the segment already shares with another, e.g. painted there by
+    hand, stay), so every other segment is unchanged either way."""
     region = regions.clip(region, geometry.dims) if region else None
     if region is None:
         return None
     after = mask_region(mask, region)
-    if protect_others:
-        after &= ~other_segments_mask(segmentation_node, segment_id, geometry, region)
     before = read_segment(segmentation_node, segment_id, geometry, region)
+    if protect_others:
+        after &= before | ~other_segments_mask(segmentation_node, segment_id, geometry, region)
     if not np.array_equal(before, after):
         write_segment(segmentation_node, segment_id, geometry, region, after)
     return SegmentEdit(region, before, after)
