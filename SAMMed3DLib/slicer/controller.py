@@ -8,11 +8,8 @@ and reset read the edits back from the session; steps that fall off the session'
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
 (:mod:`.markups`): a new Defined point is a click, a click's point the user deletes is put back with a message.
 
-The scene is the truth, and a session is a cache of it, checked before use (:mod:`.freshness`): before each
-click, undo, redo and reset, the target's nodes must still be the scene's very objects (a closed or reloaded scene
-ends its sessions), a volume whose voxels changed gives the session new voxels, and a segment edited elsewhere
-becomes the session's state (an undoable step; painted and erased voxels stay so). The check costs microseconds
-when nothing changed. A click's result is written only if its segment and voxels did not change while it ran.
+The scene is the truth; a session is a cache of it, checked cheaply before each click, undo, redo and reset and
+before a click's result is written (:mod:`.freshness`, applied in :mod:`.checks`).
 
 Model loading and inference run on one daemon worker thread (:mod:`.worker`), one job at a time in order,
 so a session is never stepped from two threads; every MRML read/write happens on the main thread, in
@@ -38,11 +35,12 @@ from .. import regions
 from ..errors import InputError
 from . import actions, feedback, freshness, markups, models, mrml, targets
 from .actions import Action, Click, ConnectionTest, Download, Errand, Finish, Pending, Redo, Reset, Show, Undo
+from .checks import SceneChecks, first_click
 from .feedback import DELETED_POINT, MOVED_POINT, TORCH_NEEDED, Reporter
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
 from .placing import PlaceMode
-from .remote_models import closer, error_line, is_server, open_session
-from .targets import Inputs, SceneStep, Target, TargetKey, Targets, VolumeCache
+from .remote_models import closer, error_line, is_server
+from .targets import Inputs, Target, TargetKey, Targets, VolumeCache
 from .worker import Worker
 
 __all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "DELETED_POINT", "POLL_INTERVAL_S", "POLL_WAIT_S",
@@ -57,24 +55,13 @@ worker gets the GIL for all but the main loop's own event handling between ticks
 the GIL in its event loop; waiting on a future releases it. SAMMed3DLib/bench/gil_loop.py: a stand-in loop)."""
 
 
-def first_click(load: Callable[[], Any], target: Target, click: Click, auto_extend: bool,
-                history_limit: Optional[int]) -> Any:  # fmt: skip
-    """Worker thread, a target's first click: the model (``load``), the target's new session, its first step."""
-    target.session = open_session(load(), target, auto_extend, history_limit)
-    return target.session.add_click(click.point, positive=click.positive, payload=SceneStep())
-
-
-def clicked(click: Click, session: Any) -> Any:
-    """Worker thread: the click as the session's next step."""
-    return session.add_click(click.point, positive=click.positive, payload=SceneStep())
-
-
-class SegmentationController(Reporter):
+class SegmentationController(Reporter, SceneChecks):
     """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI
     (:class:`.feedback.Reporter`), ``on_place_mode()`` tells it that place mode started or ended."""
 
     def __init__(self, model_loader: Optional[Callable] = None) -> None:
         Reporter.__init__(self)
+        SceneChecks.__init__(self)
         self.options = ModuleOptions()
         self.inputs = Inputs()
         self.on_place_mode: Optional[Callable[[], None]] = None
@@ -91,8 +78,6 @@ class SegmentationController(Reporter):
         self._actions: Deque[Action] = collections.deque()
         self._pending: Deque[Pending] = collections.deque()  # handed to the worker thread, not collected yet
         self._worker: Optional[Worker] = None  # one thread: jobs run one at a time, in order
-        self._watch = freshness.SceneWatch()  # the scene's closes and imports
-        self._closes_seen = 0  # a target forgotten after a close ended with the scene: no message
         self._click_points: Set[Tuple[Any, str]] = set()  # (point list, point ID) of points that show clicks
         self._showing = False  # the controller itself is changing the point lists: their events are ours
         self.last_step: Any = None  # the StepResult last written to the scene, without its mask (status, tests)
@@ -274,8 +259,7 @@ class SegmentationController(Reporter):
         return time.monotonic() - self._pending[0].started if self._pending else 0.0
 
     def cleanup(self) -> None:
-        """Module reload or application exit: returns at once whatever the worker runs (its job is abandoned;
-        nothing more is written to the scene)."""
+        """Module reload or application exit: returns at once, whatever the worker runs (see _stop_worker)."""
         self.exit()
         self._watch.watch(None)
         self._close(self._targets.clear())  # their server sessions close on the worker before it stops
@@ -331,12 +315,7 @@ class SegmentationController(Reporter):
     def _stop_worker(self) -> None:
         """Let the worker thread end after the server sessions to close; jobs that have not started are
         dropped, a download is cancelled, and the running job is abandoned: nothing collects any of them."""
-        for work in self._pending:
-            if isinstance(work.action, Download):
-                work.action.progress.cancel()
-            if not isinstance(work.action, Errand):
-                work.future.cancel()
-        self._pending.clear()
+        actions.abandon(self._pending)
         self._actions.clear()
         if self._worker is not None:
             self._worker.stop()  # a daemon thread: quitting never waits for it
@@ -361,33 +340,11 @@ class SegmentationController(Reporter):
         target, evicted = self._targets.prepare(inputs, image, geometry, embeddings, self.options.start_from_existing,
                                                 self._watch.closes)  # fmt: skip
         self._close(evicted)
-        target.image_stamp = mrml.image_stamp(inputs.volume)  # the click is written only if it is still this
-        edit = self._hand_edit(target)  # first: a renewal starts from the segment as it is
-        renewal = self._renewal(target, image, embeddings, load)
         if target.session is None:
             job = partial(first_click, load, target, action, self.options.auto_extend, self.history_limit)
-        elif edit is None and renewal is None:  # the session's own step, as the click path promises
-            job = partial(target.session.add_click, action.point, positive=action.positive, payload=SceneStep())
         else:
-            job = freshness.checked_job(target, partial(clicked, action), edit, renewal)
+            job = self._click_job(target, action, image, embeddings, load)  # the scene checked (checks.py)
         self._submit(action, job, target)
-
-    def _renewal(self, target: Target, image: Any, embeddings: Any, load: Callable[[], Any]) -> Optional[Callable]:
-        """When the volume's voxels changed since the target's session read them: the job continuing it on the
-        new ones from the segment as it is (:func:`.freshness.renew`), else None."""
-        if target.image is image or target.session is None:
-            return None
-        target.image, target.embeddings, target.notice = image, embeddings, freshness.NEW_VOXELS
-        target.initial_mask = mrml.voxels_to_sitk(target.seen, image)  # checked just before: the scene's segment
-        opener = partial(open_session, auto_extend=self.options.auto_extend, history_limit=self.history_limit)
-        return partial(freshness.renew, target, load, opener)
-
-    def _hand_edit(self, target: Target) -> Optional[freshness.HandEdit]:
-        """The segment's edits made outside the module since the target's last step (the session adopts them)."""
-        edit = freshness.hand_edit(target)
-        if edit is not None:
-            target.notice = freshness.HAND_EDIT
-        return edit
 
     @_start.register(Undo)
     @_start.register(Redo)
@@ -395,16 +352,15 @@ class SegmentationController(Reporter):
         """Undo or redo one session step, when the session has one (its history is the only one)."""
         undo = isinstance(action, Undo)
         target = self._targets.with_session(action.inputs.key)
-        edit = self._hand_edit(target) if target is not None else None  # adopted first: Undo steps back over it
-        if target is not None and (edit or (target.session.can_undo if undo else target.session.can_redo)):
-            step = (lambda session: session.undo()) if undo else (lambda session: session.redo())
-            self._submit(action, freshness.checked_job(target, step, edit), target)
+        job = self._travel_job(target, undo) if target is not None else None  # a hand edit is adopted first
+        if job is not None:
+            self._submit(action, job, target)
 
     @_start.register
     def _start_reset(self, action: Reset) -> None:
         target = self._targets.with_session(action.inputs.key)
         if target is not None:
-            self._submit(action, freshness.checked_job(target, targets.rewind, self._hand_edit(target)), target)
+            self._submit(action, self._travel_job(target, None), target)
 
     @_start.register
     def _start_finish(self, action: Finish) -> None:
@@ -423,16 +379,8 @@ class SegmentationController(Reporter):
 
     @_finish.register
     def _finish_click(self, action: Click, target: Target, result: Any) -> None:
-        """Write the click's mask into the segment; a write that fails takes the click back from the session, and
-        so does a segment or volume that changed while it ran (a forgotten target is not written to at all)."""
-        if self._targets.get(target.key) is not target:
-            return  # the scene closed, or Finish or Reset came first
-        target.settled = targets.folded(target.settled, result.dropped)  # fell off the history whatever happens next
-        changed = freshness.changed_while_running(target, target.image_stamp)
-        if changed:
-            target.session.discard_last_step()
-            self._show_points()
-            self._report(changed, True)
+        """Write the click's mask into the segment (if still current); a write that fails takes the click back."""
+        if not self._still_current(target, result):  # checks.py
             return
         try:
             mrml.prepare_segmentation(target.segmentation, target.geometry)
@@ -512,23 +460,6 @@ class SegmentationController(Reporter):
         """Nobody needs an errand's outcome (closing a server session fails quietly: the server frees it)."""
 
     # --- targets --------------------------------------------------------------------------------------------
-
-    def _forget_stale(self) -> None:
-        """Forget the targets whose scene closed or whose nodes left it (closing their server sessions), and the
-        queued actions on such nodes; one message when clicks ended that way."""
-        sessions, had_clicks = freshness.forget_stale(self._targets, self._watch.closes, self.inputs)
-        self._close(sessions)
-        self._actions = collections.deque(a for a in self._actions if freshness.live(a.inputs))
-        if had_clicks and self._watch.closes == self._closes_seen:
-            self._report(freshness.NODE_GONE, True)
-        self._closes_seen = self._watch.closes
-
-    def _tell(self, target: Target, result: Any) -> None:
-        """The messages of a step just written: the target's notice (new voxels, a hand edit), a server's replay."""
-        if target.notice:
-            self._report(target.notice, False)
-            target.notice = ""
-        self._tell_replayed(result)
 
     def _drop(self, *keys: TargetKey) -> None:
         """Forget these targets; their server sessions are closed on the worker (after the job it runs)."""

@@ -172,17 +172,20 @@ class Targets:
     def prepare(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any,
                 start_from_existing: bool, closes: int = 0) -> Tuple[Target, List[Any]]:  # fmt: skip
         """The (cached) target of ``inputs`` on ``geometry``, and the open sessions of the targets it replaced or
-        pushed out of the cache; reads the segment once, writes nothing. ``closes``: the scene's close count."""
+        pushed out of the cache; reads the segment once, writes nothing. ``closes``: the scene's close count. Called
+        as a click starts: the target's ``image_stamp`` is the volume's then."""
         key = inputs.key
         target = self._targets.get(key)
         if target is not None and target.geometry == geometry:
             self._targets.move_to_end(key)
+            target.image_stamp = mrml.image_stamp(inputs.volume)  # the click is written only if it is still this
             return target, []
         evicted = self.drop(key)  # a volume on a new grid: its old session cannot continue
         target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings,
                         volume=inputs.volume, closes=closes)  # fmt: skip
         voxels = mrml.whole_segment(inputs.segmentation, inputs.segment_id, geometry)
         target.seen, target.stamp = voxels, mrml.segment_stamp(inputs.segmentation, inputs.segment_id)
+        target.image_stamp = mrml.image_stamp(inputs.volume)
         existing = mrml.voxels_region(voxels)
         continuing = key in self._continue
         self._continue.discard(key)
