@@ -26,7 +26,7 @@ from .config import NAMESPACE, NORMAL_PRIORITY, SERVE_LOGGING, ServerConfig, tok
 from .core import Failure
 
 app = FastAPI(title="SAM-Med3D", version=__version__)
-STEPS = ("click", "undo", "redo", "reset", "discard", "focus")
+STEPS = ("click", "undo", "redo", "reset", "discard", "focus", "adopt")
 
 
 class ApiError(Exception):
