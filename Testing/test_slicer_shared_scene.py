@@ -448,3 +448,11 @@ def test_quitting_never_waits_for_a_hung_step(where):
             process.kill()
             process.wait()
             pytest.fail("quitting waited for the hung step (killed after 30 s)")
+
+
+def test_the_scene_check_benchmark_runs(capsys):
+    from SAMMed3DLib.bench.scene_check import main
+
+    assert main(["--size", "48,40,32", "--repeats", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "scene check before a click, nothing changed: median" in out and "ratio check / reference" in out

@@ -52,8 +52,9 @@ def measure(size: Sequence[int] = (512, 512, 300), repeats: int = 200) -> Dict[s
         segment = mrml.add_empty_segment(segmentation)
         geometry = mrml.volume_geometry(volume)
         centre = geometry.ijk_to_ras @ [nx / 2, ny / 2, nz / 2, 1.0]
-        region = ((nx // 2 - 40, ny // 2 - 40, nz // 2 - 40), (80, 80, 80))
-        ball = sphere_voxels(geometry.ijk_to_ras, geometry.dims, centre[:3], 25.0)
+        box = [min(80, n // 2) for n in (nx, ny, nz)]  # a written region of up to 80³ voxels around the centre
+        region = (tuple(n // 2 - b // 2 for n, b in zip((nx, ny, nz), box)), tuple(box))
+        ball = sphere_voxels(geometry.ijk_to_ras, geometry.dims, centre[:3], 0.8 * min(box) / 2)
         (x, y, z), (sx, sy, sz) = region
         mrml.write_segment(segmentation, segment, geometry, region, ball[z:z + sz, y:y + sy, x:x + sx])
         inputs = Inputs(volume, segmentation, segment)
