@@ -456,3 +456,21 @@ def test_the_scene_check_benchmark_runs(capsys):
     assert main(["--size", "48,40,32", "--repeats", "10"]) == 0
     out = capsys.readouterr().out
     assert "scene check before a click, nothing changed: median" in out and "ratio check / reference" in out
+
+
+def test_the_targets_copy_of_the_segment_follows_every_write(module):
+    """What the module last wrote is what it compares the scene with: after a fresh start over old content (its
+    first step also clears what the segment held), undo, redo and a click, the copy is the scene's segment."""
+    scenario, view = module
+    paint(scenario, ball(scenario, BLOB, 5.0))  # old content, away from the object: the first click clears it
+    click(scenario, view, SPHERE_CENTER_RAS)
+    assert not scenario.target_voxels()[ball(scenario, BLOB, 5.0)].any()
+    steps = [scenario.controller.undo, scenario.controller.redo, scenario.controller.undo]
+    for step in steps:
+        step()
+        scenario.controller.wait()
+        target = scenario.controller.target()
+        assert np.array_equal(target.seen, scenario.target_voxels()), step.__name__
+    count = len(scenario.controller.messages)
+    click(scenario, view, ANTERIOR, positive=False)
+    assert messages_since(scenario, count) == [], "the module took its own write for a hand edit"

@@ -405,8 +405,7 @@ class SegmentationController(Reporter, SceneChecks):
         """The undone or redone step into the segment (:func:`.targets.write_travel`); status, points."""
         undo = isinstance(action, Undo)
         target.settled = targets.folded(target.settled, result.dropped)  # an adopted hand edit may push one out
-        targets.write_travel(target, result, undo)
-        freshness.wrote(target, result.changed)
+        freshness.wrote(target, targets.write_travel(target, result, undo))
         self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.travel_status(result, undo)
         self._show_points()

@@ -97,14 +97,16 @@ class Target:
         return tuple(self.session.clicks) if self.session is not None else ()
 
 
-def write_travel(target: Target, result: Any, undo: bool) -> None:
+def write_travel(target: Target, result: Any, undo: bool) -> Optional[regions.Region]:
     """Main thread: write an undone (``undo``) or redone step's edit (``result``: its StepResult) out of or back
-    into the segment. If the write fails, the session goes back the other way (to match the scene) and the error
-    rises."""
+    into the segment; the region written (None: none). If the write fails, the session goes back the other way (to
+    match the scene) and the error rises."""
     step = result.payload
     try:
         if isinstance(step, SceneStep) and step.edit is not None:
             mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=undo)
+            return step.edit.region
+        return None
     except Exception:
         (target.session.redo if undo else target.session.undo)()
         raise
