@@ -77,9 +77,9 @@ class SceneChecks:
         return edit
 
     def _still_current(self, target: Target, result: Any) -> bool:
-        """A click's result may be written: its target is still the one of its key (the scene did not close,
-        Finish or Reset did not come first) and neither its segment nor its volume's voxels changed while it ran
-        (then the click is taken back from the session, its point goes, and the user is told)."""
+        """A click's result may be written: its target is still the one of its key (the scene did not close, its
+        nodes were not removed) and neither its segment nor its volume's voxels changed while it ran (then the click
+        is taken back from the session, its point goes, and the user is told)."""
         if self._targets.get(target.key) is not target:
             return False
         target.settled = targets.folded(target.settled, result.dropped)  # fell off the history whatever happens
