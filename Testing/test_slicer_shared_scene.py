@@ -207,6 +207,28 @@ def test_a_click_segments_the_voxels_on_screen_after_they_changed(module, in_pla
     assert not scenario.target_voxels().any()
 
 
+def test_a_session_that_cannot_continue_on_new_voxels_stays_as_it_was(module, monkeypatch):
+    from SAMMed3DLib.slicer import checks
+
+    scenario, view = module
+    click(scenario, view, SPHERE_CENTER_RAS)
+    session, before = scenario.controller.target().session, scenario.target_voxels()
+    add_blob(scenario, in_place=False)
+
+    def refused(*args, **kwargs):
+        raise MemoryError("no room for a new session")
+
+    monkeypatch.setattr(checks, "open_session", refused)
+    place(scenario, view, BLOB)
+    scenario.controller.wait()
+    assert "no room" in scenario.controller.last_error and np.array_equal(scenario.target_voxels(), before)
+    target = scenario.controller.target()
+    assert target.session is session and len(session.clicks) == 1 and len(defined_points(scenario.positive)) == 1
+    monkeypatch.undo()
+    click(scenario, view, BLOB)  # tried again: the session continues on the new voxels now
+    assert scenario.target_voxels()[ijk(scenario.geometry, BLOB)] and session_clicks(scenario) == 2
+
+
 # --- 3. hand edits between clicks ----------------------------------------------------------------------------
 
 

@@ -64,10 +64,10 @@ class SceneChecks:
         new ones from the segment as it is (:func:`.freshness.renew`), else None."""
         if target.image is image:
             return None
-        target.image, target.embeddings, target.notice = image, embeddings, freshness.NEW_VOXELS
-        target.initial_mask = mrml.voxels_to_sitk(target.seen, image)  # checked just before: the scene's segment
+        target.notice = freshness.NEW_VOXELS
+        initial_mask = mrml.voxels_to_sitk(target.seen, image)  # checked just before: the scene's segment
         opener = partial(open_session, auto_extend=self.options.auto_extend, history_limit=self.history_limit)
-        return partial(freshness.renew, target, load, opener)
+        return partial(freshness.renew, target, load, opener, image, embeddings, initial_mask)
 
     def _hand_edit(self, target: Target) -> Optional[freshness.HandEdit]:
         """The segment's edits made outside the module since the target's last step (the session adopts them)."""

@@ -150,15 +150,18 @@ def changed_while_running(target: Target, image: Tuple) -> Optional[str]:
 # --- worker-thread jobs -----------------------------------------------------------------------------------
 
 
-def renew(target: Target, load: Callable[[], Any], opener: Callable[..., Any]) -> Tuple[Any, ...]:
-    """Worker thread: the target's session continued on its new image (``target.image``, set on the main thread)
-    by a new session (``opener(model, target, clicks=...)``) that starts from the segment as it is
-    (``target.initial_mask``) with the old session's clicks. The old session's steps are rewound there (the
-    scene keeps their edits); their payloads come back oldest first, as steps that fell off the history do."""
+def renew(target: Target, load: Callable[[], Any], opener: Callable[..., Any], image: Any, embeddings: Any,
+          initial_mask: Any) -> Tuple[Any, ...]:  # fmt: skip
+    """Worker thread: the target's session continued on new voxels (``image``, its ``embeddings`` cache) by a new
+    session (``opener(model, target, clicks=...)``) that starts from the segment as it is (``initial_mask``) with
+    the old session's clicks. Only once it is open are the old session's steps rewound (the scene keeps their
+    edits) and the target switched to it: a failure leaves the target as it was. The rewound steps' payloads come
+    back oldest first, as steps that fell off the history do, so that Reset still reverts them."""
     old = target.session
-    clicks = old.clicks
+    new = opener(load(), replace(target, image=image, embeddings=embeddings, initial_mask=initial_mask),
+                 clicks=old.clicks)  # fmt: skip
     payloads, _ = rewind(old)
-    target.session = opener(load(), target, clicks=clicks)
+    target.session, target.image, target.embeddings, target.initial_mask = new, image, embeddings, initial_mask
     close = closer(old)
     if close is not None:
         close()
