@@ -6,7 +6,8 @@ It owns the model cache and one :class:`~SAMMed3DLib.InteractiveSession` per (vo
 history: the session's. Each session step carries the edit it made to the segment as its payload, so undo, redo
 and reset read the edits back from the session; steps that fall off the session's history hand their payloads
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
-(:mod:`.markups`): a new Defined point is a click, a click's point the user deletes is put back with a message.
+(:mod:`.markups`): a new Defined point is a click, a click's point the user deletes or moves is put back with a
+message.
 
 The scene is the truth; a session is a cache of it, checked cheaply before each click, undo, redo and reset and
 before a click's result is written (:mod:`.freshness`, applied in :mod:`.checks`).
