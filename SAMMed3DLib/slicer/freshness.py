@@ -15,6 +15,7 @@ only when their modification stamps moved):
   voxels edited since (:func:`hand_edit`) become the session's state (its ``adopt`` step).
 """
 
+import weakref
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable, List, Optional, Tuple
@@ -56,20 +57,18 @@ class SceneWatch:
             self.scene.RemoveObserver(tag)
         self.scene, self._tags, self.busy = scene, [], False
         if scene is not None:
-            self._tags = [scene.AddObserver(scene.StartCloseEvent, self._closing),
-                          scene.AddObserver(scene.StartImportEvent, self._importing),
-                          scene.AddObserver(scene.EndCloseEvent, self._done),
-                          scene.AddObserver(scene.EndImportEvent, self._done)]  # fmt: skip
+            events = ((scene.StartCloseEvent, 1, True), (scene.StartImportEvent, 0, True),
+                      (scene.EndCloseEvent, 0, False), (scene.EndImportEvent, 0, False))  # fmt: skip
+            me = weakref.ref(self)  # the scene must not keep a forgotten controller's watch alive
+            self._tags = [scene.AddObserver(event, partial(_seen, me, closes, busy)) for event, closes, busy in events]
 
-    def _closing(self, caller: Any, event: str) -> None:
-        self.closes += 1
-        self.busy = True
 
-    def _importing(self, caller: Any, event: str) -> None:
-        self.busy = True
-
-    def _done(self, caller: Any, event: str) -> None:
-        self.busy = False
+def _seen(watch: "weakref.ref[SceneWatch]", closes: int, busy: bool, caller: Any, event: str) -> None:
+    """A watched scene event: ``closes`` more closes, and whether the scene is now closing or importing."""
+    current = watch()
+    if current is not None:
+        current.closes += closes
+        current.busy = busy
 
 
 def gone(node: Any) -> bool:
