@@ -5,10 +5,13 @@ import json
 import os
 import sys
 import time
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 from .markups import POINT_LIKE
 from .options import add_device_arguments
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 HELP = "segment a structure from positive/negative clicks (RAS mm or Slicer .mrk.json) and write the mask"
 
@@ -35,18 +38,32 @@ def input_files(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return [(option, path) for option, path in inputs if os.path.exists(path)]
 
 
+def written_line(path: str, mask: "sitk.Image", seconds: float) -> str:
+    """``wrote mask.nii.gz: 18,234 voxels, 27.4 ml, 1.9 s``: what the mask holds (1 ml = 1000 mm³)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..wording import count
+
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    millilitres = voxels * float(np.prod(mask.GetSpacing())) / 1000.0
+    return f"wrote {path}: {count(voxels, 'voxel')}, {millilitres:.1f} ml, {seconds:.1f} s"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..model import load_model
     from ..session import InteractiveSession
-    from .images import check_format_holds, read_image, write_image
+    from .images import check_format_holds, check_volume_path, read_image, write_image
     from .markups import parse_points
     from .outputs import StagedOutputs, check_distinct_outputs, check_output_path, check_outputs_spare_inputs
 
     start = time.perf_counter()
-    outputs = {"--out": check_output_path(args.out, "--out")}
-    if args.save_roi:
-        outputs["--save-roi"] = check_output_path(args.save_roi, "--save-roi")
+    volumes = {"--out": args.out, "--save-roi": args.save_roi}
+    for option, path in volumes.items():
+        if path:
+            check_volume_path(path, option)
+    outputs = {option: check_output_path(path, option) for option, path in volumes.items() if path}
     check_distinct_outputs(outputs)  # before any work, as the checks above and below
     inputs = input_files(args)
     check_outputs_spare_inputs(outputs, inputs)
@@ -72,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         if args.save_roi:
             staged.stage(args.save_roi, lambda path: write_image(session.roi_input_image(), path))
     write_s = time.perf_counter() - tick
+    print(written_line(args.out, session.mask, time.perf_counter() - start))
+    if args.save_roi:
+        print(f"wrote {args.save_roi}: the normalised model input of the last click's ROI (128x128x128 at 1.5 mm)")
     if args.timings:
         report = {
             "read_image": round(read_s, 4),
