@@ -76,3 +76,91 @@ def test_segment_says_what_it_wrote(tmp_path, capsys, phantom, tiny_checkpoint):
 def test_counts_are_in_the_singular_for_one():
     assert [count(n, "click") for n in (0, 1, 2, 18234)] == ["0 clicks", "1 click", "2 clicks", "18,234 clicks"]
     assert count(1, "structure") == "1 structure" and count(3, "case") == "3 cases"
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_one_rule_everywhere(tmp_path, capfd, monkeypatch, phantom):
+    """bench refuses as segment, evaluate and bench-session do: the same line, before any run."""
+    from SAMMed3DLib import device
+    from SAMMed3DLib.bench import network, session
+
+    monkeypatch.setattr(device, "cpu_has_bf16_products", lambda: False)
+    monkeypatch.setattr(network, "run_benchmark", lambda settings: pytest.fail("bench ran"))
+    monkeypatch.setattr(session, "run_session_benchmark", lambda *a, **k: pytest.fail("bench-session ran"))
+    image, click = phantom
+    common = ["--device", "cpu", "--precision", "bf16"]
+    lines = {
+        "bench": one_error(capfd, main(["bench", "--no-reference", *common])),
+        "bench-session": one_error(capfd, main(["bench-session", "--no-reference", *common])),
+        "segment": one_error(capfd, main(["segment", "--image", str(image), "--weights", "w.pth", "--positive", click,
+                                          "--out", str(tmp_path / "m.nii.gz"), *common])),
+        "evaluate": one_error(capfd, main(["evaluate", "--image", str(image), "--label", str(image), "--weights",
+                                           "w.pth", *common])),
+    }  # fmt: skip
+    assert len(set(lines.values())) == 1, lines
+    assert "bf16 needs a CPU with AVX512-BF16 or AMX" in lines["bench"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    from support.phantoms import two_spheres_phantom
+
+    image, a, b = two_spheres_phantom()
+    folder = tmp_path_factory.mktemp("evaluate")
+    sitk.WriteImage(image, str(folder / "img.nii.gz"))
+    sitk.WriteImage(sitk.Cast(a + b * 2, sitk.sitkUInt8), str(folder / "lbl.nrrd"))
+    return folder / "img.nii.gz", folder / "lbl.nrrd"
+
+
+def evaluate(labelled, weights, *extra) -> list:
+    image, label = labelled
+    argv = ["evaluate", "--image", str(image), "--label", str(label), "--weights", str(weights), "--device", "cpu"]
+    return [*argv, "--clicks", "2", "--sampler", "ritm", *extra]
+
+
+@pytest.mark.parametrize("terminal, quiet", [(True, False), (True, True), (False, False)],
+                         ids=["terminal", "quiet", "not-a-terminal"])  # fmt: skip
+def test_evaluate_reports_progress_on_a_terminal(capsys, monkeypatch, labelled, tiny_checkpoint, terminal, quiet):
+    from SAMMed3DLib.cli import progress
+
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: terminal)
+    assert main(evaluate(labelled, tiny_checkpoint, *(["--quiet"] if quiet else []))) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    if terminal and not quiet:
+        assert lines[0].startswith("label 1 (1 of 2 structures): click 1 of 2, Dice ")
+        assert any(line.startswith("label 2 (2 of 2 structures): click 1 of 2, Dice ") for line in lines)
+        assert all(" click " in line for line in lines)
+    else:
+        assert lines == []
+    assert captured.out.startswith("label ")  # the table stays on standard output
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_an_implicit_download_shows_its_progress(srv, tmp_path, capsys, monkeypatch, labelled, tiny_checkpoint, quiet):
+    """``--weights ID`` not yet in the cache: the download draws a bar on standard error (not under --quiet)."""
+    from support.http_fixtures import registry_entry, write_registry
+
+    from SAMMed3DLib.cli import progress
+
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)
+    url = srv.add("/tiny.pth", tiny_checkpoint.read_bytes())
+    monkeypatch.setenv("SAMMED3D_REGISTRY", write_registry(tmp_path / "r.json", registry_entry("tiny", [url])))
+    monkeypatch.setenv("SAMMED3D_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(evaluate(labelled, "tiny", "--clicks", "1", *(["--quiet"] if quiet else []))) == 0
+    err = capsys.readouterr().err
+    assert ("tiny 100% [" in err) != quiet
+    assert (tmp_path / "cache").exists()
+
+
+def test_cli_summaries_say_one_in_the_singular():
+    """A one-case, one-structure, one-click run reads "1 case", "1 structure", "1 click" (not "1 clicks")."""
+    from SAMMed3DLib.cli.batch import Outcome, summary
+    from SAMMed3DLib.slicer.feedback import travel_status
+
+    assert summary([Outcome("a", "done", 1.0, "1 click")], 2.0).splitlines()[-1].startswith("1 case: 1 done")
+
+    class Result:
+        clicks = [object()]
+
+    assert travel_status(Result(), undo=True) == "undone (1 click)"

@@ -8,7 +8,8 @@ import time
 from typing import TYPE_CHECKING, List, Tuple
 
 from .markups import POINT_LIKE
-from .options import add_device_arguments
+from .options import add_device_arguments, checked_device
+from .progress import add_quiet_argument, load_model_with_progress
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-roi", metavar="FILE", help="also write the normalised 128³ model input (NIfTI)")
     parser.add_argument("--timings", action="store_true", help="print one JSON line of step times (seconds)")
     add_device_arguments(parser)
+    add_quiet_argument(parser)
     parser.add_argument("--auto-extend", action="store_true", help="follow objects larger than the 192 mm ROI")
 
 
@@ -51,8 +53,6 @@ def written_line(path: str, mask: "sitk.Image", seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..device import resolve_device
-    from ..model import load_model
     from ..session import InteractiveSession
     from .images import check_format_holds, check_volume_path, read_image, write_image
     from .markups import parse_points
@@ -60,23 +60,22 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     volumes = {"--out": args.out, "--save-roi": args.save_roi}
-    for option, path in volumes.items():
-        if path:
-            check_volume_path(path, option)
     outputs = {option: check_output_path(path, option) for option, path in volumes.items() if path}
     check_distinct_outputs(outputs)  # before any work, as the checks above and below
     inputs = input_files(args)
     check_outputs_spare_inputs(outputs, inputs)
+    for option, path in outputs.items():
+        check_volume_path(path, option)
+    device = checked_device(args)
     positives = [p for spec in args.positive for p in parse_points(spec)]
     negatives = [p for spec in args.negative for p in parse_points(spec)]
     image = read_image(args.image)
     check_format_holds(image, outputs["--out"], "--out")
     read_s = time.perf_counter() - start
-    device = resolve_device(args.device)
     if args.device not in ("auto", device.type):
         print(f"warning: {args.device} is not available; running on {device.type}", file=sys.stderr)
     tick = time.perf_counter()
-    model = load_model(args.weights, device=device, precision=args.precision)
+    model = load_model_with_progress(args, device)
     load_s = time.perf_counter() - tick
     session = InteractiveSession(model, image, auto_extend=args.auto_extend)
     steps = []
