@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
     device = checked_device(args)
     positives = [p for spec in args.positive for p in parse_points(spec)]
     negatives = [p for spec in args.negative for p in parse_points(spec)]
+    tick = time.perf_counter()
     image = read_image(args.image)
     check_format_holds(image, outputs["--out"], "--out")
-    read_s = time.perf_counter() - start
+    read_s = time.perf_counter() - tick
     if args.device not in ("auto", device.type):
         print(f"warning: {args.device} is not available; running on {device.type}", file=sys.stderr)
     tick = time.perf_counter()
