@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, List
 
 from ..errors import InputError
+from ..wording import count
 from .batch import FILES, Case, image_cases, run_cases, session_opener, summary, write_case_output, write_staged
 from .options import add_device_arguments
 
@@ -76,7 +77,7 @@ def segment_case(case: Case, open_session: Callable) -> str:
             close()
     with FILES:
         write_case_output(case, lambda path: write_image(mask, path))
-    return f"{len(clicks)} clicks"
+    return count(len(clicks), "click")
 
 
 def run(args: argparse.Namespace) -> int:
