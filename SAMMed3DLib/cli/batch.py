@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import InputError, SAMMed3DError
+from ..worklist import SEGMENTATION_SUFFIX
 
 FILES = threading.Lock()
 """Image reading/writing holds the process's native stderr: one at a time across the batch's threads."""
@@ -43,6 +44,8 @@ class Outcome:
 def case_name(path: Path) -> Optional[str]:
     """The case name of an image file (``liver_01.nii.gz`` → ``liver_01``), None for other files."""
     lower = path.name.lower()
+    if lower.endswith(SEGMENTATION_SUFFIX):  # a Slicer segmentation beside its image (the worklist's layout)
+        return None
     suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
     return path.name[: -len(suffix)] if suffix and path.is_file() else None
 
