@@ -119,13 +119,6 @@ class Worklist:
                 return case
         return None
 
-    def counts(self) -> Dict[str, int]:
-        """How many cases are in each state (and busy)."""
-        cases = self.cases()
-        counts = {state: sum(c.state == state for c in cases) for state in STATES}
-        counts["busy"] = sum(c.busy for c in cases)
-        return counts
-
     def _images(self) -> Dict[str, Path]:
         images: Dict[str, Path] = {}
         try:
@@ -248,6 +241,26 @@ class CaseLock:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+def case_line(case: Case) -> str:
+    """One line for a list of cases: "liver_01 — in progress · 2 segments · 14 clicks · open by ana"."""
+    parts = [case.state]
+    if case.segments:
+        parts.append(f"{case.segments} segment{'s' if case.segments != 1 else ''}")
+    if case.clicks:
+        parts.append(f"{case.clicks} click{'s' if case.clicks != 1 else ''}")
+    if case.busy:
+        parts.append(f"open by {case.holder}")
+    return f"{case.name} \u2014 " + " \u00b7 ".join(parts)
+
+
+def counts_line(cases: List[Case]) -> str:
+    """One line summing up the cases: "12 cases: 7 to do, 2 in progress, 3 done (1 open elsewhere)"."""
+    counts = {state: sum(c.state == state for c in cases) for state in STATES}
+    busy = sum(c.busy for c in cases)
+    line = f"{len(cases)} case{'s' if len(cases) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    return line + (f" ({busy} open elsewhere)" if busy else "")
 
 
 def check_case_name(name: str) -> str:

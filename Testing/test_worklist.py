@@ -12,7 +12,7 @@ import pytest
 
 from SAMMed3DLib import InputError
 from SAMMed3DLib.prompts import SegmentPrompts, prompts_text, read_prompts
-from SAMMed3DLib.worklist import DONE, IN_PROGRESS, RECORDS, STALE_AFTER_S, TO_DO, Worklist
+from SAMMed3DLib.worklist import DONE, IN_PROGRESS, RECORDS, STALE_AFTER_S, TO_DO, Worklist, case_line, counts_line
 
 
 def data_folder(tmp_path: Path) -> Path:
@@ -56,7 +56,8 @@ def test_states_resume_in_a_new_session(tmp_path):
     assert restarted.next_to_do().name == "c case"
     assert restarted.next_to_do(after="d").name == "e_series"
     assert restarted.next_to_do(after="e_series").name == "c case"  # from the top again
-    assert restarted.counts() == {TO_DO: 3, IN_PROGRESS: 1, DONE: 1, "busy": 0}
+    assert counts_line(restarted.cases()) == "5 cases: 3 to do, 1 in progress, 1 done"
+    assert case_line(by_name["b_case"]) == "b_case \u2014 in progress \u00b7 2 segments \u00b7 5 clicks"
 
 
 def test_a_claimed_case_is_busy_for_the_others_and_free_after_release(tmp_path):
@@ -65,7 +66,8 @@ def test_a_claimed_case_is_busy_for_the_others_and_free_after_release(tmp_path):
     lock = ana.claim("b_case")
     assert lock.held and not ana.case("b_case").busy  # not busy for its own session
     seen = ben.case("b_case")
-    assert seen.busy and seen.holder == "ana"
+    assert seen.busy and seen.holder == "ana" and case_line(seen) == "b_case \u2014 to do \u00b7 open by ana"
+    assert counts_line(ben.cases()).endswith("(1 open elsewhere)")
     with pytest.raises(InputError, match="b_case is open by ana"):
         ben.claim("b_case")
     assert ben.next_to_do().name == "a_case" and ben.next_to_do(after="a_case").name == "c case"
