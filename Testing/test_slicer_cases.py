@@ -257,3 +257,50 @@ def test_a_damaged_segmentation_is_one_message_and_the_case_stays_closed(station
         station.desk.open("b")
     assert scene_fingerprint(app.scene) == before and station.desk.current is None
     assert not station.desk.worklist.case("b").busy
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """``image`` (int16) as a CT series of one file per slice, as a scanner exports it."""
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    study = "1.2.826.0.1.3680043.2.1125.7"
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        origin = "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k)))
+        direction = image.GetDirection()
+        orientation = "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1],
+                                                      direction[4], direction[7]))  # fmt: skip
+        spacing = image.GetSpacing()
+        for tag, value in (("0008|0060", "CT"), ("0020|000d", study), ("0020|000e", study + ".1"),
+                           ("0020|0013", str(k + 1)), ("0020|0032", origin), ("0020|0037", orientation),
+                           ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0018|0050", str(spacing[2]))):
+            slice_.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
+        writer.Execute(slice_)
+
+
+def test_a_dicom_series_folder_is_a_case_and_replays(station, folder, tmp_path, monkeypatch):
+    """A folder holding one DICOM series is a case: Slicer reads the series, the segmentation is saved beside the
+    folder, and segment-dataset replays its clicks on the series as read by ITK."""
+    image = sitk.Cast(sphere_phantom(size=(40, 40, 24), centre_ras=(-60.0, -60.0, 60.0))[0], sitk.sitkInt16)
+    write_dicom_series(image, folder / "series")
+    opened = station.desk.open("series")
+    geometry = mrml.volume_geometry(opened.volume)
+    assert geometry.dims == image.GetSize()
+    assert np.array_equal(sitk.GetArrayFromImage(mrml.volume_to_sitk(opened.volume, geometry)),
+                          sitk.GetArrayFromImage(image))  # fmt: skip
+    station.select()
+    station.click((-60.0, -60.0, 60.0))
+    expected = station.voxels(opened.segment_id)
+    station.desk.save(done=True)
+    assert (folder / "series.seg.nrrd").is_file() and (folder / "series.prompts.mrk.json").is_file()
+
+    from SAMMed3DLib import model as model_module
+    from SAMMed3DLib.cli import main
+
+    monkeypatch.setattr(model_module, "load_model", lambda *args, **kwargs: StandInModel())
+    out = tmp_path / "replayed"
+    main(["segment-dataset", "--images", str(folder), "--prompts", str(folder), "--out", str(out),
+          "--weights", "stand-in"])  # fmt: skip
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "series.nii.gz"))) == 1, expected)
