@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import InputError
+from .staging import is_read_only
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SEGMENTATION_SUFFIX = ".seg.nrrd"
@@ -91,6 +92,8 @@ class Worklist:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise InputError(f"{self.folder} is not a folder")
+        if is_read_only(self.folder):  # no write permission bit, or none for this process
+            raise InputError(f"{self.folder} is read-only: the worklist saves segmentations beside the images")
         owner = " ".join(str(owner).split())[:80]
         self.owner = owner or "someone"
         self.token = uuid.uuid4().hex  # this session's identity in the locks it takes
@@ -148,7 +151,10 @@ class Worklist:
     def record_path(self, name: str) -> Path:
         """Where the state record of case ``name`` lives (its folder is made when missing)."""
         folder = self.folder / RECORDS
-        folder.mkdir(exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot write in {self.folder} ({exc.strerror or exc})") from exc
         return folder / f"{check_case_name(name)}.json"
 
     def record_text(self, state: str, segments: int, clicks: int) -> str:
@@ -171,8 +177,7 @@ class Worklist:
         """Take case ``name`` for this session: a lock the others see as busy. InputError if someone else holds
         it (their name in the message). Claiming a case this session already holds returns a fresh handle."""
         case = self.case(name)
-        path = self.folder / RECORDS / f"{case.name}.lock"
-        path.parent.mkdir(exist_ok=True)
+        path = self.record_path(case.name).with_suffix(".lock")
         content = json.dumps({"owner": self.owner, "token": self.token, "host": socket.gethostname(),
                               "pid": os.getpid()})  # fmt: skip
         for _ in range(3):

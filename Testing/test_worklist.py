@@ -165,6 +165,16 @@ def test_a_damaged_record_shows_the_case_as_to_do(tmp_path):
     assert worklist.case("d").state == TO_DO
 
 
+def test_a_read_only_folder_is_one_message(tmp_path):
+    folder = data_folder(tmp_path)
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match="data is read-only: the worklist saves segmentations beside the images"):
+            Worklist(folder, "ana")
+    finally:
+        folder.chmod(0o755)
+
+
 def test_a_missing_folder_is_one_message(tmp_path):
     with pytest.raises(InputError, match="is not a folder"):
         Worklist(tmp_path / "nowhere", "ana")
