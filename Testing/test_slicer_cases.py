@@ -304,3 +304,26 @@ def test_a_dicom_series_folder_is_a_case_and_replays(station, folder, tmp_path, 
     main(["segment-dataset", "--images", str(folder), "--prompts", str(folder), "--out", str(out),
           "--weights", "stand-in"])  # fmt: skip
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "series.nii.gz"))) == 1, expected)
+
+
+def test_a_case_whose_nodes_were_removed_is_not_saved_but_opens_again(station, app, folder):
+    """The scene is the truth: another module removed the case's segmentation; Save says so and writes nothing,
+    opening the case again loads it afresh."""
+    opened = station.desk.open("b")
+    app.scene.RemoveNode(opened.segmentation)
+    with pytest.raises(InputError, match="segmentation of b was removed from the scene; open the case again"):
+        station.desk.save()
+    assert not (folder / "b.seg.nrrd").exists()
+    again = station.desk.open("b", discard=True)
+    assert again is not opened and app.scene.IsNodePresent(again.segmentation)
+    assert Worklist(folder, "ben").case("b").busy  # still ours
+    assert station.desk.save().state == IN_PROGRESS
+
+
+def test_a_segmentation_without_segments_opens_with_one_to_click_into(station, folder):
+    opened = station.desk.open("b")
+    opened.segmentation.GetSegmentation().RemoveSegment(opened.segment_id)
+    assert station.desk.save().segments == 0
+    station.desk.close()
+    assert station.desk.open("b").segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    assert not station.desk.modified

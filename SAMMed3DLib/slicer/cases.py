@@ -84,7 +84,7 @@ class CaseDesk:
         changes) if the case is unknown or busy, a click is running, the open case has unsaved changes
         (:class:`UnsavedChangesError`, unless ``discard``) or the files cannot be read."""
         self._check_idle()
-        if self.open_case is not None and self.open_case.case.name == name:
+        if self.open_case is not None and self.open_case.case.name == name and self._in_scene(self.open_case):
             return self.open_case
         if self.modified and not discard:
             raise UnsavedChangesError(f"{self.open_case.case.name} has unsaved changes: save it, or discard them.")
@@ -95,7 +95,8 @@ class CaseDesk:
         except BaseException:
             lock.release()
             raise
-        self.close(discard=True)
+        if self.open_case is not None:  # the same case again (its nodes left the scene) keeps its lock
+            self._put_away(self.open_case, release=self.open_case.case.name != name)
         self.open_case = OpenCase(case, lock, volume, segmentation, loaded, self._fingerprint(segmentation))
         return self.open_case
 
@@ -121,6 +122,9 @@ class CaseDesk:
         nothing. Returns the case as saved."""
         self._check_idle()
         opened = self._require_open()
+        if not self._in_scene(opened):
+            raise InputError(f"The image or segmentation of {opened.case.name} was removed from the scene; open the "
+                             "case again to go on.")  # fmt: skip
         opened.lock.ensure()
         prompts = self.prompts()
         segments = opened.segmentation.GetSegmentation().GetNumberOfSegments()
@@ -150,10 +154,15 @@ class CaseDesk:
         self._check_idle()
         if self.modified and not discard:
             raise UnsavedChangesError(f"{self.open_case.case.name} has unsaved changes: save it, or discard them.")
-        opened, self.open_case = self.open_case, None
+        self._put_away(self.open_case, release=True)
+
+    def _put_away(self, opened: OpenCase, release: bool) -> None:
+        """The case's nodes out of the scene and out of the controller; its lock given back if ``release``."""
+        self.open_case = None
         self.controller.forget_nodes(opened.volume, opened.segmentation)
         remove_nodes(self.scene, opened.segmentation, opened.volume)
-        opened.lock.release()
+        if release:
+            opened.lock.release()
 
     def heartbeat(self) -> bool:
         """Keep the open case's lock alive; False if it was lost (the GUI says so; Save takes it back if free)."""
@@ -183,6 +192,9 @@ class CaseDesk:
         if self.controller.busy:
             raise InputError("A click is still running; try again when it has finished.")
 
+    def _in_scene(self, opened: OpenCase) -> bool:
+        return self.scene.IsNodePresent(opened.volume) and self.scene.IsNodePresent(opened.segmentation)
+
     def _require_open(self) -> OpenCase:
         if self.open_case is None:
             raise InputError("No case is open.")
@@ -200,8 +212,9 @@ class CaseDesk:
             else:
                 segmentation = mrml.new_segmentation(self.scene, volume)
                 segmentation.SetName(f"{case.name} segmentation")
-                mrml.add_empty_segment(segmentation)
             added.append(segmentation)
+            if not segmentation.GetSegmentation().GetNumberOfSegments():
+                mrml.add_empty_segment(segmentation)  # a segment to click into right away
             mrml.prepare_segmentation(segmentation, mrml.volume_geometry(volume), case.name)
             loaded = _loaded_prompts(case, segmentation)
         except BaseException:
