@@ -81,7 +81,7 @@ class Panel:
     """The module panel around the section: its parameter node feeds the controller (as the Logic does), the
     user's answers to the Yes/No question and the status line's messages are recorded."""
 
-    def __init__(self, scene, owner):
+    def __init__(self, scene, owner, folder=""):
         self.controller = SegmentationController()
         self.controller.set_options(device="cpu")
         self.controller.set_model("stand-in", StandInModel())
@@ -91,6 +91,7 @@ class Panel:
         self.controller.enter(scene)
         self.answers, self.questions, self.messages = [], [], []
         self.ui = panel_ui()
+        self.ui.casesFolderPicker._path = str(folder)  # restored from the settings before the section connects
         self.section = CasesSection(self.ui, scene, self.controller, lambda: self.parameters, self._confirm,
                                     lambda text, error: self.messages.append((text, error)), owner)  # fmt: skip
 
@@ -198,6 +199,12 @@ def test_the_last_case_done_says_so(panel, folder):
     assert panel.section.desk.worklist.case("a").state == DONE
     panel.press("nextCaseButton")
     assert "No case is left to do" in panel.messages[-1][0]
+
+
+def test_the_remembered_folder_is_listed_when_the_module_starts(app, folder):
+    panel = Panel(app.scene, "ana", folder)
+    assert panel.rows == ["a \u2014 to do", "b \u2014 to do", "c \u2014 to do"] and panel.section.desk.current is None
+    panel.controller.cleanup()
 
 
 def test_a_folder_that_is_not_one_is_one_message(panel, tmp_path):

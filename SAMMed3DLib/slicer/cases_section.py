@@ -52,6 +52,9 @@ class CasesSection:
         ui.nextCaseButton.connect("clicked()", self.next)
         ui.saveCaseButton.connect("clicked()", self.save)
         ui.saveNextCaseButton.connect("clicked()", self.save_and_next)
+        remembered = ui.casesFolderPicker.currentPath  # the picker restores the last folder from Slicer's settings
+        if remembered and Path(remembered).is_dir():
+            self.set_folder(remembered)
         self.refresh()
 
     # --- actions --------------------------------------------------------------------------------------------
