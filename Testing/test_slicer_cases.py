@@ -327,3 +327,12 @@ def test_a_segmentation_without_segments_opens_with_one_to_click_into(station, f
     station.desk.close()
     assert station.desk.open("b").segmentation.GetSegmentation().GetNumberOfSegments() == 1
     assert not station.desk.modified
+
+
+def test_a_damaged_prompts_file_is_one_message_and_is_kept(station, folder, app):
+    (folder / "b.prompts.mrk.json").write_text("{not json")
+    before = scene_fingerprint(app.scene)
+    with pytest.raises(InputError, match="b.prompts.mrk.json is not a readable prompts file .*; move it aside"):
+        station.desk.open("b")
+    assert scene_fingerprint(app.scene) == before and (folder / "b.prompts.mrk.json").read_text() == "{not json"
+    assert not station.desk.worklist.case("b").busy

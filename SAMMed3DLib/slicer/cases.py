@@ -240,8 +240,12 @@ def _loaded_prompts(case: Case, segmentation) -> Dict[str, SegmentPrompts]:
     segments = segmentation.GetSegmentation()
     ids = list(segments.GetSegmentIDs())
     by_name = {segments.GetSegment(i).GetName(): i for i in ids}
+    try:
+        recorded = read_prompts(case.prompts)
+    except InputError as exc:  # Save would replace it with the new clicks only: the user decides
+        raise InputError(f"{exc}; move it aside to open {case.name} without its recorded clicks") from exc
     found = {}
-    for prompts in read_prompts(case.prompts):
+    for prompts in recorded:
         segment_id = prompts.segment_id if prompts.segment_id in ids else by_name.get(prompts.name)
         if segment_id is not None:
             found[segment_id] = prompts
