@@ -217,3 +217,20 @@ def test_every_widget_the_section_drives_is_in_the_ui():
     source = (Path(__file__).resolve().parents[1] / "SAMMed3DLib" / "slicer" / "cases_section.py").read_text()
     used = set(re.findall(r"\bui\.(\w+)", source))
     assert len(used) == 6 and used <= ui_widget_names()
+
+
+def test_every_method_the_widget_hands_out_exists():
+    """SAMMed3DWidget wires its own methods to the logic, the Cases section, timers and buttons (``self.name``
+    handed out, not called): each must be defined in the class, set in it, or come from Slicer's base classes."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "SAMMed3D" / "SAMMed3D.py").read_text())
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMMed3DWidget")
+    defined = {n.name for n in widget.body if isinstance(n, ast.FunctionDef)}
+    assigned = {t.attr for n in ast.walk(widget) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                for t in ast.walk(t) if isinstance(t, ast.Attribute)}  # fmt: skip
+    from_slicer = {"parent", "layout", "resourcePath", "addObserver", "removeObserver", "removeObservers"}
+    used = {n.attr for n in ast.walk(widget)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"}  # fmt: skip
+    assert used - defined - assigned - from_slicer == set()
