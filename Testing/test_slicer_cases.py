@@ -336,3 +336,12 @@ def test_a_damaged_prompts_file_is_one_message_and_is_kept(station, folder, app)
         station.desk.open("b")
     assert scene_fingerprint(app.scene) == before and (folder / "b.prompts.mrk.json").read_text() == "{not json"
     assert not station.desk.worklist.case("b").busy
+
+
+def test_a_cut_off_nifti_is_one_message_not_an_image_of_zeros(station, folder, app):
+    data = (folder / "b.nii.gz").read_bytes()
+    (folder / "b.nii.gz").write_bytes(data[: len(data) // 2])
+    before = scene_fingerprint(app.scene)
+    with pytest.raises(InputError, match="b.nii.gz"):
+        station.desk.open("b")
+    assert scene_fingerprint(app.scene) == before and not station.desk.worklist.case("b").busy

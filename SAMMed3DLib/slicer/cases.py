@@ -27,6 +27,7 @@ import slicer
 
 from ..errors import InputError
 from ..prompts import SegmentPrompts, prompts_text, read_prompts
+from ..rawfiles import check_nifti_data, is_nifti
 from ..staging import StagedOutputs, write_text
 from ..worklist import DONE, IN_PROGRESS, Case, CaseLock, Worklist
 from . import mrml
@@ -271,6 +272,8 @@ def remove_nodes(scene, *nodes) -> None:
 def read_volume(scene, path: Path, name: str):
     """A scalar volume node in ``scene`` read from ``path`` by Slicer's volume reader (a file, or the first file
     of a DICOM series folder: Slicer reads the series); InputError if it cannot be read."""
+    if is_nifti(path):  # ITK (and so Slicer) reads a cut-off NIfTI's missing voxels as zeros, NaN as 0
+        check_nifti_data(path)
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     first = _first_file(path) if path.is_dir() else path
