@@ -156,6 +156,15 @@ def test_an_unknown_case_name_is_refused_with_the_folder(tmp_path):
     folder = data_folder(tmp_path)
     with pytest.raises(InputError, match=r"there is no case 'zz' in .*data"):
         Worklist(folder, "ana").claim("zz")
+    with pytest.raises(InputError) as caught:
+        Worklist(folder, "ana").case("z" * 10_000)
+    assert len(str(caught.value)) < 200
+
+
+def test_the_owner_shown_to_the_others_is_one_plain_line(tmp_path):
+    folder = data_folder(tmp_path)
+    Worklist(folder, "ana\n\x1b[31mred\t ").claim("d")
+    assert Worklist(folder, "ben").case("d").holder == "ana [31mred"
 
 
 def test_a_damaged_record_shows_the_case_as_to_do(tmp_path):
