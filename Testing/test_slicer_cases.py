@@ -108,6 +108,11 @@ def test_open_loads_the_image_claims_the_case_and_gives_a_segment(station, folde
     assert opened.segmentation.GetSegmentation().GetNumberOfSegments() == 1 and opened.segment_id
     assert Worklist(folder, "ben").case("b").busy
     assert not station.desk.modified
+    summary = station.desk.summary()
+    assert summary["current"] == "b" and not summary["modified"] and summary["counts"].startswith("3 cases: 3 to do")
+    assert [(row["name"], row["open"], row["line"]) for row in summary["cases"]][:2] == [
+        ("a", False, "a \u2014 to do"), ("b", True, "b \u2014 to do")]
+    json.dumps(summary)  # plain JSON values
     station.desk.close()
     assert scene_fingerprint(app.scene) == before  # no node of the case is left (display, storage nodes neither)
     assert not Worklist(folder, "ben").case("b").busy

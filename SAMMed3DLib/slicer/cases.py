@@ -9,10 +9,11 @@ clicks, as the controller recorded them), plus the case's state record, through 
 (:mod:`SAMMed3DLib.staging`): both files are read back and checked before they replace anything, and a
 failed save changes no file, no node and no state.
 
-A GUI shows :meth:`CaseDesk.cases`, calls :meth:`open` / :meth:`next` / :meth:`save` / :meth:`save_and_next` /
-:meth:`close`, and :meth:`heartbeat` every :data:`~SAMMed3DLib.worklist.HEARTBEAT_S` seconds while a case is
-open. Each returns or raises one ``InputError`` whose text is the message to show. Opening another case while
-the open one has unsaved changes raises :class:`UnsavedChangesError` unless ``discard=True``.
+A GUI shows :meth:`CaseDesk.cases` (or :meth:`CaseDesk.summary`, as JSON values), calls :meth:`open` /
+:meth:`next` / :meth:`save` / :meth:`save_and_next` / :meth:`close`, and :meth:`heartbeat` every
+:data:`~SAMMed3DLib.worklist.HEARTBEAT_S` seconds while a case is open. Each returns or raises one
+``InputError`` whose text is the message to show. Opening another case while the open one has unsaved changes
+raises :class:`UnsavedChangesError` unless ``discard=True``.
 
 Main thread only; the controller must be idle (no click running) to open, save or close.
 """
@@ -29,7 +30,7 @@ from ..errors import InputError
 from ..prompts import SegmentPrompts, prompts_text, read_prompts
 from ..rawfiles import check_nifti_data, is_nifti
 from ..staging import StagedOutputs, write_text
-from ..worklist import DONE, IN_PROGRESS, Case, CaseLock, Worklist
+from ..worklist import DONE, IN_PROGRESS, Case, CaseLock, Worklist, case_line, counts_line
 from . import mrml
 from .targets import SegmentClicks
 
@@ -70,6 +71,14 @@ class CaseDesk:
     def cases(self) -> List[Case]:
         """The worklist as it is now (states, counts, busy)."""
         return self.worklist.cases()
+
+    def summary(self) -> Dict[str, Any]:
+        """The worklist as plain JSON values, for a page: every case (:meth:`Case.summary` plus its list line),
+        the open case's name (None), whether it has unsaved changes, and the counts line."""
+        cases = self.cases()
+        current = self.current.name if self.current else None
+        rows = [{**case.summary(), "line": case_line(case), "open": case.name == current} for case in cases]
+        return {"cases": rows, "current": current, "modified": self.modified, "counts": counts_line(cases)}
 
     @property
     def current(self) -> Optional[Case]:
