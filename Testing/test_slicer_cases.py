@@ -201,6 +201,31 @@ def test_finished_segments_keep_their_clicks(station, folder):
     assert [len(p.clicks) for p in station.desk.prompts()] == [1, 1]
 
 
+def test_the_clicks_follow_what_made_the_segment(station):
+    """A new session that replaces a finished segment's content records its own clicks; reset (or a session
+    whose clicks are all undone) leaves the segment, and its record, as before; one continuing from the segment
+    adds its clicks to those before."""
+    opened = station.desk.open("a")
+    station.select()
+    first = (tuple(map(float, SPHERE_A)), True)
+    station.click(SPHERE_A)
+    station.controller.finish()
+    station.controller.wait()
+    station.click(np.add(SPHERE_A, (0.0, 3.0, 0.0)))  # a fresh session: it replaces the segment's content
+    assert station.desk.prompts()[0].clicks == (((SPHERE_A[0], SPHERE_A[1] + 3.0, SPHERE_A[2]), True),)
+    station.controller.reset()
+    station.controller.wait()
+    assert station.desk.prompts()[0].clicks == (first,)  # the content is the first session's again
+    station.controller.set_options(start_from_existing=True)
+    station.click(np.add(SPHERE_A, (0.0, -3.0, 0.0)))
+    clicks = station.desk.prompts()[0].clicks
+    assert len(clicks) == 2 and clicks[0] == first and not station.desk.prompts()[0].from_mask
+    station.controller.undo()
+    station.controller.wait()
+    assert station.desk.prompts()[0].clicks == (first,)
+    assert opened.segment_id in station.controller.segment_clicks(opened.segmentation)
+
+
 def test_a_case_open_elsewhere_is_busy_and_next_skips_it(app, station, folder):
     station.desk.open("a")
     other = Station(app, folder, "ben")
