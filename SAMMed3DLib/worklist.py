@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import InputError
-from .staging import is_read_only
+from .staging import is_read_only, recover_staging
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SEGMENTATION_SUFFIX = ".seg.nrrd"
@@ -94,10 +94,17 @@ class Worklist:
             raise InputError(f"{self.folder} is not a folder")
         if is_read_only(self.folder):  # no write permission bit, or none for this process
             raise InputError(f"{self.folder} is read-only: the worklist saves segmentations beside the images")
+        self.recover()
         owner = " ".join("".join(c for c in str(owner) if c.isprintable() or c.isspace()).split())[:80]
         self.owner = owner or "someone"
         self.token = uuid.uuid4().hex  # this session's identity in the locks it takes
         self.stale_after_s = float(stale_after_s)
+
+    def recover(self) -> None:
+        """Finish (or drop) the saves a killed session left half done in the folder (see :mod:`.staging`)."""
+        for folder in (self.folder, self.folder / RECORDS):
+            if folder.is_dir():
+                recover_staging(folder)
 
     # --- the cases ------------------------------------------------------------------------------------------
 

@@ -136,6 +136,7 @@ class CaseDesk:
             raise InputError(f"The image or segmentation of {opened.case.name} was removed from the scene; open the "
                              "case again to go on.")  # fmt: skip
         opened.lock.ensure()
+        self.worklist.recover()  # a save of this case killed half way (this session's, before a crash) first
         prompts = self.prompts()
         segments = opened.segmentation.GetSegmentation().GetNumberOfSegments()
         clicks = sum(len(p.clicks) for p in prompts)
