@@ -214,7 +214,8 @@ def test_a_folder_that_is_not_one_is_one_message(panel, tmp_path):
 
 
 def test_every_widget_the_section_drives_is_in_the_ui():
-    source = (Path(__file__).resolve().parents[1] / "SAMMed3DLib" / "slicer" / "cases_section.py").read_text()
+    section = Path(__file__).resolve().parents[1] / "SAMMed3DLib" / "slicer" / "cases_section.py"
+    source = section.read_text(encoding="utf-8")
     used = set(re.findall(r"\bui\.(\w+)", source))
     assert len(used) == 6 and used <= ui_widget_names()
 
@@ -224,7 +225,7 @@ def test_every_method_the_widget_hands_out_exists():
     handed out, not called): each must be defined in the class, set in it, or come from Slicer's base classes."""
     import ast
 
-    tree = ast.parse((Path(__file__).resolve().parents[1] / "SAMMed3D" / "SAMMed3D.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "SAMMed3D" / "SAMMed3D.py").read_text(encoding="utf-8"))
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMMed3DWidget")
     defined = {n.name for n in widget.body if isinstance(n, ast.FunctionDef)}
     assigned = {t.attr for n in ast.walk(widget) if isinstance(n, (ast.Assign, ast.AnnAssign))
