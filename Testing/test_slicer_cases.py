@@ -375,3 +375,16 @@ def test_a_cut_off_nifti_is_one_message_not_an_image_of_zeros(station, folder, a
     with pytest.raises(InputError, match="b.nii.gz"):
         station.desk.open("b")
     assert scene_fingerprint(app.scene) == before and not station.desk.worklist.case("b").busy
+
+
+def test_nothing_is_opened_or_saved_while_a_click_runs(station, folder):
+    """A click still on the worker would land in a segmentation that is being saved or taken out of the scene."""
+    station.desk.open("b")
+    station.select()
+    station.positive.AddControlPointWorld(-60.0, -60.0, 60.0)  # the click is queued, not finished
+    assert station.controller.busy
+    for action in (station.desk.save, station.desk.next, station.desk.close):
+        with pytest.raises(InputError, match="A click is still running"):
+            action()
+    station.controller.wait()
+    assert station.desk.save().clicks == 1 and not (folder / ".worklist" / "c.lock").exists()
