@@ -100,13 +100,17 @@ class Panel:
         return self.answers.pop(0)
 
     def click(self, point_ras):
-        """The panel's selection reaches the controller (the Logic follows its parameter node), then a click."""
+        self.start_click(point_ras)
+        self.controller.wait()
+        assert self.controller.last_error is None, self.controller.last_error
+
+    def start_click(self, point_ras):
+        """The panel's selection reaches the controller (the Logic follows its parameter node), then a click
+        that the controller queues."""
         p = self.parameters
         self.controller.set_inputs(Inputs(p.inputVolume, p.segmentation, p.segmentId, p.positivePoints,
                                           p.negativePoints))  # fmt: skip
         p.positivePoints.AddControlPointWorld(*point_ras)
-        self.controller.wait()
-        assert self.controller.last_error is None, self.controller.last_error
 
     def press(self, button):
         getattr(self.ui, button).emit("clicked()")
@@ -183,7 +187,10 @@ def test_a_colleague_sees_the_open_case_and_next_skips_it(app, panel, folder):
     assert colleague.messages[-1] == ("a is open by ana", True) and colleague.section.desk.current is None
     colleague.press("nextCaseButton")
     assert colleague.section.desk.current.name == "b"
-    colleague.section.close()  # the scene closes: the lock is given back
+    colleague.start_click(CENTRE)  # a click still running ...
+    assert colleague.controller.busy
+    colleague.section.close()  # ... when the scene closes: it lands, then the lock is given back
+    assert colleague.section.desk.current is None and not colleague.controller.busy
     panel.section.heartbeat()
     assert panel.rows[1] == "b \u2014 to do"
     colleague.controller.cleanup()

@@ -113,6 +113,7 @@ class CasesSection:
     def close(self) -> None:
         """The scene closes or the module goes: the case's lock is given back (its nodes go with the scene)."""
         if self.desk is not None and self.desk.open_case is not None:
+            self.controller.wait()  # a click still running lands first: its nodes are still there
             self.desk.close(discard=True)
         self.refresh()
 
