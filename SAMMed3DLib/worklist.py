@@ -15,7 +15,8 @@ resumes where the team stopped::
 States: *to do* (no record), *in progress* (saved, not finished), *done* (saved with *Save & next* or
 :meth:`CaseDesk.save` ``done=True``). A case is *busy* while another session holds its lock; a lock whose
 heartbeat is older than :data:`STALE_AFTER_S` (a crashed session, a closed laptop) no longer counts, and the
-next claim takes it over; on the holder's own machine a lock whose process has ended is free at once.
+next claim takes it over; on the holder's own machine a lock whose process has ended is free at once. (Machines
+sharing a folder compare file times: their clocks must agree to within seconds, as NTP keeps them.)
 
 Case names come from the folder's own file names; a name a client sends is only ever looked up among them
 (:meth:`Worklist.case`), so no request names a path outside the folder.
