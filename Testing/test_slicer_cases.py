@@ -388,3 +388,29 @@ def test_nothing_is_opened_or_saved_while_a_click_runs(station, folder):
             action()
     station.controller.wait()
     assert station.desk.save().clicks == 1 and not (folder / ".worklist" / "c.lock").exists()
+
+
+def test_slicer_opens_the_prompts_file_as_one_point_list_per_segment(app, tmp_path):
+    """What the README promises annotators: Slicer's own markups reader shows each segment's clicks."""
+    from SAMMed3DLib.prompts import SegmentPrompts, prompts_text
+
+    path = tmp_path / "a.prompts.mrk.json"
+    path.write_text(prompts_text([
+        SegmentPrompts("liver", (((1.0, 2.0, 3.0), True), ((4.0, -5.0, 6.0), False)), (0.8, 0.2, 0.1), "S1"),
+        SegmentPrompts("tumour", (((7.0, 8.0, 9.0), True),), (0.0, 1.0, 0.0), "S2"),
+    ]))  # fmt: skip
+    assert app.logics["Markups"].LoadMarkups(str(path))
+    lists = [app.scene.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+             for i in range(app.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode"))]  # fmt: skip
+    shown = {}
+    for node in lists:
+        points = []
+        for i in range(node.GetNumberOfControlPoints()):
+            position = [0.0, 0.0, 0.0]
+            node.GetNthControlPointPositionWorld(i, position)
+            points.append((node.GetNthControlPointLabel(i), node.GetNthControlPointDescription(i), tuple(position)))
+        shown[node.GetName()] = (points, tuple(round(c, 3) for c in node.GetDisplayNode().GetSelectedColor()))
+    assert shown == {
+        "liver": ([("+1", "positive", (1.0, 2.0, 3.0)), ("-1", "negative", (4.0, -5.0, 6.0))], (0.8, 0.2, 0.1)),
+        "tumour": ([("+1", "positive", (7.0, 8.0, 9.0))], (0.0, 1.0, 0.0)),
+    }
