@@ -46,6 +46,7 @@ from .protocol import (
     version_message,
 )
 from .regions import write_region, zyx_slices
+from .wording import count
 
 PAYLOAD_STEPS = ("click", "reset", "adopt")
 """Steps that carry the caller's payload (the server keeps a number standing for it)."""
@@ -333,7 +334,7 @@ class RemoteSession:
                     header, bits = self._post(op, args)
                     self._apply(header, bits, time.perf_counter())
                 return (f"the server lost the session ({reason}); a new session was opened and "
-                        f"{len(self._ops)} steps replayed")
+                        f"{count(len(self._ops), 'step')} replayed")
             except SessionLostError:
                 if time.monotonic() > deadline:
                     raise

@@ -32,6 +32,8 @@ class SceneChecks:
     def _forget_stale(self) -> None:
         """Forget the targets whose scene closed or whose nodes left it (closing their server sessions), and the
         queued actions on such nodes; one message when clicks ended that way (not with the scene)."""
+        if self._watch.closes != self._closes_seen:  # what is remembered by node ID belongs to the closed scene
+            self._close(self._targets.clear())
         sessions, had_clicks = freshness.forget_stale(self._targets, self._watch.closes, self.inputs)
         self._close(sessions)
         self._actions = collections.deque(a for a in self._actions if freshness.live(a.inputs))

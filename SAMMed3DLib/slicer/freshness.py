@@ -90,7 +90,7 @@ def forget_stale(targets: Targets, closes: int, inputs: Optional[Inputs] = None)
     one of them had clicks (the user must know those ended)."""
     old = [key for key in targets if stale(targets.get(key), closes, inputs)]
     had_clicks = any(targets.get(key).clicks() for key in old)
-    return targets.drop(*old), had_clicks
+    return targets.forget(*old), had_clicks
 
 
 def live(inputs: Inputs) -> bool:
