@@ -245,7 +245,9 @@ def test_a_workers_steps_run_on_its_one_engine_thread(tiny_checkpoint, phantom, 
     image, centre = phantom
     ran_on, original = [], core.run_op
     monkeypatch.setattr(core, "run_op", lambda *a: ran_on.append(threading.get_ident()) or original(*a))
-    worker = EngineWorker(0, str(tiny_checkpoint), "cpu", Limits(), None)
+    import torch
+
+    worker = EngineWorker(0, str(tiny_checkpoint), "cpu", Limits(), torch.get_num_threads())
     sid = unpack_frame(worker.create(_upload(image, None, {})))[0]["session"]
     callers = []
     for point, positive in clicks_around(centre, 4, seed=7):  # one Ray thread after another, as a threaded actor

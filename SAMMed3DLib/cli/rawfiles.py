@@ -45,7 +45,7 @@ def check_nifti_data(path: Path) -> None:
     """
     try:
         with _open(path) as stream:
-            layout = _layout(stream.read(540))
+            layout = nifti_layout(stream.read(540))
             if layout is None:
                 return
             stream.seek(layout.offset)
@@ -65,14 +65,17 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _layout(header: bytes) -> Optional[NiftiLayout]:
-    """The data layout from a NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header; None if it is neither."""
+def nifti_layout(header: bytes) -> Optional[NiftiLayout]:
+    """The data layout from a single-file NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header; None if it is neither
+    (or its data offset is not a finite number)."""
     for order in "<>":
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
             dims = struct.unpack(order + "8h", header[40:56])
             code, bitpix = struct.unpack(order + "2h", header[70:74])
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
-            return _make_layout(order, dims, code, bitpix, max(offset, 352))
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            if not np.isfinite(offset):
+                return None
+            return _make_layout(order, dims, code, bitpix, max(int(offset), 352))
         if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
             code, bitpix = struct.unpack(order + "2h", header[12:16])
             dims = struct.unpack(order + "8q", header[16:80])

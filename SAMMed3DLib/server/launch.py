@@ -2,6 +2,7 @@
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Any, Callable, List, Optional
 
@@ -10,15 +11,19 @@ from ray import serve
 
 from ..errors import SAMMed3DError
 from .config import NAMESPACE, SERVE_LOGGING, ServerConfig, check_config
+from .loopback import keep_ray_on_loopback
+from .raytoken import secure_token_file
 from .worker import start_worker
 
 APP_NAME = "sammed3d"
 
 
 def connect(config: ServerConfig) -> None:
-    """Join ``config.address``, or start a private local Ray with few resources and no dashboard. (Ray's own
-    ports use the node's address whatever one asks, and are guarded by Ray's cluster token; the HTTP API
-    listens on ``config.host`` only.)"""
+    """Join ``config.address``, or start a private local Ray with few resources and no dashboard, on loopback
+    only (:mod:`.loopback`). First, Ray's cluster token file is made readable by its owner only."""
+    note = secure_token_file(create=not config.address)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     options = {"namespace": NAMESPACE, "log_to_driver": False, "include_dashboard": False}
     if config.address:
         try:
@@ -27,6 +32,7 @@ def connect(config: ServerConfig) -> None:
             raise SAMMed3DError(f"cannot join the Ray cluster at {config.address}: {exc} (is `ray start --head` "
                                 "running there, and does this machine have the cluster's token?)") from None
     else:  # every process at normal priority, Serve's proxy too (see NORMAL_PRIORITY)
+        keep_ray_on_loopback()
         ray.init(num_cpus=config.num_cpus, _system_config={"worker_niceness": 0}, **options)
 
 
@@ -43,7 +49,7 @@ def start_workers(config: ServerConfig) -> List[Any]:
     count, gpus = worker_plan(config)
     cpus = 0 if gpus else min(1.0, config.num_cpus / count)
     device = config.device if gpus or config.device != "auto" else "cpu"
-    return [start_worker(config, i, device, gpus, cpus) for i in range(count)]
+    return [start_worker(config, i, device, gpus, cpus, share=count) for i in range(count)]
 
 
 def wait_for_workers(handles: List[Any]) -> None:
