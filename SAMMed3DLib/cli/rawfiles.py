@@ -29,6 +29,8 @@ class NiftiLayout(NamedTuple):
     offset: int  # bytes from the start of the (decompressed) file to the first voxel
     data_bytes: int  # bytes of voxel data the header promises
     float_dtype: Optional[str]  # numpy dtype of float voxels ("<f4", ">f8", ...), None for other types
+    voxels: int = 0  # voxel count (product of the dimensions)
+    datatype: int = 0  # the header's datatype code
 
 
 def is_nifti(path: Path) -> bool:
@@ -90,7 +92,7 @@ def _make_layout(order: str, dims, code: int, bitpix: int, offset: int) -> Optio
         return None  # not a header we understand: ITK's reader decides
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : rank + 1]], dtype=object))
     kind = _FLOAT_TYPES.get(code)
-    return NiftiLayout(offset, voxels * bitpix // 8, order + kind if kind else None)
+    return NiftiLayout(offset, voxels * bitpix // 8, order + kind if kind else None, voxels, code)
 
 
 def _scan_data(stream: BinaryIO, layout: NiftiLayout, path: Path) -> int:

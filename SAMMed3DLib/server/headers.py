@@ -31,6 +31,10 @@ _META_TYPES = {"char": 1, "uchar": 1, "short": 2, "ushort": 2, "int": 4, "uint":
                "long_long": 8, "ulong_long": 8, "float": 4, "double": 8}
 """MetaImage element types (``MET_<NAME>``, also ``MET_<NAME>_ARRAY``) and their bytes (long taken as 8)."""
 
+_NIFTI_BYTES = {1: 1, 2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
+                1536: 16, 1792: 16, 2048: 32, 2304: 4}
+"""NIfTI data type codes and their bytes per voxel (binary, code 1, rounded up to a byte)."""
+
 _NRRD_TYPES = {
     1: ("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"),
     2: ("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort", "unsigned short",
@@ -61,10 +65,11 @@ def _nifti(data: bytes) -> int:
         raise InputError("the uploaded NIfTI header keeps its voxels in a separate .img file; upload a single-file "
                          ".nii or .nii.gz")
     layout = nifti_layout(head)
-    if layout is None:
+    if layout is None or layout.datatype not in _NIFTI_BYTES:
         raise InputError("the uploaded NIfTI volume has no single-file NIfTI-1/2 header (magic n+1 or n+2) with a "
-                         "usable size, type and data offset")
-    return layout.offset + layout.data_bytes
+                         "usable size, data type and data offset")
+    # The reader sizes voxels by the data type, whatever the header's bits per voxel say.
+    return layout.offset + max(layout.data_bytes, layout.voxels * _NIFTI_BYTES[layout.datatype])
 
 
 def _gunzip_head(data: bytes, count: int) -> bytes:
