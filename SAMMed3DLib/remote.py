@@ -114,6 +114,8 @@ class ServerConnection:
         return info
 
     def health(self) -> Dict[str, Any]:
+        """``{"status", "version", "protocol"}``, plus ``workers`` (weights, devices, process ids, sessions) for a
+        connection with the server's token."""
         return self._json("GET", "/health")
 
     def models(self) -> List[Dict[str, Any]]:
