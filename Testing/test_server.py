@@ -347,6 +347,22 @@ def test_missing_weights_are_reported_before_ray_starts(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: checkpoint not found")
 
 
+def test_a_port_in_use_is_one_line(tiny_checkpoint):
+    """Serve's proxy cannot bind the port: one message instead of Ray's traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: another program uses the port" in done.stderr
+
+
 # ---------------------------------------------------------------------------------------------- datasets
 def _markups(path: Path, points) -> None:
     controls = [{"position": list(p), "positionStatus": "defined"} for p in points]

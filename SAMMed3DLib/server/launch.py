@@ -16,6 +16,8 @@ from .raytoken import secure_token_file
 from .worker import start_worker
 
 APP_NAME = "sammed3d"
+PORT_BUSY = "cannot listen on"
+"""How the message for an HTTP address that cannot be bound starts."""
 
 
 def connect(config: ServerConfig) -> None:
@@ -72,11 +74,22 @@ def start(config: ServerConfig) -> List[Any]:
     check_config(config)
     connect(config)
     count, _ = worker_plan(config)
-    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=SERVE_LOGGING)
+    listen(config)
     serve.run(Gateway.bind(config, count), name=APP_NAME, route_prefix="/")
     handles = start_workers(config)
     wait_for_workers(handles)
     return handles
+
+
+def listen(config: ServerConfig) -> None:
+    """Start Serve's HTTP proxy on ``config.host``:``config.port``; SAMMed3DError in one line if it cannot."""
+    try:
+        serve.start(http_options={"host": config.host, "port": config.port}, logging_config=SERVE_LOGGING)
+    except ray.exceptions.RayTaskError as exc:
+        if "Failed to bind" not in str(exc):
+            raise
+        raise SAMMed3DError(f"{PORT_BUSY} {config.host}:{config.port}: another program uses the port, or the "
+                            "address is not one of this machine's; choose another --port or --host") from None
 
 
 def stop() -> None:
