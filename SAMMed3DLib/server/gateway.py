@@ -187,7 +187,8 @@ class Gateway:
         except ray.exceptions.RayTaskError as exc:  # a failure that is not the client's: say what, not where
             lines = [line for line in str(exc).splitlines() if line.strip()]
             raise ApiError(500, "internal", f"the worker failed: {lines[-1] if lines else exc}") from None
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError) as exc:
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.TaskCancelledError,
+                ValueError) as exc:  # cancelled: the worker died (or the server stops) before the call ran
             self._handles.pop(index, None)
             raise ApiError(503, "worker_lost", f"worker {index} is unavailable ({type(exc).__name__}: {exc}); "
                                                "its sessions are lost, open a new one") from None
