@@ -55,6 +55,7 @@ def nrrd(fields: str, data: bytes = bytes(64)) -> bytes:
     ("mha", metaimage(OUTSIDE, extra="elementdatafile = LOCAL\n")),  # a decoy the C reader would skip
     ("mha", metaimage(OUTSIDE, key="ElementDataFile\0x")),  # a NUL ends the name early in the C reader
     ("mha", b"ObjectType = Image\nNDims = 3\n"),  # no ElementDataFile at all
+    ("mha", metaimage("LOCAL", extra=f"CompressedData = True\nCompressedDataSize = {2**40}\n")),  # allocated first
     ("nrrd", nrrd(f"encoding: raw\ndata file: {OUTSIDE}")),
     ("nrrd", nrrd(f"encoding: raw\ndatafile: {MISSING}")),
     ("nrrd", nrrd("encoding: raw\nDATA FILE: LIST\nslice0.raw")),
@@ -62,7 +63,7 @@ def nrrd(fields: str, data: bytes = bytes(64)) -> bytes:
     ("nrrd", nrrd(f"encoding: raw\ndata file:= {OUTSIDE}")),
     ("nrrd", nrrd("encoding: raw", data=b"")[:-1]),  # no empty line: a detached header (.nhdr)
 ])
-def test_an_upload_naming_another_file_is_refused_before_itk_sees_it(itk_never_reads, fmt, data):
+def test_a_header_naming_another_file_or_lying_is_refused_before_itk_sees_it(itk_never_reads, fmt, data):
     with pytest.raises(InputError) as refused:
         volume_from_file_bytes(fmt, data, LIMIT)
     message = str(refused.value)

@@ -96,11 +96,15 @@ def _metaimage(data: bytes) -> int:
             if name.strip() != "ElementDataFile" or value not in ("LOCAL", "Local", "local"):
                 raise InputError("the uploaded MetaImage volume must hold its voxels itself (ElementDataFile = "
                                  f"LOCAL), but its header names {name.strip()} = {value[:80]}; upload one .mha file")
-            return _metaimage_bytes(fields)
+            return _metaimage_bytes(fields, len(data))
     raise InputError("the uploaded MetaImage header does not end with ElementDataFile = LOCAL")
 
 
-def _metaimage_bytes(fields: Dict[str, str]) -> int:
+def _metaimage_bytes(fields: Dict[str, str], size: int) -> int:
+    """Decoded voxel bytes of a MetaImage header's fields; ``size``: the upload's bytes, which a stated
+    CompressedDataSize may not exceed (the reader allocates that much before reading)."""
+    if "compresseddatasize" in fields and _integers(fields["compresseddatasize"], "CompressedDataSize")[0] > size:
+        raise InputError("the uploaded MetaImage header's CompressedDataSize is larger than the upload")
     dims = _integers(fields.get("dimsize", ""), "MetaImage DimSize")
     if "ndims" in fields and _integers(fields["ndims"], "MetaImage NDims") != [len(dims)]:
         raise InputError("the uploaded MetaImage header's NDims and DimSize disagree")
