@@ -13,9 +13,9 @@ import re
 import zlib
 from typing import Callable, Dict, List
 
-from ..cli.rawfiles import nifti_layout
 from ..errors import InputError
 from ..protocol import TooLargeError
+from ..rawfiles import nifti_layout
 
 HEADER_MAX = 1 << 16
 """Longest text header accepted (bytes): real MetaImage and NRRD headers take a few hundred."""
