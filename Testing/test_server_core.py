@@ -135,6 +135,18 @@ def test_a_malformed_hand_edit_is_refused_and_changes_nothing(tiny_model, args, 
     assert answer["can_undo"] is False and answer["flipped"] is None  # the refused edit left no step
 
 
+@pytest.mark.parametrize("clicks, fragment", [
+    ("abc", "must be a list"), ([[0.0, 0.0, 0.0]] * 10_001, "at most"), ([1.0], "earlier clicks"),
+    ([[[1, 2], True]], "three finite coordinates"),
+])  # fmt: skip
+def test_earlier_clicks_in_an_upload_are_checked(tiny_model, clicks, fragment):
+    image, _ = sphere_phantom(size=(24, 24, 24))
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(tiny_model, im, **o), Limits(), {})
+    refused = core.create(_upload(image, None, {"clicks": clicks}))
+    assert isinstance(refused, Failure) and refused.status == 400 and fragment in refused.message, refused
+    assert core.load() == 0
+
+
 def test_a_hand_edit_outside_the_image_is_refused_as_locally(tiny_model):
     from SAMMed3DLib.protocol import hand_edit_args
 
