@@ -19,6 +19,7 @@ from .actions import Click, ConnectionTest, Download, Preload, Show
 from .feedback import LOADING_MODEL, MODEL_UNLOADED, error_text, model_not_loaded_status, model_ready_status
 from .models import ModelKey, ModuleOptions, Progress, download_checkpoint, free_device_memory, model_key
 from .remote_models import is_server
+from .targets import Inputs
 
 
 def _nothing() -> None:
@@ -86,7 +87,8 @@ class ModelLoading:
             return
         self.models.keep_only(options)
         self.status = LOADING_MODEL
-        self._actions.extend((Preload(self.inputs, options), Preload(self.inputs, options, warm=True)))
+        loose = Inputs()  # the load belongs to no scene: a scene closing meanwhile does not drop it
+        self._actions.extend((Preload(loose, options), Preload(loose, options, warm=True)))
         self._start_next()
 
     def _preload_job(self, action: Preload) -> Callable[[], Any]:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
 from ..remote import RemoteError, RemoteSession, ServerConnection
+from ..wording import count
 
 SERVER = "server"
 """The device value (parameter node, device menu) that sends clicks to a server."""
@@ -82,7 +83,7 @@ class ServerStore:
             self._workers[url] = len(alive)
             devices = ", ".join(sorted({str(w.get("device")) for w in alive}))
             down = f"; {len(workers) - len(alive)} not answering (restarting?)" if len(alive) < len(workers) else ""
-            return f"Connected to {url}: SAM-Med3D server {version}, {len(alive)} workers ({devices}){down}."
+            return f"Connected to {url}: SAM-Med3D server {version}, {count(len(alive), 'worker')} ({devices}){down}."
 
         return run
 
@@ -94,7 +95,7 @@ class ServerStore:
         workers = self._workers.get(url)
         if workers is None:
             return f"running on the server {url} (press Test connection to check it)"
-        return f"running on the server {url} ({workers} workers)"
+        return f"running on the server {url} ({count(workers, 'worker')})"
 
     def clear(self) -> None:
         for connection in self._connections.values():
@@ -102,16 +103,16 @@ class ServerStore:
         self._connections.clear()
 
 
-def open_session(model: Any, target: Any, auto_extend: bool, history_limit: Optional[int]) -> Any:
+def open_session(model: Any, target: Any, auto_extend: bool, history_limit: Optional[int], clicks=()) -> Any:
     """Worker thread: the target's new session, on the server when ``model`` is a ServerConnection, else the
-    local engine's (imported only then: it imports torch)."""
-    limit = {} if history_limit is None else {"history_limit": history_limit}
+    local engine's (imported only then: it imports torch). ``clicks``: earlier clicks it continues."""
+    options = {} if history_limit is None else {"history_limit": history_limit}
+    options.update(initial_mask=target.initial_mask, auto_extend=auto_extend, clicks=clicks)
     if isinstance(model, ServerConnection):
-        return RemoteSession(model, target.image, initial_mask=target.initial_mask, auto_extend=auto_extend, **limit)
+        return RemoteSession(model, target.image, **options)
     from .. import InteractiveSession
 
-    return InteractiveSession(model, target.image, initial_mask=target.initial_mask, auto_extend=auto_extend,
-                              embedding_cache=target.embeddings, **limit)  # fmt: skip
+    return InteractiveSession(model, target.image, embedding_cache=target.embeddings, **options)
 
 
 def closer(session: Any) -> Optional[Callable[[], None]]:
