@@ -1,0 +1,43 @@
+"""Run one station (one browser session's process): a trame server on a loopback port with its page.
+
+``python -m SAMMed3DLib.web CONFIG_JSON PORT`` is what :mod:`.launcher` starts for every browser session; the
+process prints ``SAM-Med3D station ready on port N`` once it listens and ends when its page has been gone for
+``idle_exit_s`` seconds."""
+
+import functools
+import os
+import sys
+from typing import Any, Callable, Optional
+
+if sys.platform.startswith("linux"):  # before VTK makes its first render window: off-screen, no display needed
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+from .config import StationConfig  # noqa: E402
+from .station import Station  # noqa: E402
+
+READY = "SAM-Med3D station ready on port"
+
+
+def serve(config: StationConfig, port: int, model: Any = None, idle_exit_s: float = 60.0,
+          on_ready: Optional[Callable[[int], None]] = None) -> None:  # fmt: skip
+    """Build the station and serve its page on 127.0.0.1:``port`` until no page has been connected for
+    ``idle_exit_s`` seconds (0: forever). Blocks."""
+    from trame.app import get_server
+    from trame_slicer import module as trame_slicer_module
+
+    from . import page, worklist_panel
+
+    server = get_server(name=f"sammed3d-station-{port}", client_type="vue3")
+    # trame reads its own options from sys.argv; this process's arguments are not for it.
+    server.cli.parse_known_args = functools.partial(type(server.cli).parse_known_args, server.cli, [])
+    server.enable_module(trame_slicer_module)
+    station = Station(server, config, model=model)
+    case_panel = worklist_panel.attach(station) if config.data else None
+    page.build(station, case_panel)
+    announce = on_ready or (lambda p: print(f"{READY} {p}", flush=True))
+    server.controller.on_server_ready.add(lambda **_: announce(server.port))
+    try:
+        server.start(port=port, host="127.0.0.1", open_browser=False, show_connection_info=False,
+                     disable_logging=True, timeout=int(idle_exit_s))  # fmt: skip
+    finally:
+        station.close()
