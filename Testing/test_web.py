@@ -14,6 +14,7 @@ from support.web_browser import (
     open_page,
     phantom,
     running_station,
+    view_centre,
     view_pixels,
     wait_pixels,
     wait_status,
@@ -50,7 +51,13 @@ def test_upload_click_negative_undo_redo_paint(chromium, station_url, volume):
     page = open_page(chromium, station_url)
     page.set_input_files("#sam-upload", str(volume))
     page.wait_for_function("document.querySelector('#sam-case-name').textContent.includes('sphere.nrrd')")
+    page.click("#sam-colour")  # the segment's colour from the panel's picker: one the page cannot mistake
+    page.fill(".v-color-picker-edit input", "#ff8000")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#sam-segments .sam-swatch').style.background.includes('255, 128')")
+    page.keyboard.press("Escape")
     colour = segment_colour(page)
+    assert colour == (255, 128, 0)
     assert coloured(view_pixels(page), colour) < 50  # nothing segmented yet
 
     page.click("#sam-positive")
@@ -73,3 +80,16 @@ def test_upload_click_negative_undo_redo_paint(chromium, station_url, volume):
     page.keyboard.press("Control+y")
     wait_status(page, r"redone \(2 clicks\)")
     assert coloured(wait_pixels(page, lambda px: coloured(px, colour) < one_click / 4), colour) < one_click / 4
+
+    page.click("#sam-paint")  # a touch-up with trame-slicer's brush, on the same segment
+    before = coloured(view_pixels(page), colour)
+    x, y = view_centre(page, offset=(-0.3, 0.2))
+    page.mouse.move(x, y)
+    page.wait_for_timeout(200)
+    page.mouse.down()
+    for step in range(1, 16):
+        page.mouse.move(x + 8 * step, y, steps=2)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    painted = coloured(wait_pixels(page, lambda px: coloured(px, colour) > before + 300), colour)
+    assert painted > before + 300, (before, painted)

@@ -84,7 +84,7 @@ def open_page(chromium, url: str, context=None):
     """A new page on ``url`` once its panel has arrived over the websocket."""
     context = context or chromium.new_context(viewport=VIEWPORT)
     page = context.new_page()
-    page.goto(url)
+    page.goto(url, timeout=180_000)
     page.wait_for_selector("#sam-status", timeout=120_000)
     return page
 
@@ -138,12 +138,21 @@ def view_pixels(page, index: int = 0) -> np.ndarray:
     return np.asarray(Image.open(BytesIO(png)).convert("RGB"))
 
 
-def coloured(pixels: np.ndarray, colour: Tuple[int, int, int], tolerance: int = 60) -> int:
-    """How many pixels are near ``colour`` and clearly coloured (grey image pixels never count)."""
-    rgb = pixels.astype(int)
-    near = np.abs(rgb - np.array(colour)).max(axis=-1) <= tolerance
-    saturated = rgb.max(axis=-1) - rgb.min(axis=-1) > 40
-    return int((near & saturated).sum())
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    """Hue in degrees of ``[..., 3]`` RGB values (0 for greys)."""
+    r, g, b = (rgb[..., i].astype(float) for i in range(3))
+    high, low = rgb.max(axis=-1).astype(float), rgb.min(axis=-1).astype(float)
+    span = np.where(high > low, high - low, 1.0)
+    hue = np.where(high == r, (g - b) / span % 6, np.where(high == g, (b - r) / span + 2, (r - g) / span + 4))
+    return hue * 60.0
+
+
+def coloured(pixels: np.ndarray, colour: Tuple[int, int, int], tolerance: float = 20.0) -> int:
+    """How many pixels show ``colour``'s hue, clearly coloured: the segment's fill blends its colour with the
+    grey image under it, which keeps the hue (grey image pixels never count)."""
+    saturated = pixels.astype(int).max(axis=-1) - pixels.astype(int).min(axis=-1) > 40
+    difference = np.abs(_hue(pixels) - _hue(np.array(colour)[None, None, :])[0, 0])
+    return int((saturated & (np.minimum(difference, 360 - difference) <= tolerance)).sum())
 
 
 def wait_pixels(page, predicate, timeout: float = 20.0, index: int = 0) -> np.ndarray:
