@@ -19,7 +19,8 @@ class StationConfig:
     server_token: str = ""
     data: Optional[str] = None  # the worklist's folder; None: upload a volume or open the sample
     max_upload_mb: float = 512.0
-    target_fps: float = 30.0  # the views' render rate while the mouse is over them
+    target_fps: float = 30.0  # most renders per second of the view under the mouse
+    blur_fps: float = 5.0  # of the other views (each mouse move in place mode renders every view showing the points)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

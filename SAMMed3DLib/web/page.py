@@ -89,7 +89,9 @@ def _finish(station: Station) -> Callable[[], None]:
 
 def _status() -> None:
     with v.VCard(variant="tonal", classes="pa-2"):
-        html.Div("{{ status || 'Ready' }}", classes="sam-status", id="sam-status")
+        with html.Div(classes="d-flex justify-space-between"):
+            html.Span("{{ status || 'Ready' }}", classes="sam-status", id="sam-status")
+            html.Span("{{ clicks }} clicks", classes="sam-status", id="sam-clicks", v_show="clicks > 0")
         html.Div("{{ message }}", v_show="message", id="sam-message",
                  classes=("message_error ? 'sam-status sam-error' : 'sam-status sam-note'",))  # fmt: skip
         v.VProgressLinear(model_value=("download",), v_show="download >= 0", height=8, color="primary",

@@ -27,6 +27,10 @@ from ..slicer.feedback import error_text
 from . import segments, volumes
 from .config import StationConfig
 
+IMAGE_QUALITY = 85
+"""JPEG quality of every streamed frame. trame-rca sends a quality-50 frame and, ~170 ms later, renders and encodes
+the view again at quality 90; one quality renders each change once (on 2 cores the second render of four views
+took the CPU from the next click)."""
 POLL_S = 0.005
 """Pause between two polls of the controller while it is busy (seconds): a finished click is written to the
 scene at most this late; the worker holds no lock the loop needs meanwhile."""
@@ -62,16 +66,27 @@ def four_views() -> Layout:
     return Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view(), right], flex_sizes=["3", "1"])
 
 
+def one_quality(view: Any, quality: int) -> None:
+    """Stream ``view``'s frames at one JPEG quality (see :data:`IMAGE_QUALITY`). trame-slicer keeps the view's
+    trame-rca scheduler in its render strategy without a public accessor; a version without it keeps its default."""
+    scheduler = getattr(getattr(view, "_scheduled_render", None), "_scheduler", None)
+    if hasattr(scheduler, "update_quality"):
+        scheduler.update_quality(quality, quality)
+
+
 class Station:
     """See the module docstring. ``model``: an already-built network (tests, benchmarks) instead of ``weights``."""
 
     def __init__(self, server, config: StationConfig, model: Any = None) -> None:
         self.server, self.state, self.config = server, server.state, config
         self.slicer = SlicerApp()
-        register_rca_factories(self.slicer.view_manager, server, target_fps=config.target_fps)
+        register_rca_factories(self.slicer.view_manager, server, target_fps=config.target_fps,
+                               blur_fps=config.blur_fps)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, server)
         self.layout.register_layout(LAYOUT, four_views())
         self.layout.set_layout(LAYOUT)
+        for view in self.slicer.view_manager.get_views():
+            one_quality(view, IMAGE_QUALITY)
         self.selection = Selection()
         self.controller = SegmentationController()
         gui.connect(self.controller, self)
@@ -84,8 +99,8 @@ class Station:
         self._shown_status = ""
         self.on_refresh: List[Callable[[], None]] = []  # e.g. the worklist panel's own refresh
         self.state.update({"message": "", "message_error": False, "status": "", "busy": False, "placing": 0,
-                           "can_undo": False, "can_redo": False, "segments": [], "segment_id": "", "brush": "none",
-                           "volume_name": "", "download": -1.0, "running_s": 0.0, "device_note": "",
+                           "can_undo": False, "can_redo": False, "clicks": 0, "segments": [], "segment_id": "",
+                           "brush": "none", "volume_name": "", "download": -1.0, "running_s": 0.0, "device_note": "",
                            "options": self._options_state()})  # fmt: skip
 
     # --- the controller's GUI (SAMMed3DLib.slicer.gui.Gui) ---------------------------------------------------
@@ -126,6 +141,7 @@ class Station:
             self.state.running_s = round(c.running_for(), 1)
             self.state.placing = {True: 1, False: -1, None: 0}[c.placing]
             self.state.can_undo, self.state.can_redo = c.can_undo, c.can_redo
+            self.state.clicks = len(getattr(c.last_step, "clicks", None) or ()) if c.can_undo else 0
             self.state.segments = segments.rows(self.selection.segmentation)
             self.state.segment_id = self.selection.segmentId
             progress = c.download_progress
