@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..inputs import GRID_TOLERANCE
+from ..staging import write_text  # noqa: F401  (the command line's text writer is the staged outputs' one)
 from .rawfiles import check_nifti_data, is_nifti
 
 PathLike = Union["os.PathLike[str]", str]
@@ -141,21 +142,6 @@ def check_format_holds(image: sitk.Image, path: PathLike, option: str) -> None:
 
 def _rounded(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-def write_text(text: str, path: PathLike) -> None:
-    """Write UTF-8 ``text`` to ``path`` and check its size on disk; InputError if it cannot be written."""
-    data = text.encode("utf-8")
-    try:
-        with open(path, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if size != len(data):
-        raise InputError(f"cannot write {path}: {size} of {len(data)} bytes reached the disk")
 
 
 @contextmanager
