@@ -19,6 +19,7 @@ class StationConfig:
     server_token: str = ""
     data: Optional[str] = None  # the worklist's folder; None: upload a volume or open the sample
     max_upload_mb: float = 512.0
+    owner: str = "browser"  # the annotator's name the others see on the cases (the page can change it)
     target_fps: float = 30.0  # most renders per second of the view under the mouse
     blur_fps: float = 5.0  # of the other views (each mouse move in place mode renders every view showing the points)
 

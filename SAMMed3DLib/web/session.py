@@ -32,7 +32,7 @@ def serve(config: StationConfig, port: int, model: Any = None, idle_exit_s: floa
     server.cli.parse_known_args = functools.partial(type(server.cli).parse_known_args, server.cli, [])
     server.enable_module(trame_slicer_module)
     station = Station(server, config, model=model)
-    case_panel = worklist_panel.attach(station) if config.data else None
+    case_panel = worklist_panel.attach(station, config.owner) if config.data else None
     page.build(station, case_panel)
     announce = on_ready or (lambda p: print(f"{READY} {p}", flush=True))
     server.controller.on_server_ready.add(lambda **_: announce(server.port))

@@ -21,7 +21,7 @@ from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffec
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 from ..errors import InputError
-from ..slicer import gui, panel
+from ..slicer import cases, gui, panel
 from ..slicer.controller import Inputs, SegmentationController
 from ..slicer.feedback import error_text
 from . import segments, volumes
@@ -97,7 +97,7 @@ class Station:
         self._uploads = tempfile.TemporaryDirectory(prefix="sammed3d-web-")
         self._polling: Optional[asyncio.Task] = None
         self._shown_status = ""
-        self.on_refresh: List[Callable[[], None]] = []  # e.g. the worklist panel's own refresh
+        self.on_close: List[Callable[[], None]] = []  # e.g. the worklist gives the open case's lock back
         self.state.update({"message": "", "message_error": False, "status": "", "busy": False, "placing": 0,
                            "can_undo": False, "can_redo": False, "clicks": 0, "segments": [], "segment_id": "",
                            "brush": "none", "volume_name": "", "download": -1.0, "running_s": 0.0, "device_note": "",
@@ -150,8 +150,6 @@ class Station:
             if c.status and c.status != self._shown_status:  # a newer message stays until the next status
                 self._shown_status = c.status
                 self.state.status, self.state.message = c.status, ""
-            for hook in self.on_refresh:
-                hook()
 
     def _options_state(self) -> Dict[str, Any]:
         o = self.controller.options
@@ -183,26 +181,27 @@ class Station:
             raise InputError(f"{Path(path).name}: not a volume Slicer can read")
         self.show_case(nodes[0], None, name or Path(path).name)
 
-    def show_case(self, volume, segmentation, name: str) -> None:
-        """Make ``volume`` (and ``segmentation``, or a new one) the case the page works on; earlier case nodes
-        leave the scene. The controller forgets nothing it needs: targets are keyed by node."""
+    def show_case(self, volume, segmentation, name: str, segment_id: str = "") -> None:
+        """Make ``volume`` (and ``segmentation``, or a new one) the case the page works on, ``segment_id`` (or the
+        first segment) selected; the previous case's nodes leave the scene and the controller forgets them."""
         self.stop_tools()
-        self.controller.finish()
         scene = self.slicer.scene
-        for node in (self.selection.inputVolume, self.selection.segmentation):
-            if node is not None and node not in (volume, segmentation) and scene.IsNodePresent(node):
-                scene.RemoveNode(node)
-        self.selection.inputVolume, self.selection.segmentation, self.selection.segmentId = volume, segmentation, ""
+        previous = [n for n in (self.selection.inputVolume, self.selection.segmentation) if n not in (None, volume,
+                                                                                                      segmentation)]
+        self.controller.forget_nodes(*previous)
+        cases.remove_nodes(scene, *previous)
+        self.selection.inputVolume, self.selection.segmentation = volume, segmentation
+        self.selection.segmentId = segment_id
         panel.ensure_defaults(scene, self.selection)
         if segmentation is None:
             self.selection.segmentation = self.slicer.segmentation_editor.create_empty_segmentation_node()
             self.selection.segmentation.SetName(f"{name} segmentation")
         self.slicer.segmentation_editor.set_surface_representation_enabled(False)
         existing = segments.rows(self.selection.segmentation)
-        if existing:
-            self.selection.segmentId = existing[0]["id"]
-        else:
+        if not existing:
             panel.add_segment(scene, self.selection)
+        elif self.selection.segmentId not in {row["id"] for row in existing}:
+            self.selection.segmentId = existing[0]["id"]
         display = self.slicer.display_manager
         display.show_volume_in_slice_background(volume)
         display.set_node_visible_in_group(volume)
@@ -324,5 +323,7 @@ class Station:
         self.controller.download()
 
     def close(self) -> None:
+        for hook in self.on_close:
+            hook()
         self.controller.cleanup()
         self._uploads.cleanup()
