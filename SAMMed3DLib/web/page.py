@@ -32,6 +32,7 @@ window.addEventListener('keydown', (event) => {
   }
 }, true);
 """
+KEYS_HELP = "A: + point · S: − point · Ctrl+Z: undo · Ctrl+Y: redo · Enter: finish · right-click: stop placing"
 STYLE = """
 html { overflow-y: hidden; }
 .sam-status { font-family: monospace; font-size: 0.85rem; }
@@ -68,6 +69,9 @@ def build(station: Station, case_panel: Optional[Callable[[], None]] = None) -> 
                 _options(station, act)
         with layout.content:
             station.layout.initialize_layout_grid(layout)
+        layout.footer.clear()
+        with layout.footer:
+            html.Span(KEYS_HELP, classes="sam-status", id="sam-keys")
     return layout
 
 

@@ -208,6 +208,12 @@ class Station:
         for view in self.slicer.view_manager.get_slice_views():
             view.set_visible_in_3d(True)
         display.reset_views()
+        for view in self.slicer.view_manager.get_threed_views():  # the three planes at an angle, not edge-on
+            camera = view.renderer().GetActiveCamera()
+            camera.Azimuth(40)
+            camera.Elevation(25)
+            view.renderer().ResetCameraClippingRange()
+            view.schedule_render()
         self._select()
         self.controller.enter(scene)
         with self.state:

@@ -30,7 +30,7 @@ def station(config_json: str, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data")
-    parser.add_argument("--weights", default="stand-in")
+    parser.add_argument("--weights", default="stand-in", help="stand-in, or a checkpoint path / registry id")
     parser.add_argument("--station", nargs=2, metavar=("CONFIG_JSON", "PORT"))
     args = parser.parse_args()
     if args.station:
