@@ -87,3 +87,17 @@ def test_bench_web_runs(tmp_path):
     assert "tiny random-weight network" in result.stdout and "first click: encoded" in result.stdout
     assert "click→image ms" in result.stdout and "CPU " in result.stdout
     assert report.is_file()
+
+
+def test_web_with_a_team_server_runs_the_engines_there(tmp_path):
+    from SAMMed3DLib.cli import build_parser
+    from SAMMed3DLib.cli.web import config_from
+
+    token = tmp_path / "server-token"
+    token.write_text("team-server-token-0123456789\n")
+    args = build_parser("web").parse_args(["web", "--server", " http://gpu-host:8000 ", "--token-file", str(token),
+                                           "--data", str(tmp_path)])  # fmt: skip
+    config = config_from(args)
+    assert (config.device, config.server_url, config.server_token) == ("server", "http://gpu-host:8000",
+                                                                       "team-server-token-0123456789")  # fmt: skip
+    assert config.data == str(tmp_path.resolve())

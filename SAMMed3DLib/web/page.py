@@ -32,7 +32,7 @@ window.addEventListener('keydown', (event) => {
   }
 }, true);
 """
-KEYS_HELP = "A: + point · S: − point · Ctrl+Z: undo · Ctrl+Y: redo · Enter: finish · right-click: stop placing"
+KEYS_HELP = "A: + point · S: − point · Ctrl+Z: undo · Ctrl+Y: redo · Enter: finish"
 STYLE = """
 html { overflow-y: hidden; }
 .sam-status { font-family: monospace; font-size: 0.85rem; }
@@ -179,6 +179,9 @@ def _options(station: Station, act) -> None:
         v.VTextField(label="Team server URL", density="compact", hide_details=True,
                      v_show="options.device === 'server'", model_value=("options.server_url",),
                      change=(act(station.set_option), "['server_url', $event.target.value]"))  # fmt: skip
+        v.VTextField(label="Team server token", type="password", density="compact", hide_details=True,
+                     v_show="options.device === 'server'", id="sam-server-token",
+                     change=(act(station.set_option), "['server_token', $event.target.value]"))  # fmt: skip
         html.Div("{{ device_note }}", classes="sam-status sam-note mt-1")
         v.VBtn("Download the model", click=act(station.download), classes="mt-2", variant="tonal",
                v_show="options.device !== 'server'")  # fmt: skip

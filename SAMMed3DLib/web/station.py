@@ -100,7 +100,8 @@ class Station:
         self.on_close: List[Callable[[], None]] = []  # e.g. the worklist gives the open case's lock back
         self.state.update({"message": "", "message_error": False, "status": "", "busy": False, "placing": 0,
                            "can_undo": False, "can_redo": False, "clicks": 0, "segments": [], "segment_id": "",
-                           "brush": "none", "volume_name": "", "download": -1.0, "running_s": 0.0, "device_note": "",
+                           "brush": "none", "volume_name": "", "download": -1.0, "running_s": 0.0,
+                           "device_note": self.controller.device_note(),
                            "options": self._options_state()})  # fmt: skip
 
     # --- the controller's GUI (SAMMed3DLib.slicer.gui.Gui) ---------------------------------------------------
@@ -146,7 +147,6 @@ class Station:
             self.state.segment_id = self.selection.segmentId
             progress = c.download_progress
             self.state.download = -1.0 if progress is None else round(100 * (progress.fraction or 0.0), 1)
-            self.state.device_note = c.device_note()
             if c.status and c.status != self._shown_status:  # a newer message stays until the next status
                 self._shown_status = c.status
                 self.state.status, self.state.message = c.status, ""
@@ -294,14 +294,15 @@ class Station:
     def set_option(self, name: str, value: Any) -> None:
         """One of the module's options from the page (unknown names are refused)."""
         changes = {"protect_others": bool, "start_from_existing": bool, "auto_extend": bool, "device": str,
-                   "server_url": str}  # fmt: skip
+                   "server_url": str, "server_token": str}  # fmt: skip
         if name == "bf16":
             self.controller.set_options(precision="bf16" if value else "fp32")
         elif name in changes:
             self.controller.set_options(**{name: changes[name](value)})
         else:
             raise InputError(f"unknown option {name!r}")
-        self.state.options = self._options_state()
+        self.state.options = self._options_state()  # the token never goes back to the page
+        self.state.device_note = self.controller.device_note()
 
     def window_level(self, preset: str) -> None:
         self.require_case()
