@@ -6,21 +6,14 @@ No MRML here: these functions give a checked file path; :mod:`.station` loads it
 import importlib.util
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from ..errors import InputError
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-"""File name endings the page accepts for an uploaded volume (NIfTI, NRRD, MetaImage; a header-only format is
-refused on upload, since its data file cannot come along)."""
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+"""File name endings the page accepts for an uploaded volume: one-file NIfTI, NRRD and MetaImage (a header with a
+separate data file, .nhdr or .mhd, cannot come along in one upload)."""
 SAMPLE_NAME = "MNI152 T1 1 mm (sample)"
-
-
-def volume_suffix(name: str) -> Optional[str]:
-    """The accepted ending of ``name`` (lower case), None when it has none."""
-    lower = name.lower()
-    return next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), None)
 
 
 def safe_upload_name(name: str) -> str:

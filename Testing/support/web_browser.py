@@ -7,7 +7,6 @@ for the load event. Slicer places a point where its preview is, so a click moves
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -180,7 +179,3 @@ def phantom(path: Path, shape=(48, 80, 80), radius: float = 14.0, seed: int = 0)
     sitk.WriteImage(image, str(path))
     return path
 
-
-def copy_case(source: Path, folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy(source, folder / name))
