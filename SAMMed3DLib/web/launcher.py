@@ -8,16 +8,21 @@ crash boundary; with ``--server`` their engines run on the team server's workers
 
 Off loopback a token is required (as ``serve`` requires one): the first visit carries it as ``?token=...``, the
 launcher answers with an HttpOnly cookie. The page's websocket messages are limited to what the protocol sends in
-one piece (wslink splits larger ones into 4 MiB chunks); the station checks an upload's total size. A station ends
-itself when its page has been gone for a while; the launcher then forgets the session (a returning browser gets a
-fresh station)."""
+one piece (wslink splits larger ones into 4 MiB chunks); the station checks an upload's total size.
+
+The launcher owns the stations' lives: it keeps a spare station started, so that a new page does not wait for
+Slicer to load, and ends a station whose page has been gone for :data:`IDLE_S` (the station gives its case back);
+a browser that returns later gets a fresh station."""
 
 import asyncio
 import contextlib
+import ctypes
 import hmac
 import secrets
+import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -30,6 +35,11 @@ TOKEN_COOKIE = "sammed3d_token"
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}  # fmt: skip
 STATION_START_S = 180.0  # a station's first start on a busy 2-core host loads Slicer's libraries (seconds)
+IDLE_S = 60.0
+"""A station whose page has been gone this long (seconds) ends, giving its case back; a reload within it finds
+the session as it was."""
+REAP_EVERY_S = 5.0
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def free_port() -> int:
@@ -46,6 +56,8 @@ class Station:
     process: asyncio.subprocess.Process
     port: int
     log: List[str] = field(default_factory=list)
+    pages: int = 0  # websockets connected now
+    seen: float = field(default_factory=time.monotonic)  # when a page was last connected
 
     @property
     def alive(self) -> bool:
@@ -56,12 +68,14 @@ class Launcher:
     """See the module docstring. ``command(port)``: the argv of one station process listening on ``port``."""
 
     def __init__(self, command: Callable[[int], List[str]], *, token: Optional[str] = None, max_sessions: int = 8,
-                 max_message_bytes: int = 8 * 2**20) -> None:  # fmt: skip
+                 spares: int = 1, idle_s: float = IDLE_S, max_message_bytes: int = 8 * 2**20) -> None:  # fmt: skip
         self.command, self.token, self.max_sessions = command, token, max_sessions
-        self.max_message_bytes = max_message_bytes
+        self.spares, self.idle_s, self.max_message_bytes = spares, idle_s, max_message_bytes
         self.stations: Dict[str, Station] = {}
+        self._spare: List[asyncio.Task] = []  # stations starting or waiting for a session (a page opens at once)
         self._starting: Dict[str, asyncio.Lock] = {}
         self._client: Optional[aiohttp.ClientSession] = None
+        self._reaper: Optional[asyncio.Task] = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_message_bytes)
@@ -72,18 +86,58 @@ class Launcher:
 
     async def _start_client(self, app: web.Application) -> None:
         self._client = aiohttp.ClientSession(auto_decompress=False)
+        self._reaper = asyncio.ensure_future(self._reap())
+        self._keep_spares()
 
     async def _stop(self, app: web.Application) -> None:
-        for station in self.stations.values():
+        if self._reaper is not None:
+            self._reaper.cancel()
+        spares = await asyncio.gather(*self._spare, return_exceptions=True)
+        stations = [*self.stations.values(), *(s for s in spares if isinstance(s, Station))]
+        for station in stations:
             if station.alive:
                 station.process.terminate()
-        for station in self.stations.values():
+        for station in stations:
             try:
                 await asyncio.wait_for(station.process.wait(), 10)
             except asyncio.TimeoutError:
                 station.process.kill()
         if self._client is not None:
             await self._client.close()
+
+    def _keep_spares(self) -> None:
+        """Start stations ahead of need, so that a new page does not wait for Slicer to load (within
+        ``max_sessions``, spares included)."""
+        busy = sum(s.alive for s in self.stations.values())
+        while len(self._spare) < self.spares and busy + len(self._spare) < self.max_sessions:
+            self._spare.append(asyncio.ensure_future(self._start_station()))
+
+    async def _take_spare(self) -> Optional[Station]:
+        """A started spare station (waiting for it if it is still starting), None when there is none."""
+        while self._spare:
+            task = self._spare.pop(0)
+            try:
+                station = await task
+            except RuntimeError:
+                continue
+            if station.alive:
+                return station
+        return None
+
+    async def _reap(self) -> None:
+        """End the stations whose page has been gone for ``idle_s`` seconds; forget those that ended."""
+        while True:
+            await asyncio.sleep(REAP_EVERY_S)
+            now = time.monotonic()
+            for session, station in list(self.stations.items()):
+                if station.alive and station.pages == 0 and now - station.seen > self.idle_s:
+                    station.process.terminate()
+                if not station.alive:
+                    self.stations.pop(session, None)
+                    self._starting.pop(session, None)
+            self._spare = [task for task in self._spare if not (task.done() and (task.exception() is not None or
+                                                                                 not task.result().alive))]
+            self._keep_spares()
 
     # --- one request ----------------------------------------------------------------------------------------
 
@@ -125,14 +179,17 @@ class Launcher:
             self.stations.pop(session, None)
             if sum(s.alive for s in self.stations.values()) >= self.max_sessions:
                 raise RuntimeError(f"all {self.max_sessions} stations are in use; try again later")
-            station = await self._start_station()
+            station = await self._take_spare() or await self._start_station()
+            station.seen = time.monotonic()
             self.stations[session] = station
+            self._keep_spares()
             return station
 
     async def _start_station(self) -> Station:
         port = free_port()
         process = await asyncio.create_subprocess_exec(*self.command(port), stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+                                                       stderr=asyncio.subprocess.STDOUT,
+                                                       preexec_fn=_end_with_parent)  # fmt: skip
         station = Station(process, port)
         try:
             await asyncio.wait_for(self._wait_ready(station), STATION_START_S)
@@ -178,9 +235,22 @@ class Launcher:
         page = web.WebSocketResponse(max_msg_size=self.max_message_bytes, compress=False)
         await page.prepare(request)
         url = f"ws://127.0.0.1:{station.port}{request.rel_url.path_qs}"
-        async with self._client.ws_connect(url, max_msg_size=0, compress=0) as inner:
-            await _pump_both(page, inner)
+        station.pages += 1
+        try:
+            async with self._client.ws_connect(url, max_msg_size=0, compress=0) as inner:
+                await _pump_both(page, inner)
+        finally:
+            station.pages -= 1
+            station.seen = time.monotonic()
         return page
+
+
+def _end_with_parent() -> None:
+    """In a station process before it runs (Linux): the kernel terminates it if the launcher dies, so that no
+    orphaned station keeps a case locked."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _pump(source, sink) -> None:
@@ -216,11 +286,14 @@ def run(launcher: Launcher, host: str, port: int, on_ready: Callable[[str], None
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         shown = f"[{host}]" if ":" in host else host
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):  # platforms without loop signal handlers: Ctrl+C only
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         on_ready(f"http://{shown}:{bound}/")
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
-            await runner.cleanup()
+            await runner.cleanup()  # the stations end and give their cases back
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

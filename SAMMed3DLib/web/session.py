@@ -1,11 +1,11 @@
 """Run one station (one browser session's process): a trame server on a loopback port with its page.
 
 ``python -m SAMMed3DLib.web CONFIG_JSON PORT`` is what :mod:`.launcher` starts for every browser session; the
-process prints ``SAM-Med3D station ready on port N`` once it listens and ends when its page has been gone for
-``idle_exit_s`` seconds."""
+process prints ``SAM-Med3D station ready on port N`` once it listens; the launcher ends it."""
 
 import functools
 import os
+import signal
 import sys
 from typing import Any, Callable, Optional
 
@@ -18,10 +18,11 @@ from .station import Station  # noqa: E402
 READY = "SAM-Med3D station ready on port"
 
 
-def serve(config: StationConfig, port: int, model: Any = None, idle_exit_s: float = 60.0,
+def serve(config: StationConfig, port: int, model: Any = None, idle_exit_s: float = 0.0,
           on_ready: Optional[Callable[[int], None]] = None) -> None:  # fmt: skip
-    """Build the station and serve its page on 127.0.0.1:``port`` until no page has been connected for
-    ``idle_exit_s`` seconds (0: forever). Blocks."""
+    """Build the station and serve its page on 127.0.0.1:``port`` until it is terminated (the launcher ends it)
+    or, with ``idle_exit_s``, until no page has been connected for that long. Blocks; the station closes its
+    case on the way out (SIGTERM included)."""
     from trame.app import get_server
     from trame_slicer import module as trame_slicer_module
 
@@ -36,6 +37,7 @@ def serve(config: StationConfig, port: int, model: Any = None, idle_exit_s: floa
     page.build(station, case_panel)
     announce = on_ready or (lambda p: print(f"{READY} {p}", flush=True))
     server.controller.on_server_ready.add(lambda **_: announce(server.port))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: the case's lock is given back
     try:
         server.start(port=port, host="127.0.0.1", open_browser=False, show_connection_info=False,
                      disable_logging=True, timeout=int(idle_exit_s))  # fmt: skip

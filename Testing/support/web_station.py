@@ -24,7 +24,7 @@ def station(config_json: str, port: int) -> None:
         from support.standin import StandInModel
 
         model = StandInModel()
-    serve(config, port, model=model, idle_exit_s=30)
+    serve(config, port, model=model)
 
 
 def main() -> None:
@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--data")
     parser.add_argument("--weights", default="stand-in", help="stand-in, or a checkpoint path / registry id")
     parser.add_argument("--station", nargs=2, metavar=("CONFIG_JSON", "PORT"))
+    parser.add_argument("--spares", type=int, default=0, help="stations started ahead (the tests start none: on "
+                                                                "2 cores a spare's start slows the test's clicks)")
     args = parser.parse_args()
     if args.station:
         station(args.station[0], int(args.station[1]))
@@ -40,7 +42,8 @@ def main() -> None:
     from SAMMed3DLib.web.launcher import Launcher, run
 
     settings = StationConfig(weights=args.weights, device="cpu", data=args.data, max_upload_mb=16).to_json()
-    launcher = Launcher(lambda port: [sys.executable, str(HERE), "--station", settings, str(port)], max_sessions=4)
+    launcher = Launcher(lambda port: [sys.executable, str(HERE), "--station", settings, str(port)], max_sessions=4,
+                        spares=args.spares)
     run(launcher, "127.0.0.1", 0, lambda url: print(f"{READY} {url}", flush=True))
 
 
