@@ -92,6 +92,8 @@ class Launcher:
     async def _stop(self, app: web.Application) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        for task in self._spare:
+            task.cancel()  # a spare still starting is ended by _start_station
         spares = await asyncio.gather(*self._spare, return_exceptions=True)
         stations = [*self.stations.values(), *(s for s in spares if isinstance(s, Station))]
         for station in stations:
@@ -198,6 +200,10 @@ class Launcher:
                 process.kill()
             tail = " | ".join(station.log[-3:])
             raise RuntimeError(f"a station did not start ({exc or 'timed out'}): {tail}") from exc
+        except asyncio.CancelledError:  # the launcher stops while this station starts
+            if station.alive:
+                process.kill()
+            raise
         asyncio.ensure_future(self._drain(station))
         return station
 
