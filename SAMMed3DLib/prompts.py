@@ -107,11 +107,6 @@ def read_prompts(path: "os.PathLike[str] | str") -> List[SegmentPrompts]:
     return [_segment(markup, extra, path) for markup, extra in zip(markups, extras)]
 
 
-def is_prompts_document(path: "os.PathLike[str] | str") -> bool:
-    """Whether ``path`` names a prompts file (by its name: ``NAME.prompts.mrk.json``)."""
-    return Path(path).name.lower().endswith(SUFFIX)
-
-
 def _extras(document: dict, count: int, path: Path) -> List[dict]:
     """The ``sammed3d.segments`` entries, one per markup (empty ones when the object is absent)."""
     extra = document.get("sammed3d", {})
@@ -143,8 +138,8 @@ def _segment(markup: Any, extra: dict, path: Path) -> SegmentPrompts:
             raise InputError(f"{path}: a click of {name!r} has description {sign!r}; expected positive or negative")
         point = control_point_position(control.get("position"), path)
         clicks.append((tuple(lps_to_ras(point).tolist()) if system == "LPS" else point, sign == POSITIVE))
-    color = (markup.get("display") or {}).get("color", (1.0, 1.0, 0.0)) if isinstance(markup.get("display"), dict) \
-        else (1.0, 1.0, 0.0)  # fmt: skip
+    display = markup.get("display")
+    color = display.get("color", SegmentPrompts.color) if isinstance(display, dict) else SegmentPrompts.color
     segment_id = extra.get("id", "")
     return SegmentPrompts(name, tuple(clicks), _color(color, path), segment_id if isinstance(segment_id, str) else "",
                           extra.get("fromMask") is True)  # fmt: skip
@@ -172,6 +167,3 @@ def _color(color: object, path: Path) -> Tuple[float, float, float]:
         raise InputError(f"{path}: a colour must be three numbers from 0 to 1, got {color!r}")
     return tuple(float(c) for c in color)
 
-
-def click_count(segments: Sequence[SegmentPrompts]) -> int:
-    return sum(len(s.clicks) for s in segments)

@@ -15,7 +15,8 @@ resumes where the team stopped::
 States: *to do* (no record), *in progress* (saved, not finished), *done* (saved with *Save & next* or
 :meth:`CaseDesk.save` ``done=True``). A case is *busy* while another session holds its lock; a lock whose
 heartbeat is older than :data:`STALE_AFTER_S` (a crashed session, a closed laptop) no longer counts, and the
-next claim takes it over; on the holder's own machine a lock whose process has ended is free at once.
+next claim takes it over; on the holder's own machine a lock whose process has ended is free at once. (Machines
+sharing a folder compare file times: their clocks must agree to within seconds, as NTP keeps them.)
 
 Case names come from the folder's own file names; a name a client sends is only ever looked up among them
 (:meth:`Worklist.case`), so no request names a path outside the folder.
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import InputError
-from .staging import is_read_only
+from .staging import is_read_only, recover_staging
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SEGMENTATION_SUFFIX = ".seg.nrrd"
@@ -94,10 +95,17 @@ class Worklist:
             raise InputError(f"{self.folder} is not a folder")
         if is_read_only(self.folder):  # no write permission bit, or none for this process
             raise InputError(f"{self.folder} is read-only: the worklist saves segmentations beside the images")
-        owner = " ".join(str(owner).split())[:80]
+        self.recover()
+        owner = " ".join("".join(c for c in str(owner) if c.isprintable() or c.isspace()).split())[:80]
         self.owner = owner or "someone"
         self.token = uuid.uuid4().hex  # this session's identity in the locks it takes
         self.stale_after_s = float(stale_after_s)
+
+    def recover(self) -> None:
+        """Finish (or drop) the saves a killed session left half done in the folder (see :mod:`.staging`)."""
+        for folder in (self.folder, self.folder / RECORDS):
+            if folder.is_dir():
+                recover_staging(folder)
 
     # --- the cases ------------------------------------------------------------------------------------------
 
@@ -109,7 +117,7 @@ class Worklist:
         """The case called ``name``; InputError for a name that is not one of the folder's cases."""
         image = self._images().get(check_case_name(name)) if isinstance(name, str) else None
         if image is None:
-            raise InputError(f"there is no case {name!r} in {self.folder}")
+            raise InputError(f"there is no case {_shown(name)} in {self.folder}")
         return self._case(name, image)
 
     def next_to_do(self, after: Optional[str] = None) -> Optional[Case]:
@@ -271,7 +279,7 @@ def counts_line(cases: List[Case]) -> str:
 def check_case_name(name: str) -> str:
     """``name`` if it is a plain case name (see :data:`NAME`); InputError otherwise."""
     if not isinstance(name, str) or not NAME.match(name):
-        raise InputError(f"{name!r} is not a case name")
+        raise InputError(f"{_shown(name)} is not a case name")
     return name
 
 
@@ -307,6 +315,12 @@ def nrrd_segment_count(path: Path) -> int:
     except OSError:
         return 0
     return len(re.findall(rb"^Segment\d+_ID:=", header, flags=re.MULTILINE))
+
+
+def _shown(name: object) -> str:
+    """A name a client sent, for a message: quoted, at most 80 characters."""
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _number(value: object) -> float:

@@ -108,6 +108,11 @@ def test_open_loads_the_image_claims_the_case_and_gives_a_segment(station, folde
     assert opened.segmentation.GetSegmentation().GetNumberOfSegments() == 1 and opened.segment_id
     assert Worklist(folder, "ben").case("b").busy
     assert not station.desk.modified
+    summary = station.desk.summary()
+    assert summary["current"] == "b" and not summary["modified"] and summary["counts"].startswith("3 cases: 3 to do")
+    assert [(row["name"], row["open"], row["line"]) for row in summary["cases"]][:2] == [
+        ("a", False, "a \u2014 to do"), ("b", True, "b \u2014 to do")]
+    json.dumps(summary)  # plain JSON values
     station.desk.close()
     assert scene_fingerprint(app.scene) == before  # no node of the case is left (display, storage nodes neither)
     assert not Worklist(folder, "ben").case("b").busy
@@ -194,6 +199,31 @@ def test_finished_segments_keep_their_clicks(station, folder):
     station.new_segment("B", (0.0, 0.0, 1.0))
     station.click(SPHERE_B)
     assert [len(p.clicks) for p in station.desk.prompts()] == [1, 1]
+
+
+def test_the_clicks_follow_what_made_the_segment(station):
+    """A new session that replaces a finished segment's content records its own clicks; reset (or a session
+    whose clicks are all undone) leaves the segment, and its record, as before; one continuing from the segment
+    adds its clicks to those before."""
+    opened = station.desk.open("a")
+    station.select()
+    first = (tuple(map(float, SPHERE_A)), True)
+    station.click(SPHERE_A)
+    station.controller.finish()
+    station.controller.wait()
+    station.click(np.add(SPHERE_A, (0.0, 3.0, 0.0)))  # a fresh session: it replaces the segment's content
+    assert station.desk.prompts()[0].clicks == (((SPHERE_A[0], SPHERE_A[1] + 3.0, SPHERE_A[2]), True),)
+    station.controller.reset()
+    station.controller.wait()
+    assert station.desk.prompts()[0].clicks == (first,)  # the content is the first session's again
+    station.controller.set_options(start_from_existing=True)
+    station.click(np.add(SPHERE_A, (0.0, -3.0, 0.0)))
+    clicks = station.desk.prompts()[0].clicks
+    assert len(clicks) == 2 and clicks[0] == first and not station.desk.prompts()[0].from_mask
+    station.controller.undo()
+    station.controller.wait()
+    assert station.desk.prompts()[0].clicks == (first,)
+    assert opened.segment_id in station.controller.segment_clicks(opened.segmentation)
 
 
 def test_a_case_open_elsewhere_is_busy_and_next_skips_it(app, station, folder):
@@ -304,3 +334,83 @@ def test_a_dicom_series_folder_is_a_case_and_replays(station, folder, tmp_path, 
     main(["segment-dataset", "--images", str(folder), "--prompts", str(folder), "--out", str(out),
           "--weights", "stand-in"])  # fmt: skip
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "series.nii.gz"))) == 1, expected)
+
+
+def test_a_case_whose_nodes_were_removed_is_not_saved_but_opens_again(station, app, folder):
+    """The scene is the truth: another module removed the case's segmentation; Save says so and writes nothing,
+    opening the case again loads it afresh."""
+    opened = station.desk.open("b")
+    app.scene.RemoveNode(opened.segmentation)
+    with pytest.raises(InputError, match="segmentation of b was removed from the scene; open the case again"):
+        station.desk.save()
+    assert not (folder / "b.seg.nrrd").exists()
+    again = station.desk.open("b", discard=True)
+    assert again is not opened and app.scene.IsNodePresent(again.segmentation)
+    assert Worklist(folder, "ben").case("b").busy  # still ours
+    assert station.desk.save().state == IN_PROGRESS
+
+
+def test_a_segmentation_without_segments_opens_with_one_to_click_into(station, folder):
+    opened = station.desk.open("b")
+    opened.segmentation.GetSegmentation().RemoveSegment(opened.segment_id)
+    assert station.desk.save().segments == 0
+    station.desk.close()
+    assert station.desk.open("b").segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    assert not station.desk.modified
+
+
+def test_a_damaged_prompts_file_is_one_message_and_is_kept(station, folder, app):
+    (folder / "b.prompts.mrk.json").write_text("{not json")
+    before = scene_fingerprint(app.scene)
+    with pytest.raises(InputError, match="b.prompts.mrk.json is not a readable prompts file .*; move it aside"):
+        station.desk.open("b")
+    assert scene_fingerprint(app.scene) == before and (folder / "b.prompts.mrk.json").read_text() == "{not json"
+    assert not station.desk.worklist.case("b").busy
+
+
+def test_a_cut_off_nifti_is_one_message_not_an_image_of_zeros(station, folder, app):
+    data = (folder / "b.nii.gz").read_bytes()
+    (folder / "b.nii.gz").write_bytes(data[: len(data) // 2])
+    before = scene_fingerprint(app.scene)
+    with pytest.raises(InputError, match="b.nii.gz"):
+        station.desk.open("b")
+    assert scene_fingerprint(app.scene) == before and not station.desk.worklist.case("b").busy
+
+
+def test_nothing_is_opened_or_saved_while_a_click_runs(station, folder):
+    """A click still on the worker would land in a segmentation that is being saved or taken out of the scene."""
+    station.desk.open("b")
+    station.select()
+    station.positive.AddControlPointWorld(-60.0, -60.0, 60.0)  # the click is queued, not finished
+    assert station.controller.busy
+    for action in (station.desk.save, station.desk.next, station.desk.close):
+        with pytest.raises(InputError, match="A click is still running"):
+            action()
+    station.controller.wait()
+    assert station.desk.save().clicks == 1 and not (folder / ".worklist" / "c.lock").exists()
+
+
+def test_slicer_opens_the_prompts_file_as_one_point_list_per_segment(app, tmp_path):
+    """What the README promises annotators: Slicer's own markups reader shows each segment's clicks."""
+    from SAMMed3DLib.prompts import SegmentPrompts, prompts_text
+
+    path = tmp_path / "a.prompts.mrk.json"
+    path.write_text(prompts_text([
+        SegmentPrompts("liver", (((1.0, 2.0, 3.0), True), ((4.0, -5.0, 6.0), False)), (0.8, 0.2, 0.1), "S1"),
+        SegmentPrompts("tumour", (((7.0, 8.0, 9.0), True),), (0.0, 1.0, 0.0), "S2"),
+    ]))  # fmt: skip
+    assert app.logics["Markups"].LoadMarkups(str(path))
+    lists = [app.scene.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+             for i in range(app.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode"))]  # fmt: skip
+    shown = {}
+    for node in lists:
+        points = []
+        for i in range(node.GetNumberOfControlPoints()):
+            position = [0.0, 0.0, 0.0]
+            node.GetNthControlPointPositionWorld(i, position)
+            points.append((node.GetNthControlPointLabel(i), node.GetNthControlPointDescription(i), tuple(position)))
+        shown[node.GetName()] = (points, tuple(round(c, 3) for c in node.GetDisplayNode().GetSelectedColor()))
+    assert shown == {
+        "liver": ([("+1", "positive", (1.0, 2.0, 3.0)), ("-1", "negative", (4.0, -5.0, 6.0))], (0.8, 0.2, 0.1)),
+        "tumour": ([("+1", "positive", (7.0, 8.0, 9.0))], (0.0, 1.0, 0.0)),
+    }

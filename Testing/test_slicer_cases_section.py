@@ -81,7 +81,7 @@ class Panel:
     """The module panel around the section: its parameter node feeds the controller (as the Logic does), the
     user's answers to the Yes/No question and the status line's messages are recorded."""
 
-    def __init__(self, scene, owner):
+    def __init__(self, scene, owner, folder=""):
         self.controller = SegmentationController()
         self.controller.set_options(device="cpu")
         self.controller.set_model("stand-in", StandInModel())
@@ -91,6 +91,7 @@ class Panel:
         self.controller.enter(scene)
         self.answers, self.questions, self.messages = [], [], []
         self.ui = panel_ui()
+        self.ui.casesFolderPicker._path = str(folder)  # restored from the settings before the section connects
         self.section = CasesSection(self.ui, scene, self.controller, lambda: self.parameters, self._confirm,
                                     lambda text, error: self.messages.append((text, error)), owner)  # fmt: skip
 
@@ -99,13 +100,17 @@ class Panel:
         return self.answers.pop(0)
 
     def click(self, point_ras):
-        """The panel's selection reaches the controller (the Logic follows its parameter node), then a click."""
+        self.start_click(point_ras)
+        self.controller.wait()
+        assert self.controller.last_error is None, self.controller.last_error
+
+    def start_click(self, point_ras):
+        """The panel's selection reaches the controller (the Logic follows its parameter node), then a click
+        that the controller queues."""
         p = self.parameters
         self.controller.set_inputs(Inputs(p.inputVolume, p.segmentation, p.segmentId, p.positivePoints,
                                           p.negativePoints))  # fmt: skip
         p.positivePoints.AddControlPointWorld(*point_ras)
-        self.controller.wait()
-        assert self.controller.last_error is None, self.controller.last_error
 
     def press(self, button):
         getattr(self.ui, button).emit("clicked()")
@@ -182,7 +187,10 @@ def test_a_colleague_sees_the_open_case_and_next_skips_it(app, panel, folder):
     assert colleague.messages[-1] == ("a is open by ana", True) and colleague.section.desk.current is None
     colleague.press("nextCaseButton")
     assert colleague.section.desk.current.name == "b"
-    colleague.section.close()  # the scene closes: the lock is given back
+    colleague.start_click(CENTRE)  # a click still running ...
+    assert colleague.controller.busy
+    colleague.section.close()  # ... when the scene closes: it lands, then the lock is given back
+    assert colleague.section.desk.current is None and not colleague.controller.busy
     panel.section.heartbeat()
     assert panel.rows[1] == "b \u2014 to do"
     colleague.controller.cleanup()
@@ -200,6 +208,12 @@ def test_the_last_case_done_says_so(panel, folder):
     assert "No case is left to do" in panel.messages[-1][0]
 
 
+def test_the_remembered_folder_is_listed_when_the_module_starts(app, folder):
+    panel = Panel(app.scene, "ana", folder)
+    assert panel.rows == ["a \u2014 to do", "b \u2014 to do", "c \u2014 to do"] and panel.section.desk.current is None
+    panel.controller.cleanup()
+
+
 def test_a_folder_that_is_not_one_is_one_message(panel, tmp_path):
     panel.ui.casesFolderPicker.currentPath = str(tmp_path / "nowhere")
     assert panel.messages == [(f"{tmp_path / 'nowhere'} is not a folder", True)]
@@ -207,6 +221,24 @@ def test_a_folder_that_is_not_one_is_one_message(panel, tmp_path):
 
 
 def test_every_widget_the_section_drives_is_in_the_ui():
-    source = (Path(__file__).resolve().parents[1] / "SAMMed3DLib" / "slicer" / "cases_section.py").read_text()
+    section = Path(__file__).resolve().parents[1] / "SAMMed3DLib" / "slicer" / "cases_section.py"
+    source = section.read_text(encoding="utf-8")
     used = set(re.findall(r"\bui\.(\w+)", source))
     assert len(used) == 6 and used <= ui_widget_names()
+
+
+def test_every_method_the_widget_hands_out_exists():
+    """SAMMed3DWidget wires its own methods to the logic, the Cases section, timers and buttons (``self.name``
+    handed out, not called): each must be defined in the class, set in it, or come from Slicer's base classes."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "SAMMed3D" / "SAMMed3D.py").read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMMed3DWidget")
+    defined = {n.name for n in widget.body if isinstance(n, ast.FunctionDef)}
+    assigned = {t.attr for n in ast.walk(widget) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                for t in ast.walk(t) if isinstance(t, ast.Attribute)}  # fmt: skip
+    from_slicer = {"parent", "layout", "resourcePath", "addObserver", "removeObserver", "removeObservers"}
+    used = {n.attr for n in ast.walk(widget)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"}  # fmt: skip
+    assert used - defined - assigned - from_slicer == set()

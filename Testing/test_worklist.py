@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.limits import commit_killed_at
 
 from SAMMed3DLib import InputError
 from SAMMed3DLib.prompts import SegmentPrompts, prompts_text, read_prompts
@@ -156,6 +157,28 @@ def test_an_unknown_case_name_is_refused_with_the_folder(tmp_path):
     folder = data_folder(tmp_path)
     with pytest.raises(InputError, match=r"there is no case 'zz' in .*data"):
         Worklist(folder, "ana").claim("zz")
+    with pytest.raises(InputError) as caught:
+        Worklist(folder, "ana").case("z" * 10_000)
+    assert len(str(caught.value)) < 200
+
+
+def test_the_owner_shown_to_the_others_is_one_plain_line(tmp_path):
+    folder = data_folder(tmp_path)
+    Worklist(folder, "ana\n\x1b[31mred\t ").claim("d")
+    assert Worklist(folder, "ben").case("d").holder == "ana [31mred"
+
+
+@pytest.mark.parametrize("step, saved", [("planned", False), ("journal", True)])
+def test_a_save_killed_half_way_is_finished_or_dropped_when_the_worklist_opens(tmp_path, step, saved):
+    """A session killed while saving (after writing its journal: the save was decided) leaves staging folders;
+    the next Worklist on the folder completes the save (or, undecided, drops it), so no half-saved case stays."""
+    folder = data_folder(tmp_path)
+    files = {folder / "d.seg.nrrd": "segmentation", folder / "d.prompts.mrk.json": "prompts"}
+    assert commit_killed_at(step, files) == 9
+    assert [p for p in folder.iterdir() if p.name.startswith(".sammed3d-")]
+    Worklist(folder, "ana")
+    assert not [p for p in folder.iterdir() if p.name.startswith(".sammed3d-")]
+    assert all(path.exists() == saved for path in files)
 
 
 def test_a_damaged_record_shows_the_case_as_to_do(tmp_path):

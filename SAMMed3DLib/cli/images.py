@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..inputs import GRID_TOLERANCE
+from ..rawfiles import check_nifti_data, is_nifti
 from ..staging import write_text  # noqa: F401  (the command line's text writer is the staged outputs' one)
-from .rawfiles import check_nifti_data, is_nifti
 
 PathLike = Union["os.PathLike[str]", str]
 

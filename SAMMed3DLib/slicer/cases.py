@@ -9,10 +9,11 @@ clicks, as the controller recorded them), plus the case's state record, through 
 (:mod:`SAMMed3DLib.staging`): both files are read back and checked before they replace anything, and a
 failed save changes no file, no node and no state.
 
-A GUI shows :meth:`CaseDesk.cases`, calls :meth:`open` / :meth:`next` / :meth:`save` / :meth:`save_and_next` /
-:meth:`close`, and :meth:`heartbeat` every :data:`~SAMMed3DLib.worklist.HEARTBEAT_S` seconds while a case is
-open. Each returns or raises one ``InputError`` whose text is the message to show. Opening another case while
-the open one has unsaved changes raises :class:`UnsavedChangesError` unless ``discard=True``.
+A GUI shows :meth:`CaseDesk.cases` (or :meth:`CaseDesk.summary`, as JSON values), calls :meth:`open` /
+:meth:`next` / :meth:`save` / :meth:`save_and_next` / :meth:`close`, and :meth:`heartbeat` every
+:data:`~SAMMed3DLib.worklist.HEARTBEAT_S` seconds while a case is open. Each returns or raises one
+``InputError`` whose text is the message to show. Opening another case while the open one has unsaved changes
+raises :class:`UnsavedChangesError` unless ``discard=True``.
 
 Main thread only; the controller must be idle (no click running) to open, save or close.
 """
@@ -27,8 +28,9 @@ import slicer
 
 from ..errors import InputError
 from ..prompts import SegmentPrompts, prompts_text, read_prompts
+from ..rawfiles import check_nifti_data, is_nifti
 from ..staging import StagedOutputs, write_text
-from ..worklist import DONE, IN_PROGRESS, Case, CaseLock, Worklist
+from ..worklist import DONE, IN_PROGRESS, Case, CaseLock, Worklist, case_line, counts_line
 from . import mrml
 from .targets import SegmentClicks
 
@@ -70,6 +72,14 @@ class CaseDesk:
         """The worklist as it is now (states, counts, busy)."""
         return self.worklist.cases()
 
+    def summary(self) -> Dict[str, Any]:
+        """The worklist as plain JSON values, for a page: every case (:meth:`Case.summary` plus its list line),
+        the open case's name (None), whether it has unsaved changes, and the counts line."""
+        cases = self.cases()
+        current = self.current.name if self.current else None
+        rows = [{**case.summary(), "line": case_line(case), "open": case.name == current} for case in cases]
+        return {"cases": rows, "current": current, "modified": self.modified, "counts": counts_line(cases)}
+
     @property
     def current(self) -> Optional[Case]:
         return self.open_case.case if self.open_case is not None else None
@@ -84,7 +94,7 @@ class CaseDesk:
         changes) if the case is unknown or busy, a click is running, the open case has unsaved changes
         (:class:`UnsavedChangesError`, unless ``discard``) or the files cannot be read."""
         self._check_idle()
-        if self.open_case is not None and self.open_case.case.name == name:
+        if self.open_case is not None and self.open_case.case.name == name and self._in_scene(self.open_case):
             return self.open_case
         if self.modified and not discard:
             raise UnsavedChangesError(f"{self.open_case.case.name} has unsaved changes: save it, or discard them.")
@@ -95,7 +105,8 @@ class CaseDesk:
         except BaseException:
             lock.release()
             raise
-        self.close(discard=True)
+        if self.open_case is not None:  # the same case again (its nodes left the scene) keeps its lock
+            self._put_away(self.open_case, release=self.open_case.case.name != name)
         self.open_case = OpenCase(case, lock, volume, segmentation, loaded, self._fingerprint(segmentation))
         return self.open_case
 
@@ -121,7 +132,11 @@ class CaseDesk:
         nothing. Returns the case as saved."""
         self._check_idle()
         opened = self._require_open()
+        if not self._in_scene(opened):
+            raise InputError(f"The image or segmentation of {opened.case.name} was removed from the scene; open the "
+                             "case again to go on.")  # fmt: skip
         opened.lock.ensure()
+        self.worklist.recover()  # a save of this case killed half way (this session's, before a crash) first
         prompts = self.prompts()
         segments = opened.segmentation.GetSegmentation().GetNumberOfSegments()
         clicks = sum(len(p.clicks) for p in prompts)
@@ -150,10 +165,15 @@ class CaseDesk:
         self._check_idle()
         if self.modified and not discard:
             raise UnsavedChangesError(f"{self.open_case.case.name} has unsaved changes: save it, or discard them.")
-        opened, self.open_case = self.open_case, None
+        self._put_away(self.open_case, release=True)
+
+    def _put_away(self, opened: OpenCase, release: bool) -> None:
+        """The case's nodes out of the scene and out of the controller; its lock given back if ``release``."""
+        self.open_case = None
         self.controller.forget_nodes(opened.volume, opened.segmentation)
         remove_nodes(self.scene, opened.segmentation, opened.volume)
-        opened.lock.release()
+        if release:
+            opened.lock.release()
 
     def heartbeat(self) -> bool:
         """Keep the open case's lock alive; False if it was lost (the GUI says so; Save takes it back if free)."""
@@ -183,6 +203,9 @@ class CaseDesk:
         if self.controller.busy:
             raise InputError("A click is still running; try again when it has finished.")
 
+    def _in_scene(self, opened: OpenCase) -> bool:
+        return self.scene.IsNodePresent(opened.volume) and self.scene.IsNodePresent(opened.segmentation)
+
     def _require_open(self) -> OpenCase:
         if self.open_case is None:
             raise InputError("No case is open.")
@@ -200,8 +223,9 @@ class CaseDesk:
             else:
                 segmentation = mrml.new_segmentation(self.scene, volume)
                 segmentation.SetName(f"{case.name} segmentation")
-                mrml.add_empty_segment(segmentation)
             added.append(segmentation)
+            if not segmentation.GetSegmentation().GetNumberOfSegments():
+                mrml.add_empty_segment(segmentation)  # a segment to click into right away
             mrml.prepare_segmentation(segmentation, mrml.volume_geometry(volume), case.name)
             loaded = _loaded_prompts(case, segmentation)
         except BaseException:
@@ -227,8 +251,12 @@ def _loaded_prompts(case: Case, segmentation) -> Dict[str, SegmentPrompts]:
     segments = segmentation.GetSegmentation()
     ids = list(segments.GetSegmentIDs())
     by_name = {segments.GetSegment(i).GetName(): i for i in ids}
+    try:
+        recorded = read_prompts(case.prompts)
+    except InputError as exc:  # Save would replace it with the new clicks only: the user decides
+        raise InputError(f"{exc}; move it aside to open {case.name} without its recorded clicks") from exc
     found = {}
-    for prompts in read_prompts(case.prompts):
+    for prompts in recorded:
         segment_id = prompts.segment_id if prompts.segment_id in ids else by_name.get(prompts.name)
         if segment_id is not None:
             found[segment_id] = prompts
@@ -254,6 +282,8 @@ def remove_nodes(scene, *nodes) -> None:
 def read_volume(scene, path: Path, name: str):
     """A scalar volume node in ``scene`` read from ``path`` by Slicer's volume reader (a file, or the first file
     of a DICOM series folder: Slicer reads the series); InputError if it cannot be read."""
+    if is_nifti(path):  # ITK (and so Slicer) reads a cut-off NIfTI's missing voxels as zeros, NaN as 0
+        check_nifti_data(path)
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     first = _first_file(path) if path.is_dir() else path

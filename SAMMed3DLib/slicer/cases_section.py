@@ -52,6 +52,9 @@ class CasesSection:
         ui.nextCaseButton.connect("clicked()", self.next)
         ui.saveCaseButton.connect("clicked()", self.save)
         ui.saveNextCaseButton.connect("clicked()", self.save_and_next)
+        remembered = ui.casesFolderPicker.currentPath  # the picker restores the last folder from Slicer's settings
+        if remembered and Path(remembered).is_dir():
+            self.set_folder(remembered)
         self.refresh()
 
     # --- actions --------------------------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class CasesSection:
     def close(self) -> None:
         """The scene closes or the module goes: the case's lock is given back (its nodes go with the scene)."""
         if self.desk is not None and self.desk.open_case is not None:
+            self.controller.wait()  # a click still running lands first: its nodes are still there
             self.desk.close(discard=True)
         self.refresh()
 

@@ -96,15 +96,23 @@ class Target:
     session: Any = None
     replaced: Optional[regions.Region] = None  # old content a fresh start clears with its first step
     settled: Optional[mrml.SegmentEdit] = None  # net edit of the steps that fell off the session's history
-    earlier: SegmentClicks = SegmentClicks()  # what made the content this session started from
+    before: SegmentClicks = SegmentClicks()  # what made the segment's content when this session started
+    continued: bool = False  # the session started from that content (else it replaces it)
 
     def clicks(self) -> Tuple[Click, ...]:
         """The session's clicks, oldest first: (RAS point in mm, positive); none before the first click."""
         return tuple(self.session.clicks) if self.session is not None else ()
 
     def segment_clicks(self) -> SegmentClicks:
-        """The segment's clicks so far: those before this session, then this session's."""
-        return SegmentClicks(self.earlier.clicks + self.clicks(), self.earlier.from_mask)
+        """What made the segment's content now: the clicks before this session, then this session's when it
+        continued from them, this session's alone when it replaced them; without clicks (none yet, all undone,
+        reset) the content is what it was before the session."""
+        clicks = self.clicks()
+        if not clicks:
+            return self.before
+        if self.continued:
+            return SegmentClicks(self.before.clicks + clicks, self.before.from_mask)
+        return SegmentClicks(clicks)
 
 
 def write_travel(target: Target, result: Any, undo: bool) -> None:
@@ -207,9 +215,11 @@ class Targets:
         existing = mrml.voxels_region(voxels)
         continuing = key in self._continue
         self._continue.discard(key)
+        if existing is not None:  # what made it: the last record, else something no click did (a file, a brush)
+            target.before = self._ended.get(key) or SegmentClicks(from_mask=True)
         if existing is not None and (start_from_existing or continuing):
             target.initial_mask = mrml.voxels_to_sitk(voxels, image)
-            target.earlier = self._ended.get(key) or SegmentClicks(from_mask=True)
+            target.continued = True
         else:
             target.replaced = existing  # a fresh start replaces what the segment held
         self._targets[key] = target

@@ -15,7 +15,7 @@ from typing import BinaryIO, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 CHUNK = 1 << 22
 """Bytes read at a time (4 MiB)."""
