@@ -45,6 +45,7 @@ from .protocol import (
     version_message,
 )
 from .regions import write_region, zyx_slices
+from .wording import count
 
 LOST = ("session_lost", "worker_lost")
 """Error codes after which the client re-opens the session and replays it."""
@@ -323,7 +324,7 @@ class RemoteSession:
                     header, bits = self._post(op, args)
                     self._apply(header, bits, time.perf_counter())
                 return (f"the server lost the session ({reason}); a new session was opened and "
-                        f"{len(self._ops)} steps replayed")
+                        f"{count(len(self._ops), 'step')} replayed")
             except SessionLostError:
                 if time.monotonic() > deadline:
                     raise

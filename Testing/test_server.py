@@ -428,7 +428,7 @@ def test_evaluate_a_dataset_on_the_server(server, tiny_model, tmp_path, capsys):
                "--server", server[0], "--token-file", str(token_file)]
     assert main(command) == 1
     out = capsys.readouterr().out
-    assert "2 cases: 1 done, 0 skipped (already done), 1 failed" in out and "mean Dice over 1 structures" in out
+    assert "2 cases: 1 done, 0 skipped (already done), 1 failed" in out and "mean Dice over 1 structure\n" in out
     local = [s.dice for s in simulate(tiny_model, image, sitk.GetArrayFromImage(truth) > 0, 3)]
     assert json.loads((tmp_path / "out" / "one.json").read_text())["dice"] == {"1": local}
     assert main(command) == 1 and "1 skipped (already done)" in capsys.readouterr().out

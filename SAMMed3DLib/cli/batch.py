@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from ..errors import InputError, SAMMed3DError
+from ..wording import count
 from ..worklist import IMAGE_SUFFIXES, image_case_name
 
 FILES = threading.Lock()
@@ -113,7 +114,7 @@ def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
     rows = [f"{'case':<{width}}  {'status':<7}  {'time s':>7}  detail"]
     rows += [f"{o.case:<{width}}  {o.status:<7}  {o.seconds:7.2f}  {o.detail}" for o in outcomes]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    rows.append(f"{len(outcomes)} cases: {counts['done']} done, {counts['skipped']} skipped (already done), "
+    rows.append(f"{count(len(outcomes), 'case')}: {counts['done']} done, {counts['skipped']} skipped (already done), "
                 f"{counts['failed']} failed; {seconds:.1f} s")
     return "\n".join(rows)
 
@@ -130,8 +131,9 @@ def session_opener(args: argparse.Namespace, purpose: str, **options: Any) -> Tu
         return (lambda image: RemoteSession(connection, image, **options)), len(connection.health()["workers"])
     if not args.weights:
         raise InputError(f"give --weights (to {purpose} here) or --server URL")
-    from ..model import load_model
     from ..session import InteractiveSession
+    from .options import checked_device
+    from .progress import load_model_with_progress
 
-    model = load_model(args.weights, device=args.device, precision=args.precision)
+    model = load_model_with_progress(args, checked_device(args))
     return (lambda image: InteractiveSession(model, image, **options)), 1

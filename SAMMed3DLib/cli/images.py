@@ -25,6 +25,20 @@ from ..rawfiles import check_nifti_data, is_nifti
 from ..staging import write_text  # noqa: F401  (the command line's text writer is the staged outputs' one)
 
 PathLike = Union["os.PathLike[str]", str]
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".img", ".h5", ".hdf5", ".mnc")
+"""File name endings of the formats a 3-D volume is written in (each keeps it, geometry included; .png, .jpg,
+.tif, .dcm and the like hold 2-D pictures or lose the geometry)."""
+
+
+def check_volume_path(path: PathLike, option: str) -> None:
+    """Before any work: InputError unless ``path`` ends like a 3-D volume format (:data:`VOLUME_SUFFIXES`)."""
+    name = Path(path).name.lower()
+    if not name.endswith(VOLUME_SUFFIXES):
+        suffix = "".join(Path(name).suffixes[-2:]) if name.endswith(".gz") else Path(name).suffix
+        what = f"a {suffix} file" if suffix else "a name without an extension"
+        raise InputError(
+            f"{option} {path}: {what} cannot hold a 3-D volume; name it .nii.gz, .nii, .nrrd, .mha or .mhd"
+        )
 
 
 def read_image(path: PathLike) -> sitk.Image:
@@ -44,9 +58,18 @@ def read_image(path: PathLike) -> sitk.Image:
         check_nifti_data(path)  # (so that a header promising terabytes never reaches ITK's allocation)
     try:
         with native_stderr_held():
-            return sitk.ReadImage(str(path))
+            image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path} is not an image SimpleITK can read ({_itk_message(exc)})") from exc
+    return _three_dimensional(image, path)
+
+
+def _three_dimensional(image: sitk.Image, path: Path) -> sitk.Image:
+    """``image`` if it is 3-D, else InputError (a 2-D slice or a 4-D series, e.g. fMRI or a multi-echo NIfTI)."""
+    if image.GetDimension() != 3:
+        size = "x".join(str(n) for n in image.GetSize())
+        raise InputError(f"{path} is a {image.GetDimension()}-D image ({size} voxels); a 3-D volume is needed")
+    return image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -59,9 +82,10 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     reader.SetFileNames(files)
     try:
         with native_stderr_held():
-            return reader.Execute()
+            image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"the DICOM series in {folder} cannot be read ({_itk_message(exc)})") from exc
+    return _three_dimensional(image, folder)
 
 
 def write_image(image: sitk.Image, path: PathLike) -> None:
@@ -106,6 +130,8 @@ def check_geometry_kept(image: sitk.Image, written, path: PathLike) -> None:
     (gantry-tilt) direction and silently makes it orthogonal, which would move the mask."""
     for name, getter in (("spacing", "GetSpacing"), ("origin", "GetOrigin"), ("direction", "GetDirection")):
         mine, kept = getattr(image, getter)(), getattr(written, getter)()
+        if len(mine) != len(kept):
+            raise InputError(f"{path}: this format does not keep a 3-D volume; write .nii.gz, .nrrd or .mha instead")
         if not np.allclose(mine, kept, rtol=0.0, atol=GRID_TOLERANCE):
             raise InputError(
                 f"{path} cannot hold the image's geometry (its {name} would change from "

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..prompts import SUFFIX, SegmentPrompts, read_prompts
+from ..wording import count
 from .batch import FILES, Case, image_cases, run_cases, session_opener, summary, write_case_output, write_staged
 from .options import add_device_arguments
 
@@ -119,7 +120,7 @@ def segment_case(case: Case, open_session: Callable) -> str:
     mask = label_map([replay(open_session, image, segment.clicks) for segment in segments])
     with FILES:
         write_case_output(case, lambda path: write_image(mask, path))
-    clicks = f"{sum(len(s.clicks) for s in segments)} clicks"
+    clicks = count(sum(len(s.clicks) for s in segments), "click")
     if case.inputs["segments"].is_file():
         return f"{clicks}; labels " + ", ".join(f"{i}={s.name}" for i, s in enumerate(segments, 1))
     return clicks
