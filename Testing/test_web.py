@@ -75,10 +75,10 @@ def test_upload_click_negative_undo_redo_paint(chromium, station_url, volume):
     assert removed < one_click / 4, (removed, one_click)  # the stand-in drops the region holding a negative click
 
     page.keyboard.press("Control+z")
-    wait_status(page, r"undone \(1 clicks\)")
+    wait_status(page, r"undone \(1 click\b")
     assert coloured(wait_pixels(page, lambda px: coloured(px, colour) > one_click * 0.9), colour) > one_click * 0.9
     page.keyboard.press("Control+y")
-    wait_status(page, r"redone \(2 clicks\)")
+    wait_status(page, r"redone \(2 clicks\b")
     assert coloured(wait_pixels(page, lambda px: coloured(px, colour) < one_click / 4), colour) < one_click / 4
 
     page.click("#sam-paint")  # a touch-up with trame-slicer's brush, on the same segment

@@ -40,7 +40,7 @@ def render(out: Path, weights: str = "stand-in") -> Path:
         page.click("#sam-positive")
         for count, offset in enumerate(CLICKS, 1):
             click_view(page, offset=offset)
-            page.wait_for_function(f"document.querySelector('#sam-clicks').textContent.trim() === '{count} clicks'",
+            page.wait_for_function(f"document.querySelector('#sam-clicks').getAttribute('data-clicks') === '{count}'",
                                    timeout=300_000)  # fmt: skip
         wait_status(page, r"refined \d+ ms")
         page.mouse.move(5, 400)  # no preview point under the mouse in the picture

@@ -95,7 +95,8 @@ def _status() -> None:
     with v.VCard(variant="tonal", classes="pa-2"):
         with html.Div(classes="d-flex justify-space-between"):
             html.Span("{{ status || 'Ready' }}", classes="sam-status", id="sam-status")
-            html.Span("{{ clicks }} clicks", classes="sam-status", id="sam-clicks", v_show="clicks > 0")
+            html.Span("{{ clicks }} {{ clicks === 1 ? 'click' : 'clicks' }}", classes="sam-status", id="sam-clicks",
+                      v_show="clicks > 0", raw_attrs=[':data-clicks="clicks"'])  # fmt: skip
         html.Div("{{ message }}", v_show="message", id="sam-message",
                  classes=("message_error ? 'sam-status sam-error' : 'sam-status sam-note'",))  # fmt: skip
         v.VProgressLinear(model_value=("download",), v_show="download >= 0", height=8, color="primary",
