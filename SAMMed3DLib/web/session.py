@@ -11,6 +11,11 @@ from typing import Any, Callable, Optional
 
 if sys.platform.startswith("linux"):  # before VTK makes its first render window: off-screen, no display needed
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+# Before torch and Mesa start their threads. The engine's OpenMP threads must not spin while they wait: they
+# would take the cores the views render on (a tiny network's step took 850 ms instead of 60 ms on 2 cores).
+# One llvmpipe render thread: the engine's threads have the other cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("LP_NUM_THREADS", "1")
 
 from .config import StationConfig  # noqa: E402
 from .station import Station  # noqa: E402
