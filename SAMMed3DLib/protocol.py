@@ -18,10 +18,16 @@ costs more time than the bytes it saves on them). Nothing is ever pickled.
   body those flips (z-y-x, 1 = flipped, bit-packed): the client XORs them into its mask. ``seq`` counts the
   session's answers (1, 2, ...), so a client that missed one (a time-out) knows its mask is stale.
 
+- A hand edit (the ``adopt`` step) goes in the step's JSON: ``{"region": region, "painted": bits, "erased": bits}``,
+  each bits the region's z-y-x voxels bit-packed and base64-encoded.
+
 Regions are ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index order; clicks are ``((R, A, S) mm, positive)``.
 """
 
+import base64
+import binascii
 import json
+import math
 import struct
 import zlib
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -31,7 +37,7 @@ import SimpleITK as sitk
 
 from .errors import InputError, SAMMed3DError
 
-PROTOCOL = 3
+PROTOCOL = 4
 """Bumped on any incompatible change of the endpoints or frames."""
 API_PREFIX = "/v1"
 PROTOCOL_HEADER = "X-SAMMed3D-Protocol"
@@ -62,6 +68,10 @@ SAMPLE_CHUNKS, SAMPLE_BYTES = 4, 4096
 
 class ProtocolError(InputError):
     """A frame or volume upload that does not follow this protocol."""
+
+
+class TooLargeError(ProtocolError):
+    """An upload larger than the server's limit, as sent or once decoded (HTTP 413)."""
 
 
 class VersionMismatchError(SAMMed3DError):
@@ -98,12 +108,14 @@ def unpack_frame(data: bytes, *, max_body: Optional[int] = None) -> Tuple[Dict[s
         header = json.loads(data[8 : 8 + length].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"the frame's JSON header is invalid: {exc}") from exc
+    except RecursionError:  # thousands of nested brackets
+        raise ProtocolError("the frame's JSON header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ProtocolError("the frame's JSON header must be an object")
     body = data[8 + length :]
     if data[:4] == MAGIC_RAW:
         if max_body is not None and len(body) > max_body:
-            raise ProtocolError(f"the upload is larger than the server's limit of {max_body} bytes")
+            raise TooLargeError(f"the upload is larger than the server's limit of {max_body} bytes")
         return header, body
     return header, _inflate(body, max_body)
 
@@ -115,7 +127,7 @@ def _inflate(data: bytes, max_body: Optional[int]) -> bytes:
     except zlib.error as exc:
         raise ProtocolError(f"the frame's body is not zlib data: {exc}") from exc
     if inflater.unconsumed_tail:
-        raise ProtocolError(f"the upload expands to more than the server's limit of {max_body} bytes")
+        raise TooLargeError(f"the upload expands to more than the server's limit of {max_body} bytes")
     if not inflater.eof:
         raise ProtocolError("truncated frame: the compressed body ends early")
     return body
@@ -152,7 +164,7 @@ def volume_from_raw(header: Mapping[str, Any], data: bytes) -> sitk.Image:
     if dtype.name not in RAW_DTYPES:
         raise ProtocolError(f"raw volume: dtype must be one of {', '.join(RAW_DTYPES)}")
     size, geometry = _geometry(header, "raw volume")
-    if int(np.prod(size)) * dtype.itemsize != len(data):
+    if math.prod(size) * dtype.itemsize != len(data):  # exact: numpy's product wraps around at 2**64
         raise ProtocolError(f"raw volume: {len(data)} bytes do not hold {size} voxels of {dtype.name}")
     return _placed(sitk.GetImageFromArray(np.frombuffer(data, dtype).reshape(size[::-1])), geometry, "raw volume")
 
@@ -204,7 +216,7 @@ def pack_bits(values: np.ndarray) -> bytes:
 
 def unpack_bits(data: bytes, shape: Tuple[int, ...]) -> np.ndarray:
     """uint8 0/1 array of ``shape`` from packed bits (ProtocolError if the count is wrong)."""
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # exact: numpy's product wraps around at 2**64
     if len(data) != (count + 7) // 8:
         raise ProtocolError(f"{len(data)} packed bytes do not hold a {shape} mask")
     return np.unpackbits(np.frombuffer(data, np.uint8), count=count).reshape(shape)
@@ -265,3 +277,29 @@ def as_region(value: Any) -> Optional[Tuple[Tuple[int, int, int], Tuple[int, int
 def as_clicks(value: Any) -> Tuple[Tuple[Tuple[float, float, float], bool], ...]:
     """Clicks from their JSON form."""
     return tuple((tuple(float(v) for v in point), bool(positive)) for point, positive in value)
+
+
+def hand_edit_args(region: Any, painted: np.ndarray, erased: np.ndarray) -> Dict[str, Any]:
+    """The JSON arguments of an ``adopt`` step: a hand edit's region and its painted and erased voxels (z-y-x)."""
+    bits = {name: base64.b64encode(pack_bits(values)).decode("ascii") for name, values in
+            (("painted", painted), ("erased", erased))}  # fmt: skip
+    return {"region": [list(map(int, region[0])), list(map(int, region[1]))], **bits}
+
+
+def hand_edit(args: Mapping[str, Any]) -> Tuple[Any, np.ndarray, np.ndarray]:
+    """(region, painted, erased) of an ``adopt`` step's arguments (:func:`hand_edit_args`); ProtocolError if malformed
+    (the session checks that the region lies in its image)."""
+    try:
+        region = as_region(args.get("region"))
+    except (TypeError, ValueError):
+        region = None
+    if region is None or len(region[0]) != 3 or len(region[1]) != 3 or min(region[1]) < 1:
+        raise ProtocolError(f"an adopt step needs a non-empty 'region', got {args.get('region')!r}")
+    values = []
+    for name in ("painted", "erased"):
+        try:
+            data = base64.b64decode(str(args.get(name, "")), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"the adopt step's '{name}' is not base64") from exc
+        values.append(unpack_bits(data, tuple(region[1][::-1])).astype(bool))
+    return region, values[0], values[1]

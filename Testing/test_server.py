@@ -245,7 +245,9 @@ def test_a_workers_steps_run_on_its_one_engine_thread(tiny_checkpoint, phantom, 
     image, centre = phantom
     ran_on, original = [], core.run_op
     monkeypatch.setattr(core, "run_op", lambda *a: ran_on.append(threading.get_ident()) or original(*a))
-    worker = EngineWorker(0, str(tiny_checkpoint), "cpu", Limits(), None)
+    import torch
+
+    worker = EngineWorker(0, str(tiny_checkpoint), "cpu", Limits(), torch.get_num_threads())
     sid = unpack_frame(worker.create(_upload(image, None, {})))[0]["session"]
     callers = []
     for point, positive in clicks_around(centre, 4, seed=7):  # one Ray thread after another, as a threaded actor
@@ -343,6 +345,22 @@ def test_missing_weights_are_reported_before_ray_starts(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2 and done.stderr.startswith("error: checkpoint not found")
+
+
+def test_a_port_in_use_is_one_line(tiny_checkpoint):
+    """Serve's proxy cannot bind the port: one message instead of Ray's traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: another program uses the port" in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------- datasets

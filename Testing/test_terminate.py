@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # "clicking", a pause in the click during which the parent sends it.
 _CHILD = """
 import os, signal, sys, time
+from SAMMed3DLib import staging
 from SAMMed3DLib.cli import main, outputs
 from SAMMed3DLib.session import InteractiveSession
 stop_at = sys.argv[1]
@@ -29,7 +30,7 @@ def terminate(step):
     if step == stop_at:
         os.kill(os.getpid(), signal.SIGTERM)
 
-outputs.commit_step_hook = terminate
+staging.commit_step_hook = terminate
 stage = outputs.StagedOutputs.stage
 
 def staged(self, path, write):

@@ -128,7 +128,7 @@ def session_opener(args: argparse.Namespace, purpose: str, **options: Any) -> Tu
         from ..server.config import read_token
 
         connection = ServerConnection(args.server, read_token(args.token_file) if args.token_file else None)
-        return (lambda image: RemoteSession(connection, image, **options)), len(connection.health()["workers"])
+        return (lambda image: RemoteSession(connection, image, **options)), len(connection.models())
     if not args.weights:
         raise InputError(f"give --weights (to {purpose} here) or --server URL")
     from ..session import InteractiveSession

@@ -4,17 +4,18 @@ folder), refusing files that are not what their header claims, and writing files
 
 SimpleITK's readers and writers (the NIfTI library in particular) print their own error lines to the
 process's standard error besides raising; those are held back on failure, so the user sees one message.
-The helpers redirect file descriptor 2 for the length of a call: meant for the command line, not for
-use from several threads at once.
+The helpers redirect file descriptor 2 for the length of a call, one thread at a time (the server's worker
+reads uploads from several threads): the descriptor is the whole process's.
 """
 
 import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,6 +26,8 @@ from ..rawfiles import check_nifti_data, is_nifti
 from ..staging import write_text  # noqa: F401  (the command line's text writer is the staged outputs' one)
 
 PathLike = Union["os.PathLike[str]", str]
+_STDERR_HELD = threading.RLock()
+"""Held while file descriptor 2 is redirected (re-entrant: a verified write reads back inside its own hold)."""
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".img", ".h5", ".hdf5", ".mnc")
 """File name endings of the formats a 3-D volume is written in (each keeps it, geometry included; .png, .jpg,
 .tif, .dcm and the like hold 2-D pictures or lose the geometry)."""
@@ -41,10 +44,11 @@ def check_volume_path(path: PathLike, option: str) -> None:
         )
 
 
-def read_image(path: PathLike) -> sitk.Image:
+def read_image(path: PathLike, image_io: Optional[str] = None) -> sitk.Image:
     """The volume at ``path``: a file SimpleITK reads (NIfTI, NRRD, MHA, ...) or a folder of one DICOM series.
 
-    A folder with several series gives the one with the most files. Raises InputError when nothing
+    A folder with several series gives the one with the most files. ``image_io``: read a file with this ITK
+    reader only (e.g. "NrrdImageIO"), not the one ITK picks from the bytes. Raises InputError when nothing
     usable is there.
     """
     path = Path(path)
@@ -58,7 +62,7 @@ def read_image(path: PathLike) -> sitk.Image:
         check_nifti_data(path)  # (so that a header promising terabytes never reaches ITK's allocation)
     try:
         with native_stderr_held():
-            image = sitk.ReadImage(str(path))
+            image = sitk.ReadImage(str(path), imageIO=image_io or "")
     except RuntimeError as exc:
         raise InputError(f"{path} is not an image SimpleITK can read ({_itk_message(exc)})") from exc
     return _three_dimensional(image, path)
@@ -176,8 +180,13 @@ def native_stderr_held(pass_on: bool = True) -> Iterator[None]:
 
     When the block succeeds the held text is passed on to ``sys.stderr`` (warnings stay visible) unless
     ``pass_on`` is false; when it raises, the text is dropped, since the exception's own message says what
-    went wrong, once.
+    went wrong, once. One thread at a time: another thread's block waits (the descriptor is the process's).
     """
+    with _STDERR_HELD:
+        yield from _stderr_held(pass_on)
+
+
+def _stderr_held(pass_on: bool) -> Iterator[None]:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
