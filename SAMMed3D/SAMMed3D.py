@@ -142,7 +142,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, f"{name}Button").connect("clicked()", getattr(self, name))
         self._makeShortcuts()
         self.cases = CasesSection(self.ui, slicer.mrmlScene, self.logic, lambda: self._parameterNode,
-                                  slicer.util.confirmYesNoDisplay, self._showMessage)  # fmt: skip
+                                  slicer.util.confirmYesNoDisplay, self.show_message)  # fmt: skip
         self.casesTimer = qt.QTimer()
         self.casesTimer.setInterval(int(1000 * HEARTBEAT_S))
         self.casesTimer.connect("timeout()", self.cases.heartbeat)
