@@ -353,9 +353,8 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         logic = self.logic
         ready = self._parameterNode is not None and self._parameterNode.inputVolume is not None
         self.ui.positiveButton.enabled = self.ui.negativeButton.enabled = ready
-        self.ui.undoButton.enabled, self.ui.redoButton.enabled = logic.can_undo, logic.can_redo
-        self.ui.unloadModelButton.enabled = logic.model_loaded
-        self.ui.resetButton.enabled = self.ui.finishButton.enabled = logic.can_undo
+        self.ui.undoButton.enabled = self.ui.resetButton.enabled = self.ui.finishButton.enabled = logic.can_undo
+        self.ui.redoButton.enabled, self.ui.unloadModelButton.enabled = logic.can_redo, logic.model_loaded
         note = logic.device_note()
         self.ui.serverBox.setVisible(logic.uses_server)
         self.ui.deviceWarningLabel.setVisible("CPU" in note or logic.uses_server)
