@@ -26,6 +26,12 @@ COMMANDS = {
 }
 """Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
 
+NO_TORCH = (
+    "this command runs the network on this machine and needs PyTorch, which this installation lacks: "
+    "pip install 'SAMMed3DLib[torch]' (the dataset commands can run on a team server instead: --server URL)"
+)
+"""The one line for a command that needs torch in an installation without it (the base install is the client)."""
+
 
 def _command_module(name: str):
     return importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
@@ -52,9 +58,14 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if a in COMMANDS), None)
-    args = build_parser(selected).parse_args(argv)
     try:
+        args = build_parser(selected).parse_args(argv)
         return int(_command_module(args.command).run(args) or 0)
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print(f"error: {NO_TORCH}", file=sys.stderr)
+        return 2
     except SAMMed3DError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
