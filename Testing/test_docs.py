@@ -48,7 +48,9 @@ BANNED = {
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+)`")
-COMMAND = re.compile(r"(?:^|[\s=;&|(])(?:(?:\S*/)?python[\d.]* -m SAMMed3DLib|sammed3d)[ \t]+(\S.*)$")
+COMMAND = re.compile(r"(?:(?:^|[\s=;&|(])(?:\S*/)?python[\d.]* -m SAMMed3DLib|(?:^|[;&|(])\s*sammed3d)[ \t]+(\S.*)$")
+"""A command of this project in a line: ``python -m SAMMed3DLib`` (any python path) or the ``sammed3d`` script
+where a shell command starts."""
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 DEFAULT = re.compile(r"`(--[a-z][a-z0-9-]*)[^`]*`\s*\(default:?\s+([^\s),;:]+)")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
