@@ -58,3 +58,12 @@ def test_the_weights_commands_run_without_torch(tmp_path):
     done = run_without_torch("models", "--cache-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sam-med3d-turbo" in done.stdout and str(tmp_path / "checkpoints") in done.stdout
+
+
+def test_every_command_parses_its_options_without_torch():
+    """``--help`` of every command works without torch: the message about PyTorch comes only from a command's run."""
+    from SAMMed3DLib.cli import COMMANDS
+
+    for name in COMMANDS:
+        done = run_without_torch(name, "--help")
+        assert done.returncode == 0 and "usage:" in done.stdout, f"{name}: {done.stderr[-2000:]}"

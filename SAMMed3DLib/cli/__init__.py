@@ -58,17 +58,17 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(selected).parse_args(argv)
     try:
-        args = build_parser(selected).parse_args(argv)
         return int(_command_module(args.command).run(args) or 0)
-    except ModuleNotFoundError as exc:
-        if exc.name != "torch":
-            raise
-        print(f"error: {NO_TORCH}", file=sys.stderr)
-        return 2
     except SAMMed3DError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # every parser builds without torch; a command's run imports it
+        if exc.name != "torch":
+            raise
+        print(f"error: {NO_TORCH}", file=sys.stderr)
+        return 2
