@@ -238,3 +238,26 @@ def test_the_stated_python_is_the_packages():
     assert project["tool"]["ruff"]["target-version"] == "py" + minimum.replace(".", "")
     assert f"Python {minimum} or later" in text_of(ROOT / "docs" / "COMMAND_LINE.md")
     assert f"{minimum} or later" in text_of(README)
+
+
+def test_the_weights_section_matches_the_registry_and_the_cache():
+    from SAMMed3DLib.weights import load_registry
+    from SAMMed3DLib.weights.cache import APP_NAME, SUBDIR
+
+    text = text_of(README)
+    section = text[text.index("## Getting the weights"):text.index("## The browser station")]
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M))
+    entries = load_registry().values()
+    assert listed == {entry.id for entry in entries}
+    for entry in entries:
+        assert f"`{entry.filename}`" in section and entry.license in section
+    assert "SAMMED3D_CACHE_DIR" in section and f"{APP_NAME}/{SUBDIR}" in section
+
+
+def test_every_settings_key_the_module_writes_is_named_in_uninstall():
+    sources = [ROOT / "SAMMed3D" / "SAMMed3D.py", *(ROOT / "SAMMed3DLib" / "slicer").glob("*.py")]
+    keys = {key for path in sources for key in re.findall(r"\"(SAMMed3D/[A-Za-z]+)\"", text_of(path))}
+    assert keys, "the module's settings keys were not found"
+    text = text_of(README)
+    uninstall = text[text.index("## Uninstall"):text.index("## Licence")]
+    assert {key for key in keys if f"`{key}`" not in uninstall} == set()
