@@ -43,6 +43,7 @@ BANNED = {
     r"\b(?:last|previous|earlier) release\b": "a release that never happened",
     r"\bCI machine\b|\bthe H100 machine\b|\bwhere the picture was made\b": "the machine it was built on",
     r"\btwice as fast\b|\babout twice\b": "a speed-up that was not measured (bf16: 1.4x on the first click)",
+    r"\bTODO\b|\bTBD\b|\bFIXME\b|PLACEHOLDER|\b[A-Z]+_TABLE\b": "a placeholder",
 }
 """Pattern → what it is. A figure names the machine it was measured on by its CPU or GPU model."""
 
