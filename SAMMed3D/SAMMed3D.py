@@ -34,6 +34,7 @@ def _make_engine_importable() -> None:
 _make_engine_importable()
 
 from SAMMed3DLib.slicer import panel as slicer_panel  # noqa: E402
+from SAMMed3DLib.slicer.cases_section import HEARTBEAT_S, CasesSection  # noqa: E402
 from SAMMed3DLib.slicer.controller import (  # noqa: E402
     DEFAULT_MODEL,
     DEVICE_CHOICES,
@@ -58,6 +59,8 @@ HELP = """Interactive 3-D segmentation with SAM-Med3D.
 <li>Press <b>+ point</b> and click on the structure in any slice or 3-D view: the segment appears.
 Add more positive (green) or <b>&minus; point</b> negative (red) clicks to refine it.</li>
 <li><b>Finish</b> keeps the result. Other segments are never modified.</li></ol>
+<b>Cases</b>: choose a data folder of images; <b>Next</b> opens a case nobody else has open, <b>Save</b> and
+<b>Save &amp; next</b> write NAME.seg.nrrd and NAME.prompts.mrk.json beside the image.
 Keyboard shortcuts while the module is shown: <b>A</b> positive points, <b>S</b> negative points,
 <b>Ctrl+Z</b> undo, <b>Ctrl+Y</b> / <b>Ctrl+Shift+Z</b> redo, <b>Enter</b> finish.
 The command line (<code>python -m SAMMed3DLib segment</code>) runs the same engine without Slicer."""
@@ -140,6 +143,12 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name in ("undo", "redo", "reset", "finish"):
             getattr(self.ui, f"{name}Button").connect("clicked()", getattr(self, name))
         self._makeShortcuts()
+        self.cases = CasesSection(self.ui, slicer.mrmlScene, self.logic, lambda: self._parameterNode,
+                                  slicer.util.confirmYesNoDisplay, self._showMessage)  # fmt: skip
+        self.casesTimer = qt.QTimer()
+        self.casesTimer.setInterval(int(1000 * HEARTBEAT_S))
+        self.casesTimer.connect("timeout()", self.cases.heartbeat)
+        self.casesTimer.start()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -162,6 +171,8 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         shortcuts; two enabled shortcuts for one key make Qt fire neither)."""
         self.removeObservers()
         self.timer.stop()
+        self.casesTimer.stop()
+        self.cases.close()
         for shortcut in self._shortcuts:
             shortcut.setEnabled(False)
             shortcut.setParent(None)
@@ -187,6 +198,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self.cases.close()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -212,7 +224,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         """GUI only (the logic follows the parameter node itself)."""
         p = self._parameterNode
-        showSegment(self.ui.segmentSelector, p.segmentation, p.segmentId)
+        slicer_panel.show_segment(self.ui.segmentSelector, p.segmentation, p.segmentId)
         self.ui.deviceSelector.setCurrentIndex(max(self.ui.deviceSelector.findData(p.device), 0))
         index = self.ui.modelSelector.findData(p.model)
         self.ui.modelSelector.setCurrentIndex(index if index >= 0 else self.ui.modelSelector.count - 1)
@@ -356,18 +368,6 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.setStyleSheet("color: #d03030;" if isError else "color: #c07000;")
         self.ui.statusLabel.text = text
         slicer.util.showStatusMessage(f"SAM-Med3D: {text}", 5000)
-
-
-def showSegment(selector, segmentation, segmentId: str) -> None:
-    """Show ``segmentation`` and its segment ``segmentId`` in a qMRMLSegmentSelectorWidget. Its signals are
-    blocked meanwhile: on a new node it announces its first segment, which would overwrite the saved choice."""
-    wasBlocked = selector.blockSignals(True)
-    try:
-        selector.setCurrentNode(segmentation)
-        if segmentId:
-            selector.setCurrentSegmentID(segmentId)
-    finally:
-        selector.blockSignals(wasBlocked)
 
 
 class SAMMed3DLogic(ScriptedLoadableModuleLogic, SegmentationController):

@@ -33,29 +33,64 @@ AXIS_TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class AxisMap:
-    """One target axis: the source axis it runs along and ``source index = scale * target index + offset``."""
+    """One target axis: the source axis it runs along and the arithmetic that gives its source indices.
+
+    As ITK's resampler does it, to the last bit, so that a voxel on an exact tie with a source face
+    (``c == n - 0.5``) falls on the same side: a target index ``i`` goes to the physical point
+    ``origin + column * i`` (LPS mm), then to the source index ``row · (point - source_origin)``, term by term
+    with ITK's own inverse matrix (``Grid.inverse``). Along the target's first axis (ITK's scanline) only the
+    line's two ends are mapped so, and the indices between are ``start + (i / n) * (end - start)``, n the
+    line's length. Exact for grids whose axes are the same lines; on an oblique pair the other target
+    indices are taken as 0.
+    """
 
     source_axis: int
-    scale: float
-    offset: float
+    origin: Tuple[float, float, float]
+    """Target origin, LPS mm."""
+    column: Tuple[float, float, float]
+    """LPS mm per target index along this axis (direction column × spacing)."""
+    source_origin: Tuple[float, float, float]
+    row: Tuple[float, float, float]
+    """The source's physical-to-index row of ``source_axis``."""
+    scanline: int = 0
+    """The target's size along this axis when it is the target's first axis (ITK's scanline), else 0."""
 
     def coordinates(self, target_indices: np.ndarray) -> np.ndarray:
         """Continuous source indices (float64) of the given target indices along this axis."""
-        return self.scale * np.asarray(target_indices, dtype=float) + self.offset
+        indices = np.asarray(target_indices, dtype=float)
+        if not self.scanline:
+            return self._through_point(indices)
+        start, end = self._through_point(np.array([0.0, float(self.scanline)]))
+        return start + indices / float(self.scanline) * (end - start)
+
+    def _through_point(self, indices: np.ndarray) -> np.ndarray:
+        """Source indices of target indices through their physical points, in ITK's order of operations."""
+        result = np.zeros_like(indices)
+        for b in range(3):
+            result = result + self.row[b] * ((self.origin[b] + self.column[b] * indices) - self.source_origin[b])
+        return result
 
 
 def axis_maps(source: "Grid", target: "Grid") -> Tuple[AxisMap, AxisMap, AxisMap]:
     """Per target axis (index order), its map onto the source grid; ValueError when the grids' axes
     are not the same lines (then no separable interpolation exists)."""
-    affine = np.linalg.inv(source.matrix) @ target.matrix  # target index offsets → source index offsets
-    offset = source.to_index(np.asarray(target.origin, dtype=float))
+    affine = source.inverse @ target.matrix  # target index offsets → source index offsets
     maps = []
     for axis in range(3):
         column = affine[:, axis]
         along = int(np.argmax(np.abs(column)))
         if np.abs(np.delete(column, along)).max() > AXIS_TOLERANCE * abs(column[along]):
             raise ValueError(f"target axis {axis} is not along a source axis (column {column.tolist()})")
-        maps.append(AxisMap(along, float(column[along]), float(offset[along])))
+        maps.append(
+            AxisMap(
+                along,
+                tuple(float(v) for v in target.origin),
+                tuple(float(v) for v in target.matrix[:, axis]),
+                tuple(float(v) for v in source.origin),
+                tuple(float(v) for v in source.inverse[along]),
+                int(target.size[0]) if axis == 0 else 0,
+            )
+        )
     if sorted(m.source_axis for m in maps) != [0, 1, 2]:
         raise ValueError("two target axes run along the same source axis")
     return tuple(maps)

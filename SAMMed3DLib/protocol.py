@@ -22,6 +22,7 @@ Regions are ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index order; clicks ar
 """
 
 import json
+import math
 import struct
 import zlib
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -64,6 +65,10 @@ class ProtocolError(InputError):
     """A frame or volume upload that does not follow this protocol."""
 
 
+class TooLargeError(ProtocolError):
+    """An upload larger than the server's limit, as sent or once decoded (HTTP 413)."""
+
+
 class VersionMismatchError(SAMMed3DError):
     """Client and server speak different protocol versions."""
 
@@ -98,12 +103,14 @@ def unpack_frame(data: bytes, *, max_body: Optional[int] = None) -> Tuple[Dict[s
         header = json.loads(data[8 : 8 + length].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"the frame's JSON header is invalid: {exc}") from exc
+    except RecursionError:  # thousands of nested brackets
+        raise ProtocolError("the frame's JSON header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ProtocolError("the frame's JSON header must be an object")
     body = data[8 + length :]
     if data[:4] == MAGIC_RAW:
         if max_body is not None and len(body) > max_body:
-            raise ProtocolError(f"the upload is larger than the server's limit of {max_body} bytes")
+            raise TooLargeError(f"the upload is larger than the server's limit of {max_body} bytes")
         return header, body
     return header, _inflate(body, max_body)
 
@@ -115,7 +122,7 @@ def _inflate(data: bytes, max_body: Optional[int]) -> bytes:
     except zlib.error as exc:
         raise ProtocolError(f"the frame's body is not zlib data: {exc}") from exc
     if inflater.unconsumed_tail:
-        raise ProtocolError(f"the upload expands to more than the server's limit of {max_body} bytes")
+        raise TooLargeError(f"the upload expands to more than the server's limit of {max_body} bytes")
     if not inflater.eof:
         raise ProtocolError("truncated frame: the compressed body ends early")
     return body
@@ -152,7 +159,7 @@ def volume_from_raw(header: Mapping[str, Any], data: bytes) -> sitk.Image:
     if dtype.name not in RAW_DTYPES:
         raise ProtocolError(f"raw volume: dtype must be one of {', '.join(RAW_DTYPES)}")
     size, geometry = _geometry(header, "raw volume")
-    if int(np.prod(size)) * dtype.itemsize != len(data):
+    if math.prod(size) * dtype.itemsize != len(data):  # exact: numpy's product wraps around at 2**64
         raise ProtocolError(f"raw volume: {len(data)} bytes do not hold {size} voxels of {dtype.name}")
     return _placed(sitk.GetImageFromArray(np.frombuffer(data, dtype).reshape(size[::-1])), geometry, "raw volume")
 
@@ -204,7 +211,7 @@ def pack_bits(values: np.ndarray) -> bytes:
 
 def unpack_bits(data: bytes, shape: Tuple[int, ...]) -> np.ndarray:
     """uint8 0/1 array of ``shape`` from packed bits (ProtocolError if the count is wrong)."""
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # exact: numpy's product wraps around at 2**64
     if len(data) != (count + 7) // 8:
         raise ProtocolError(f"{len(data)} packed bytes do not hold a {shape} mask")
     return np.unpackbits(np.frombuffer(data, np.uint8), count=count).reshape(shape)

@@ -45,9 +45,12 @@ from .protocol import (
     version_message,
 )
 from .regions import write_region, zyx_slices
+from .wording import count
 
 LOST = ("session_lost", "worker_lost")
 """Error codes after which the client re-opens the session and replays it."""
+RETRY_PAUSE = 0.5
+"""Seconds between tries while a server that answered before is restarting."""
 
 
 class RemoteError(SAMMed3DError):
@@ -112,6 +115,8 @@ class ServerConnection:
         return info
 
     def health(self) -> Dict[str, Any]:
+        """``{"status", "version", "protocol"}``, plus ``workers`` (weights, devices, process ids, sessions) for a
+        connection with the server's token."""
         return self._json("GET", "/health")
 
     def models(self) -> List[Dict[str, Any]]:
@@ -128,24 +133,44 @@ class ServerConnection:
         """``method`` on ``/v1<path>``; a RemoteError subclass for every failure, with the server's message."""
         if not self._checked and path != "/version":
             self.version()
-        try:
-            response = self._http.request(method, self.url + API_PREFIX + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise SessionLostError(f"cannot reach the SAM-Med3D server at {self.url}: {exc}", 0, "unreachable") from exc
+        deadline = time.monotonic() + self.recovery_timeout
+        while True:
+            try:
+                response = self._http.request(method, self.url + API_PREFIX + path, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                raise SessionLostError(f"cannot reach the SAM-Med3D server at {self.url}: {exc}", 0,
+                                       "unreachable") from exc
+            if not (self._checked and _proxy_without_app(response)) or time.monotonic() > deadline:
+                break
+            time.sleep(RETRY_PAUSE)  # the request never reached the server: sending it again is safe
         if response.status_code >= 400:
             raise _error(response, self.url)
         return response
 
 
-def _error(response: requests.Response, url: str) -> SAMMed3DError:
-    """The exception for an error answer; a non-JSON answer (a proxy's page) gets a message that says so."""
+def _proxy_without_app(response: requests.Response) -> bool:
+    """A 404 that is not the server's (whose 404s are JSON naming the session): Ray Serve's proxy answers so
+    while the server restarts, before the API is back."""
+    return response.status_code == 404 and _server_error(response) is None
+
+
+def _server_error(response: requests.Response) -> Optional[Tuple[str, str]]:
+    """(code, message) of a SAM-Med3D error answer; None for anything else (a proxy's page)."""
     try:
         body = response.json()
-        code, message = str(body["error"]), str(body["message"])
+        return str(body["error"]), str(body["message"])
     except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _error(response: requests.Response, url: str) -> SAMMed3DError:
+    """The exception for an error answer; a non-JSON answer (a proxy's page) gets a message that says so."""
+    found = _server_error(response)
+    if found is None:
         return RemoteError(f"{url} answered HTTP {response.status_code} {response.reason} without a SAM-Med3D "
                            "message: is it a SAM-Med3D server (`python -m SAMMed3DLib serve`), and is it running?",
                            response.status_code, "not_sammed3d")
+    code, message = found
     if code == "version_mismatch":
         return VersionMismatchError(message)
     if response.status_code == 400:
@@ -323,7 +348,7 @@ class RemoteSession:
                     header, bits = self._post(op, args)
                     self._apply(header, bits, time.perf_counter())
                 return (f"the server lost the session ({reason}); a new session was opened and "
-                        f"{len(self._ops)} steps replayed")
+                        f"{count(len(self._ops), 'step')} replayed")
             except SessionLostError:
                 if time.monotonic() > deadline:
                     raise

@@ -16,6 +16,7 @@ Conventions used throughout:
   click coordinates the prompt encoder gets are ROI indices (i, j, k), as ``torch.argwhere`` gives them.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -61,6 +62,11 @@ class Grid:
         """3x3 map from index offsets (x, y, z) to LPS mm: direction · diag(spacing)."""
         return np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)
 
+    @property
+    def inverse(self) -> np.ndarray:
+        """3x3 map from LPS offsets (mm) to index offsets (x, y, z), as ITK computes it (see :func:`itk_inverse`)."""
+        return itk_inverse(tuple(float(v) for v in self.spacing), tuple(float(v) for v in self.direction))
+
     def to_physical(self, index: np.ndarray) -> np.ndarray:
         """Continuous indices ``[..., 3]`` (x, y, z) → LPS points ``[..., 3]``."""
         return np.asarray(index, dtype=float) @ self.matrix.T + np.asarray(self.origin)
@@ -89,6 +95,24 @@ class Grid:
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
         return image
+
+
+@functools.lru_cache(maxsize=64)
+def itk_inverse(spacing: Tuple[float, float, float], direction: Tuple[float, ...]) -> np.ndarray:
+    """ITK's physical-point-to-index matrix of a grid, read back from SimpleITK (a read-only array).
+
+    ITK inverts direction · diag(spacing) by SVD, which differs from numpy's inverse in the last bits (and
+    leaves ~1e-16 off-axis terms on some permuted anisotropic grids); whether a voxel on an exact tie with
+    a grid's face is inside depends on those bits. With the origin at 0, the continuous index of each unit
+    point is one column of the matrix, exactly.
+    """
+    probe = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+    probe.SetSpacing(spacing)
+    probe.SetDirection(direction)
+    columns = [probe.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in unit)) for unit in np.eye(3)]
+    matrix = np.asarray(columns, dtype=float).T
+    matrix.setflags(write=False)
+    return matrix
 
 
 @dataclass(frozen=True)

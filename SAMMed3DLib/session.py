@@ -439,7 +439,7 @@ def _as_point(point: Sequence[float], label: str = "click") -> np.ndarray:
     """``point`` as three finite floats (RAS mm); InputError naming ``label`` otherwise."""
     try:
         values = np.asarray(point, dtype=float).reshape(-1)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer beyond float range
         raise InputError(f"a {label} must be three coordinates in mm (R, A, S), got {point!r}") from exc
     if values.shape != (3,) or not np.all(np.isfinite(values)):
         raise InputError(f"a {label} must be three finite coordinates in mm (R, A, S), got {point!r}")

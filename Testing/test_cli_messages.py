@@ -126,5 +126,4 @@ def test_unknown_output_format_is_refused_before_work_naming_the_users_path(tmp_
     out = tmp_path / "mask.xyz"
     argv = ["segment", "--image", str(tmp_path / "img.nrrd"), "--weights", str(tmp_path / "missing.pth")]
     line = one_error(capfd, run([*argv, "--positive", "0,0,0", "--out", str(out)]))
-    assert line.startswith(f"error: --out {out}: cannot write this format") and ".sammed3d-" not in line
-    assert f'"{out}"' in line
+    assert line.startswith(f"error: --out {out}: a .xyz file cannot hold a 3-D volume") and ".sammed3d-" not in line

@@ -50,7 +50,7 @@ def test_nifti2_truncated_is_refused(tmp_path):
     """NIfTI-2 (540-byte header, written by nibabel; this ITK build does not read it, so the check alone)."""
     import nibabel
 
-    from SAMMed3DLib.cli.rawfiles import check_nifti_data
+    from SAMMed3DLib.rawfiles import check_nifti_data
 
     path = tmp_path / "v.nii"
     nibabel.save(nibabel.Nifti2Image(np.arange(120, dtype=np.float32).reshape(4, 5, 6), np.eye(4)), str(path))

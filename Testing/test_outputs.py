@@ -203,7 +203,7 @@ def test_read_only_destination_is_refused_not_replaced(tmp_path, phantom, tiny_c
 
 def test_interrupt_after_the_commit_is_decided_finishes_it(tmp_path, monkeypatch):
     """Ctrl-C (KeyboardInterrupt) between two moves: the decided commit is completed before the error goes on."""
-    import SAMMed3DLib.cli.outputs as outputs
+    import SAMMed3DLib.staging as outputs
 
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text("old a")

@@ -245,7 +245,9 @@ def test_a_workers_steps_run_on_its_one_engine_thread(tiny_checkpoint, phantom, 
     image, centre = phantom
     ran_on, original = [], core.run_op
     monkeypatch.setattr(core, "run_op", lambda *a: ran_on.append(threading.get_ident()) or original(*a))
-    worker = EngineWorker(0, str(tiny_checkpoint), "cpu", Limits(), None)
+    import torch
+
+    worker = EngineWorker(0, str(tiny_checkpoint), "cpu", Limits(), torch.get_num_threads())
     sid = unpack_frame(worker.create(_upload(image, None, {})))[0]["session"]
     callers = []
     for point, positive in clicks_around(centre, 4, seed=7):  # one Ray thread after another, as a threaded actor
@@ -345,6 +347,22 @@ def test_missing_weights_are_reported_before_ray_starts(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: checkpoint not found")
 
 
+def test_a_port_in_use_is_one_line(tiny_checkpoint):
+    """Serve's proxy cannot bind the port: one message instead of Ray's traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "SAMMed3DLib", "serve", "--weights", str(tiny_checkpoint), "--port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: another program uses the port" in done.stderr
+
+
 # ---------------------------------------------------------------------------------------------- datasets
 def _markups(path: Path, points) -> None:
     controls = [{"position": list(p), "positionStatus": "defined"} for p in points]
@@ -428,7 +446,7 @@ def test_evaluate_a_dataset_on_the_server(server, tiny_model, tmp_path, capsys):
                "--server", server[0], "--token-file", str(token_file)]
     assert main(command) == 1
     out = capsys.readouterr().out
-    assert "2 cases: 1 done, 0 skipped (already done), 1 failed" in out and "mean Dice over 1 structures" in out
+    assert "2 cases: 1 done, 0 skipped (already done), 1 failed" in out and "mean Dice over 1 structure\n" in out
     local = [s.dice for s in simulate(tiny_model, image, sitk.GetArrayFromImage(truth) > 0, 3)]
     assert json.loads((tmp_path / "out" / "one.json").read_text())["dice"] == {"1": local}
     assert main(command) == 1 and "1 skipped (already done)" in capsys.readouterr().out

@@ -24,7 +24,8 @@ from SAMMed3DLib.protocol import (
 )
 from SAMMed3DLib.remote import _upload
 from SAMMed3DLib.server.config import Limits, ServerConfig, check_config, read_token, token_matches
-from SAMMed3DLib.server.core import Failure, WorkerCore, volume_from_file_bytes
+from SAMMed3DLib.server.core import Failure, WorkerCore
+from SAMMed3DLib.server.uploads import volume_from_file_bytes
 
 
 def test_a_raw_volume_keeps_voxels_and_geometry():
@@ -54,9 +55,9 @@ def test_frames_refuse_garbage_truncation_and_zip_bombs():
 
 def test_an_unreadable_file_volume_names_its_format():
     with pytest.raises(InputError, match="the uploaded nrrd volume cannot be read"):
-        volume_from_file_bytes("nrrd", b"NRRD0004\nnonsense\n")
+        volume_from_file_bytes("nrrd", b"NRRD0004\ntype: short\nsizes: 2 2 2\nencoding: raw\n\nxyz", 1 << 20)
     with pytest.raises(ProtocolError, match="unknown volume format"):
-        volume_from_file_bytes("../../etc/passwd", b"")
+        volume_from_file_bytes("../../etc/passwd", b"", 1 << 20)
 
 
 def test_an_uploaded_nifti_is_checked_from_its_raw_bytes_as_a_file_is(tmp_path):
@@ -66,7 +67,7 @@ def test_an_uploaded_nifti_is_checked_from_its_raw_bytes_as_a_file_is(tmp_path):
     sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkInt16), str(tmp_path / "v.nii"))
     data = (tmp_path / "v.nii").read_bytes()
     with pytest.raises(InputError, match="the uploaded nii volume") as error:
-        volume_from_file_bytes("nii", data[: len(data) - 100])
+        volume_from_file_bytes("nii", data[: len(data) - 100], 1 << 20)
     assert "sammed3d-upload-" not in str(error.value)
 
 

@@ -93,6 +93,9 @@ def _widget(module, window="main window"):
     module.SAMMed3DWidget.__init__(widget, "panel")
     widget.logic = module.SAMMed3DLogic()
     widget.timer = SimpleNamespace(stop=lambda: None, start=lambda: None)
+    widget.casesTimer = SimpleNamespace(stop=lambda: None, start=lambda: None)
+    widget.cases = SimpleNamespace(closed=0)
+    widget.cases.close = lambda: setattr(widget.cases, "closed", widget.cases.closed + 1)
     return widget
 
 
@@ -121,6 +124,7 @@ def test_cleanup_deletes_the_shortcuts(module):
         shortcut.setEnabled(True)
     widget.cleanup()
     assert widget._shortcuts == [] and all(s.deleted and not s.enabled and s.parent is None for s in made)
+    assert widget.cases.closed == 1  # an open case's lock is given back
 
 
 def test_a_new_segmentation_keeps_the_saved_segment(module):

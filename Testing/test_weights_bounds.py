@@ -140,3 +140,34 @@ def test_cli_bad_limits_are_one_line(tmp_path, capsys, option, value):
     code, err, _ = run_cli(capsys, "--url", "http://127.0.0.1:9/m.pth", option, value, "--cache-dir", str(tmp_path))
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {option} must be"), err
     assert not tmp_path.joinpath("checkpoints").exists()  # refused before anything was created
+
+
+def test_registry_bound_stops_an_endless_download_of_unknown_size(srv, tmp_path):
+    """A registry entry without a size (as every official one) is bounded by its ``max_size``, not by the 4 GiB cap."""
+    from support.http_fixtures import registry_entry, write_registry
+
+    from SAMMed3DLib.weights import resolve_checkpoint
+
+    url = srv.add("/m.pth", endless=True)
+    registry = write_registry(tmp_path / "r.json", registry_entry("endless", [url], max_size=500_000))
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"more than 500000 bytes.*registry entry's"):
+        resolve_checkpoint("endless", registry=registry, cache_dir=cache, max_time=20, **FAST)
+    assert time.monotonic() - start < 10
+    assert_clean(cache)
+    # Through the command line: one line, the same bound.
+    code = main(["download", "endless", "--registry", registry, "--cache-dir", str(cache), "--quiet", "--retries", "0"])
+    assert code == 2
+    assert_clean(cache)
+
+
+def test_a_smaller_max_size_still_wins_over_the_registry_bound(srv, tmp_path):
+    from support.http_fixtures import registry_entry, write_registry
+
+    from SAMMed3DLib.weights import resolve_checkpoint
+
+    url = srv.add("/m.pth", endless=True)
+    registry = write_registry(tmp_path / "r.json", registry_entry("endless", [url], max_size=5_000_000))
+    with pytest.raises(DownloadError, match=r"more than 200000 bytes"):
+        resolve_checkpoint("endless", registry=registry, cache_dir=tmp_path, max_size=200_000, max_time=20, **FAST)

@@ -41,6 +41,22 @@ def test_unknown_sizes_and_hashes_stay_null():
         assert model["size"] is None or model["size"] > 0
 
 
+def test_every_entry_of_unknown_size_is_bounded():
+    """A download of unknown size stops at the entry's bound: the official checkpoints are about 400 MB."""
+    for entry in load_registry(ROOT / "model_weights.json").values():
+        assert entry.size is not None or 400_000_000 < entry.max_size <= 1_000_000_000, entry.id
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [({"max_size": 0}, "'max_size' must be a positive"), ({"max_size": True}, "'max_size' must be a positive"),
+     ({"max_size": "600M"}, "'max_size' must be a positive"), ({"size": 700, "max_size": 600}, "larger than")],
+)  # fmt: skip
+def test_bad_bounds_are_refused(fields, message):
+    with pytest.raises(RegistryError, match=message):
+        parse_registry(_doc(**fields))
+
+
 def test_default_registry_path(monkeypatch, tmp_path):
     monkeypatch.delenv("SAMMED3D_REGISTRY", raising=False)
     assert default_registry_path() == ROOT / "model_weights.json"

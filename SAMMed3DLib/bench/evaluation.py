@@ -92,8 +92,10 @@ def simulate(
     seed: int = 0,
     crop: str = "bbox",
     session_factory: Callable[..., InteractiveSession] = InteractiveSession,
+    on_click: Optional[Callable[[ClickResult], None]] = None,
 ) -> List[ClickResult]:
-    """Run ``clicks`` simulated clicks on one structure (boolean z-y-x ``truth``) and report Dice after each."""
+    """Run ``clicks`` simulated clicks on one structure (boolean z-y-x ``truth``) and report Dice after each
+    (``on_click`` is called with each result as it comes, for progress)."""
     if sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {sampler!r}; use {' or '.join(SAMPLERS)}")
     if crop not in CROPS:
@@ -121,4 +123,6 @@ def simulate(
         step = session.add_click(point, positive)
         prediction = sitk.GetArrayViewFromImage(step.mask) > 0
         results.append(ClickResult(point, positive, dice(prediction, truth), step.timings["total"]))
+        if on_click is not None:
+            on_click(results[-1])
     return results

@@ -129,6 +129,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PORT_TRIES = 3
+"""Starts tried on fresh ports: between picking a free port and Serve binding it, another process may take it."""
+
+
+class PortTakenError(RuntimeError):
+    """The server exited because its HTTP port was taken meanwhile."""
+
+
 @contextmanager
 def serve_process(
     arguments: Sequence[str],
@@ -139,21 +147,33 @@ def serve_process(
 ) -> Iterator[Tuple[str, subprocess.Popen]]:
     """``python -m SAMMed3DLib serve ARGUMENTS`` on 127.0.0.1 and a free port until the block ends (SIGTERM,
     then kill after 60 s): (base URL, process), yielded once ``/v1/health`` answers ok. ``log``: the server's
-    output goes there (and its tail into the error if it does not start); else it is discarded."""
-    port = free_port()
-    command = [sys.executable, "-m", "SAMMed3DLib", "serve", *arguments, "--port", str(port)]
-    with open(log, "w") if log else open(os.devnull, "w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env or dict(os.environ))
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(url, process, timeout, log)
-            yield url, process
-        finally:
-            process.send_signal(signal.SIGTERM)
+    output goes there (and its tail into the error if it does not start; a start that lost its port to another
+    process is retried on another); else it is discarded."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        command = [sys.executable, "-m", "SAMMed3DLib", "serve", *arguments, "--port", str(port)]
+        with open(log, "w") if log else open(os.devnull, "w") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env or dict(os.environ))
             try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                _wait_healthy(f"http://127.0.0.1:{port}", process, timeout, log)
+            except PortTakenError:
+                _stop(process)
+                if attempt == PORT_TRIES:
+                    raise
+                continue
+            try:
+                yield f"http://127.0.0.1:{port}", process
+            finally:
+                _stop(process)
+            return
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: Optional[Path]) -> None:
@@ -169,8 +189,10 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: Opti
         time.sleep(0.5)
     exited = process.poll() is not None
     state = f"exited with status {process.returncode}" if exited else "did not start in time"
-    tail = f":\n{Path(log).read_text()[-3000:]}" if log else ""
-    raise RuntimeError(f"the server {state}{tail}")
+    text = Path(log).read_text() if log else ""
+    if exited and "error: cannot listen on" in text:  # launch.PORT_BUSY (this module stays free of Ray)
+        raise PortTakenError(f"the server's port in {url} was taken before it could listen")
+    raise RuntimeError(f"the server {state}" + (f":\n{text[-3000:]}" if log else ""))
 
 
 @contextmanager

@@ -7,8 +7,11 @@ May import the engine and the benchmarks; nothing else imports it. Never imports
 
 import argparse
 import importlib
+import signal
 import sys
-from typing import List, NoReturn, Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, List, NoReturn, Optional
 
 from ..errors import SAMMed3DError
 
@@ -55,15 +58,46 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same clean-up runs
+    (staged outputs removed, a decided commit finished, sessions closed)."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere it keeps its handler).
+
+    After the first, further SIGTERMs are ignored until the block ends: the clean-up they would cut short
+    is what keeps the files whole (SIGKILL still stops the process).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum, _frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(selected).parse_args(argv)
     try:
-        return int(_command_module(args.command).run(args) or 0)
+        with sigterm_as_interrupt():
+            return int(_command_module(args.command).run(args) or 0)
     except SAMMed3DError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

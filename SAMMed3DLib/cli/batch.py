@@ -12,14 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from ..errors import InputError, SAMMed3DError
+from ..wording import count
+from ..worklist import IMAGE_SUFFIXES, image_case_name
 
 FILES = threading.Lock()
 """Image reading/writing holds the process's native stderr: one at a time across the batch's threads."""
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -40,27 +40,21 @@ class Outcome:
     detail: str = ""
 
 
-def case_name(path: Path) -> Optional[str]:
-    """The case name of an image file (``liver_01.nii.gz`` → ``liver_01``), None for other files."""
-    lower = path.name.lower()
-    suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
-    return path.name[: -len(suffix)] if suffix and path.is_file() else None
-
-
 def image_cases(folder: Path) -> Dict[str, Path]:
-    """Case name → image file of every image in ``folder`` (InputError if none or two share a name)."""
+    """Case name → image of every image in ``folder`` (InputError if none or two share a name): the files and
+    DICOM series folders the worklist counts as cases (:func:`~SAMMed3DLib.worklist.image_case_name`)."""
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
     cases: Dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        name = case_name(path)
+        name = image_case_name(path)
         if name is None:
             continue
         if name in cases:
             raise InputError(f"two images in {folder} have the case name {name!r}: {cases[name].name}, {path.name}")
         cases[name] = path
     if not cases:
-        raise InputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}, or DICOM series folders)")
     return cases
 
 
@@ -120,7 +114,7 @@ def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
     rows = [f"{'case':<{width}}  {'status':<7}  {'time s':>7}  detail"]
     rows += [f"{o.case:<{width}}  {o.status:<7}  {o.seconds:7.2f}  {o.detail}" for o in outcomes]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    rows.append(f"{len(outcomes)} cases: {counts['done']} done, {counts['skipped']} skipped (already done), "
+    rows.append(f"{count(len(outcomes), 'case')}: {counts['done']} done, {counts['skipped']} skipped (already done), "
                 f"{counts['failed']} failed; {seconds:.1f} s")
     return "\n".join(rows)
 
@@ -134,11 +128,12 @@ def session_opener(args: argparse.Namespace, purpose: str, **options: Any) -> Tu
         from ..server.config import read_token
 
         connection = ServerConnection(args.server, read_token(args.token_file) if args.token_file else None)
-        return (lambda image: RemoteSession(connection, image, **options)), len(connection.health()["workers"])
+        return (lambda image: RemoteSession(connection, image, **options)), len(connection.models())
     if not args.weights:
         raise InputError(f"give --weights (to {purpose} here) or --server URL")
-    from ..model import load_model
     from ..session import InteractiveSession
+    from .options import checked_device
+    from .progress import load_model_with_progress
 
-    model = load_model(args.weights, device=args.device, precision=args.precision)
+    model = load_model_with_progress(args, checked_device(args))
     return (lambda image: InteractiveSession(model, image, **options)), 1

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.network import BenchSettings, run_benchmark
-    from ..device import resolve_device
+    from .options import checked_device
     from .outputs import check_output_path, write_json_report
 
     if args.repeats < 1 or args.reference_repeats < 1:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--threads must be at least 1")
     if args.json:
         check_output_path(args.json, "--json")  # before the run, not after it
-    device = resolve_device(args.device)
+    device = checked_device(args)  # the precision rule every command follows, before any run
     settings = BenchSettings(
         repeats=args.repeats,
         reference_repeats=args.reference_repeats,

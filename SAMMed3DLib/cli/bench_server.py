@@ -13,6 +13,7 @@ import numpy as np
 
 from ..device import DEVICES
 from ..errors import InputError
+from ..wording import count
 
 TARGET_MS = 20
 """Issue 12's target for the overhead per refinement click on loopback."""
@@ -136,8 +137,8 @@ def report(f: Dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpu']}, {m['cores']} CPUs; load average (1, 5, 15 min) {_load(m['load_before'])} at the start, "
         f"{_load(f['load_at_end'])} at the end",
-        f"volume {'x'.join(map(str, f['size']))} (1 mm), {f['clicks']} clicks per session, each side's click after "
-        f"a {f['pause_s']:g} s pause;",
+        f"volume {'x'.join(map(str, f['size']))} (1 mm), {count(f['clicks'], 'click')} per session, each side's "
+        f"click after a {f['pause_s']:g} s pause;",
         "the first click encodes: the figures are medians over the others, in ms",
     ]
     for kind, figures in f["answers"].items():

@@ -24,16 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.session import run_session_benchmark
-    from ..device import resolve_device
+    from .options import checked_device
     from .outputs import check_output_path, write_json_report
 
     if args.json:
         check_output_path(args.json, "--json")  # before the run, not after it
-    from ..device import resolve_precision
-
-    device = resolve_device(args.device)
-    if args.precision:
-        resolve_precision(args.precision, device)  # one clear message before any run, not a child's traceback
+    device = checked_device(args)  # one clear message before any run, not a child's traceback
     report = run_session_benchmark(
         str(device), args.threads, reference=not args.no_reference, precision=args.precision
     )

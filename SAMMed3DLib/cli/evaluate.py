@@ -3,9 +3,13 @@
 import argparse
 import json
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from .options import add_device_arguments
+from .options import add_device_arguments, checked_device
+from .progress import add_quiet_argument, load_model_with_progress, note
+
+if TYPE_CHECKING:
+    from ..bench.evaluation import ClickResult
 
 HELP = "click-simulation evaluation against a label map: Dice after each simulated click"
 
@@ -22,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     add_device_arguments(parser)
+    add_quiet_argument(parser)
     from .evaluate_dataset import add_dataset_arguments  # --dataset: every case, locally or on a server
 
     add_dataset_arguments(parser)
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     check_single_case(args)
     from ..bench.evaluation import simulate
     from ..inputs import check_label_map
-    from ..model import load_model
+    from ..wording import count
     from .images import read_image, write_text
     from .outputs import StagedOutputs, check_output_path, check_outputs_spare_inputs
 
@@ -58,18 +63,33 @@ def run(args: argparse.Namespace) -> int:
     inputs = [(option, path) for option, path in given if os.path.exists(path)]  # never overwritten
     if args.json:
         check_outputs_spare_inputs({"--json": check_output_path(args.json, "--json")}, inputs)
+    device = checked_device(args)
     image = read_image(args.image)
     labels, values = check_label_map(read_image(args.label), image, f"the label map {args.label}")
-    model = load_model(args.weights, device=args.device, precision=args.precision)
+    model = load_model_with_progress(args, device)
     results = {}
-    for value in values:
-        clicks = simulate(model, image, labels == value, args.clicks, args.sampler, args.seed, args.crop)
-        results[value] = clicks
+    for number, value in enumerate(values, 1):
+        progress = _click_progress(args, f"label {value} ({number} of {count(len(values), 'structure')})")
+        results[value] = simulate(
+            model, image, labels == value, args.clicks, args.sampler, args.seed, args.crop, on_click=progress
+        )
     print(_table(results, args.clicks))
     if args.json:
         with StagedOutputs(protected=[path for _, path in inputs]) as outputs:
             outputs.stage(args.json, lambda path: write_text(json.dumps(_as_json(args, results), indent=2), path))
     return 0
+
+
+def _click_progress(args: argparse.Namespace, structure: str) -> Callable[["ClickResult"], None]:
+    """Progress for one structure: ``label 3 (1 of 4 structures): click 2 of 10, Dice 0.8123`` per click."""
+    clicks = 0
+
+    def clicked(step: "ClickResult") -> None:
+        nonlocal clicks
+        clicks += 1
+        note(args, f"{structure}: click {clicks} of {args.clicks}, Dice {step.dice:.4f}")
+
+    return clicked
 
 
 def _table(results: dict, clicks: int) -> str:

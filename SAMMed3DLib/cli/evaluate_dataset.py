@@ -15,6 +15,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from ..errors import InputError
+from ..wording import count
 from .batch import FILES, Case, Outcome, image_cases, run_cases, session_opener, summary, write_case_output
 
 
@@ -75,7 +76,7 @@ def evaluate_case(case: Case, args: argparse.Namespace, factory: Callable) -> st
     text = json.dumps({"case": case.name, "clicks": args.clicks, "sampler": args.sampler, "seed": args.seed,
                        "dice": results}, indent=2)
     write_case_output(case, lambda path: write_text(text, path))
-    return f"{len(values)} structures, Dice {np.mean([d[-1] for d in results.values()]):.4f}"
+    return f"{count(len(values), 'structure')}, Dice {np.mean([d[-1] for d in results.values()]):.4f}"
 
 
 def dice_table(outcomes: List[Outcome], cases: List[Case], clicks: int) -> str:
@@ -89,7 +90,7 @@ def dice_table(outcomes: List[Outcome], cases: List[Case], clicks: int) -> str:
     if not curves:
         return "no finished case"
     means = np.mean(np.array(curves), axis=0)
-    return f"mean Dice over {len(curves)} structures\n" + "  ".join(
+    return f"mean Dice over {count(len(curves), 'structure')}\n" + "  ".join(
         f"{i + 1}: {m:.4f}" for i, m in enumerate(means))
 
 

@@ -4,32 +4,51 @@ folder), refusing files that are not what their header claims, and writing files
 
 SimpleITK's readers and writers (the NIfTI library in particular) print their own error lines to the
 process's standard error besides raising; those are held back on failure, so the user sees one message.
-The helpers redirect file descriptor 2 for the length of a call: meant for the command line, not for
-use from several threads at once.
+The helpers redirect file descriptor 2 for the length of a call, one thread at a time (the server's worker
+reads uploads from several threads): the descriptor is the whole process's.
 """
 
 import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
 from ..inputs import GRID_TOLERANCE
-from .rawfiles import check_nifti_data, is_nifti
+from ..rawfiles import check_nifti_data, is_nifti
+from ..staging import write_text  # noqa: F401  (the command line's text writer is the staged outputs' one)
 
 PathLike = Union["os.PathLike[str]", str]
+_STDERR_HELD = threading.RLock()
+"""Held while file descriptor 2 is redirected (re-entrant: a verified write reads back inside its own hold)."""
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".img", ".h5", ".hdf5", ".mnc")
+"""File name endings of the formats a 3-D volume is written in (each keeps it, geometry included; .png, .jpg,
+.tif, .dcm and the like hold 2-D pictures or lose the geometry)."""
 
 
-def read_image(path: PathLike) -> sitk.Image:
+def check_volume_path(path: PathLike, option: str) -> None:
+    """Before any work: InputError unless ``path`` ends like a 3-D volume format (:data:`VOLUME_SUFFIXES`)."""
+    name = Path(path).name.lower()
+    if not name.endswith(VOLUME_SUFFIXES):
+        suffix = "".join(Path(name).suffixes[-2:]) if name.endswith(".gz") else Path(name).suffix
+        what = f"a {suffix} file" if suffix else "a name without an extension"
+        raise InputError(
+            f"{option} {path}: {what} cannot hold a 3-D volume; name it .nii.gz, .nii, .nrrd, .mha or .mhd"
+        )
+
+
+def read_image(path: PathLike, image_io: Optional[str] = None) -> sitk.Image:
     """The volume at ``path``: a file SimpleITK reads (NIfTI, NRRD, MHA, ...) or a folder of one DICOM series.
 
-    A folder with several series gives the one with the most files. Raises InputError when nothing
+    A folder with several series gives the one with the most files. ``image_io``: read a file with this ITK
+    reader only (e.g. "NrrdImageIO"), not the one ITK picks from the bytes. Raises InputError when nothing
     usable is there.
     """
     path = Path(path)
@@ -43,9 +62,18 @@ def read_image(path: PathLike) -> sitk.Image:
         check_nifti_data(path)  # (so that a header promising terabytes never reaches ITK's allocation)
     try:
         with native_stderr_held():
-            return sitk.ReadImage(str(path))
+            image = sitk.ReadImage(str(path), imageIO=image_io or "")
     except RuntimeError as exc:
         raise InputError(f"{path} is not an image SimpleITK can read ({_itk_message(exc)})") from exc
+    return _three_dimensional(image, path)
+
+
+def _three_dimensional(image: sitk.Image, path: Path) -> sitk.Image:
+    """``image`` if it is 3-D, else InputError (a 2-D slice or a 4-D series, e.g. fMRI or a multi-echo NIfTI)."""
+    if image.GetDimension() != 3:
+        size = "x".join(str(n) for n in image.GetSize())
+        raise InputError(f"{path} is a {image.GetDimension()}-D image ({size} voxels); a 3-D volume is needed")
+    return image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -58,9 +86,10 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     reader.SetFileNames(files)
     try:
         with native_stderr_held():
-            return reader.Execute()
+            image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"the DICOM series in {folder} cannot be read ({_itk_message(exc)})") from exc
+    return _three_dimensional(image, folder)
 
 
 def write_image(image: sitk.Image, path: PathLike) -> None:
@@ -105,6 +134,8 @@ def check_geometry_kept(image: sitk.Image, written, path: PathLike) -> None:
     (gantry-tilt) direction and silently makes it orthogonal, which would move the mask."""
     for name, getter in (("spacing", "GetSpacing"), ("origin", "GetOrigin"), ("direction", "GetDirection")):
         mine, kept = getattr(image, getter)(), getattr(written, getter)()
+        if len(mine) != len(kept):
+            raise InputError(f"{path}: this format does not keep a 3-D volume; write .nii.gz, .nrrd or .mha instead")
         if not np.allclose(mine, kept, rtol=0.0, atol=GRID_TOLERANCE):
             raise InputError(
                 f"{path} cannot hold the image's geometry (its {name} would change from "
@@ -143,29 +174,19 @@ def _rounded(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-def write_text(text: str, path: PathLike) -> None:
-    """Write UTF-8 ``text`` to ``path`` and check its size on disk; InputError if it cannot be written."""
-    data = text.encode("utf-8")
-    try:
-        with open(path, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if size != len(data):
-        raise InputError(f"cannot write {path}: {size} of {len(data)} bytes reached the disk")
-
-
 @contextmanager
 def native_stderr_held(pass_on: bool = True) -> Iterator[None]:
     """Hold back what native code (ITK, the NIfTI and GDCM libraries) prints to file descriptor 2 in the block.
 
     When the block succeeds the held text is passed on to ``sys.stderr`` (warnings stay visible) unless
     ``pass_on`` is false; when it raises, the text is dropped, since the exception's own message says what
-    went wrong, once.
+    went wrong, once. One thread at a time: another thread's block waits (the descriptor is the process's).
     """
+    with _STDERR_HELD:
+        yield from _stderr_held(pass_on)
+
+
+def _stderr_held(pass_on: bool) -> Iterator[None]:
     try:
         sys.stderr.flush()
         saved = os.dup(2)

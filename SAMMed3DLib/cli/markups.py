@@ -9,6 +9,7 @@ from typing import List, Tuple
 
 from ..coordinates import lps_to_ras
 from ..errors import InputError
+from ..prompts import control_point_position
 
 Point = Tuple[float, float, float]
 
@@ -63,23 +64,9 @@ def _markup_points(markup: dict, path: Path) -> Tuple[List[Point], int]:
         if str(control.get("positionStatus", "defined")).lower() != "defined":
             skipped += 1
             continue
-        values = _position(control.get("position"), path)
+        values = control_point_position(control.get("position"), path)
         points.append(tuple(v * s for v, s in zip(values, sign)))
     return points, skipped
-
-
-def _position(position: object, path: Path) -> Point:
-    """A control point's ``position``: a JSON list of three finite numbers (not strings, not booleans)."""
-    numbers = isinstance(position, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in position
-    )
-    try:
-        values = tuple(float(v) for v in position) if numbers else ()
-    except OverflowError:  # an integer beyond float range
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(v) for v in values):
-        raise InputError(f"{path}: a control point's position must be three finite numbers in mm, got {position!r}")
-    return values
 
 
 def parse_points(spec: str) -> List[Point]:

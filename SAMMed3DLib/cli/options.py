@@ -1,8 +1,12 @@
 """Options several commands share: where the network runs and in which precision."""
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..device import DEVICES, PRECISIONS
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, default: str = "auto") -> None:
@@ -15,3 +19,15 @@ def add_device_arguments(parser: argparse.ArgumentParser, default: str = "auto")
         help="image encoder precision (default fp32): bf16 is about twice as fast on a GPU or on a CPU with "
         "AVX512-BF16 or AMX instructions, with masks that differ slightly from fp32",
     )
+
+
+def checked_device(args: argparse.Namespace) -> "torch.device":
+    """The device ``args.device`` resolves to, after the one precision rule every command follows (bf16 on a
+    CPU only with bf16 instructions, fp16 only on a GPU), so that a refused precision is one message before
+    any work."""
+    from ..device import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    if getattr(args, "precision", None):
+        resolve_precision(args.precision, device)
+    return device

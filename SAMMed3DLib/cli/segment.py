@@ -5,10 +5,14 @@ import json
 import os
 import sys
 import time
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 from .markups import POINT_LIKE
-from .options import add_device_arguments
+from .options import add_device_arguments, checked_device
+from .progress import add_quiet_argument, load_model_with_progress
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 HELP = "segment a structure from positive/negative clicks (RAS mm or Slicer .mrk.json) and write the mask"
 
@@ -25,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-roi", metavar="FILE", help="also write the normalised 128³ model input (NIfTI)")
     parser.add_argument("--timings", action="store_true", help="print one JSON line of step times (seconds)")
     add_device_arguments(parser)
+    add_quiet_argument(parser)
     parser.add_argument("--auto-extend", action="store_true", help="follow objects larger than the 192 mm ROI")
 
 
@@ -35,31 +40,43 @@ def input_files(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return [(option, path) for option, path in inputs if os.path.exists(path)]
 
 
+def written_line(path: str, mask: "sitk.Image", seconds: float) -> str:
+    """``wrote mask.nii.gz: 18,234 voxels, 27.4 ml, 1.9 s``: what the mask holds (1 ml = 1000 mm³)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..wording import count
+
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+    millilitres = voxels * float(np.prod(mask.GetSpacing())) / 1000.0
+    return f"wrote {path}: {count(voxels, 'voxel')}, {millilitres:.1f} ml, {seconds:.1f} s"
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..device import resolve_device
-    from ..model import load_model
     from ..session import InteractiveSession
-    from .images import check_format_holds, read_image, write_image
+    from .images import check_format_holds, check_volume_path, read_image, write_image
     from .markups import parse_points
     from .outputs import StagedOutputs, check_distinct_outputs, check_output_path, check_outputs_spare_inputs
 
     start = time.perf_counter()
-    outputs = {"--out": check_output_path(args.out, "--out")}
-    if args.save_roi:
-        outputs["--save-roi"] = check_output_path(args.save_roi, "--save-roi")
+    volumes = {"--out": args.out, "--save-roi": args.save_roi}
+    outputs = {option: check_output_path(path, option) for option, path in volumes.items() if path}
     check_distinct_outputs(outputs)  # before any work, as the checks above and below
     inputs = input_files(args)
     check_outputs_spare_inputs(outputs, inputs)
+    for option, path in outputs.items():
+        check_volume_path(path, option)
+    device = checked_device(args)
     positives = [p for spec in args.positive for p in parse_points(spec)]
     negatives = [p for spec in args.negative for p in parse_points(spec)]
+    tick = time.perf_counter()
     image = read_image(args.image)
     check_format_holds(image, outputs["--out"], "--out")
-    read_s = time.perf_counter() - start
-    device = resolve_device(args.device)
+    read_s = time.perf_counter() - tick
     if args.device not in ("auto", device.type):
         print(f"warning: {args.device} is not available; running on {device.type}", file=sys.stderr)
     tick = time.perf_counter()
-    model = load_model(args.weights, device=device, precision=args.precision)
+    model = load_model_with_progress(args, device)
     load_s = time.perf_counter() - tick
     session = InteractiveSession(model, image, auto_extend=args.auto_extend)
     steps = []
@@ -72,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         if args.save_roi:
             staged.stage(args.save_roi, lambda path: write_image(session.roi_input_image(), path))
     write_s = time.perf_counter() - tick
+    print(written_line(args.out, session.mask, time.perf_counter() - start))
+    if args.save_roi:
+        print(f"wrote {args.save_roi}: the normalised model input of the last click's ROI (128x128x128 at 1.5 mm)")
     if args.timings:
         report = {
             "read_image": round(read_s, 4),

@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, help="file holding the bearer token (required off loopback)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or HEAD:6379) instead of a local Ray")
     parser.add_argument("--workers", type=int, help="worker count (default: one per GPU, or one on CPU)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per worker (default: the CPUs it reserves)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads per worker (default: its share of the machine's cores; CPU masks "
+                             "depend on it: see README)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs a local Ray may use (default 2)")
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest upload, MiB (default 1024)")
     parser.add_argument("--max-sessions", type=int, default=8, help="sessions per worker (default 8)")

@@ -45,7 +45,7 @@ class Limits:
 @dataclass(frozen=True)
 class ServerConfig:
     """What ``serve`` was asked for. ``workers`` None: one per GPU of the cluster, or one CPU worker.
-    ``threads``: torch CPU threads per worker (None: Ray's default, the CPUs the worker reserves). ``answer``: one
+    ``threads``: torch CPU threads per worker (None: its share of its machine's cores). ``answer``: one
     of ``ANSWERS`` ("lesion" only for ``bench-server``'s realistic-answer figure). ``precision``: the image
     encoder's, one of the engine's ``PRECISIONS``."""
 

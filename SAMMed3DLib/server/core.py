@@ -4,36 +4,22 @@ Every public method returns either frame bytes or an :class:`Failure` (status, c
 the client's mistakes, so that the error crosses the Ray boundary as data and the gateway maps it to HTTP.
 """
 
-import os
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
-from ..cli.images import read_image
 from ..errors import InputError, SAMMed3DError
-from ..protocol import (
-    FILE_FORMATS,
-    ProtocolError,
-    box_region,
-    mask_from_packed,
-    pack_frame,
-    take_flips,
-    unpack_frame,
-    volume_from_raw,
-    worth_compressing,
-)
+from ..protocol import TooLargeError, box_region, pack_frame, take_flips, worth_compressing
 from ..regions import read_region, zyx_slices
 from .config import Limits
-
-SESSION_OPTIONS = ("auto_extend", "max_extend_steps", "history_limit")
-"""Session options a client may set (keyword arguments of InteractiveSession)."""
+from .engine import REFINE, priority
+from .uploads import decode_upload
 
 
 @dataclass(frozen=True)
@@ -46,11 +32,12 @@ class Failure:
 
 
 Answer = Union[bytes, Failure]
-Runner = Callable[[Callable[[], Answer]], Answer]
-"""Runs a step's work and returns its answer: in the calling thread (``inline``), or the worker's engine thread."""
+Runner = Callable[[Callable[[], Answer], int], Answer]
+"""Runs a step's work with a priority (:mod:`.engine`) and returns its answer: in the calling thread
+(``inline``), or on the worker's engine thread."""
 
 
-def inline(work: Callable[[], Answer]) -> Answer:
+def inline(work: Callable[[], Answer], rank: int = REFINE) -> Answer:
     return work()
 
 
@@ -115,6 +102,8 @@ class WorkerCore:
         try:
             image, mask, options = decode_upload(upload, self.limits.max_upload)
             session = self._factory(image, initial_mask=mask, **options)
+        except TooLargeError as exc:
+            return Failure(413, "too_large", str(exc))
         except SAMMed3DError as exc:
             return Failure(400, "bad_input", str(exc))
         sid = f"w{self.index}-{secrets.token_hex(16)}"
@@ -134,7 +123,7 @@ class WorkerCore:
         if not entry.lock.acquire(blocking=False):
             return Failure(409, "busy", "this session is still working on the previous step; send one step at a time")
         try:
-            return self._run(lambda: _answer_step(entry, op, args))
+            return self._run(lambda: _answer_step(entry, op, args), priority(entry.session, op, args))
         finally:
             entry.last_used = time.monotonic()
             entry.lock.release()
@@ -145,26 +134,6 @@ def _answer_step(entry: _Entry, op: str, args: Dict[str, Any]) -> Answer:
         return answer(entry, run_op(entry.session, op, args))
     except SAMMed3DError as exc:
         return Failure(400, "bad_input", str(exc))
-
-
-def decode_upload(upload: bytes, max_bytes: int) -> Tuple[sitk.Image, Optional[sitk.Image], Dict[str, Any]]:
-    """(volume, initial mask or None, session options) of a session upload frame."""
-    header, body = unpack_frame(upload, max_body=max_bytes)
-    volume = header.get("volume")
-    if not isinstance(volume, dict) or not isinstance(volume.get("length"), int):
-        raise InputError("the upload's header needs a 'volume' object with the byte 'length' of the volume")
-    length = volume["length"]
-    data, rest = body[:length], body[length:]
-    fmt = volume.get("format")
-    image = volume_from_raw(volume, data) if fmt == "raw" else volume_from_file_bytes(str(fmt), data)
-    mask = None
-    if header.get("mask") is not None:  # on its own grid: the session refuses one off the volume's, as locally
-        mask = mask_from_packed(header["mask"], rest)
-    options = header.get("options") or {}
-    unknown = set(options) - set(SESSION_OPTIONS)
-    if unknown:
-        raise InputError(f"unknown session options {sorted(unknown)}; known: {', '.join(SESSION_OPTIONS)}")
-    return image, mask, options
 
 
 def run_op(session: Any, op: str, args: Dict[str, Any]) -> Any:
@@ -230,20 +199,3 @@ def _lost(sid: str) -> Failure:
 def _full(limit: int) -> Failure:
     return Failure(503, "full", f"every worker already holds its limit of {limit} sessions; close a session "
                                 "or try again later (the server's --max-sessions sets the limit)")
-
-
-def volume_from_file_bytes(fmt: str, data: bytes) -> sitk.Image:
-    """Read the bytes of a single-file image (``fmt`` a key of ``FILE_FORMATS``) through a private temp file,
-    with the command line's reader: a short NIfTI, NaN/Inf voxels or a header promising terabytes are refused
-    from the raw bytes before ITK reads them, as for a file given on the command line."""
-    if fmt not in FILE_FORMATS:
-        raise ProtocolError(f"unknown volume format {fmt!r}; use raw or one of {', '.join(FILE_FORMATS)}")
-    with tempfile.TemporaryDirectory(prefix="sammed3d-upload-") as folder:
-        path = os.path.join(folder, "volume" + FILE_FORMATS[fmt])
-        with open(path, "wb") as handle:
-            handle.write(data)
-        try:
-            return read_image(path)
-        except InputError as exc:  # the message names the private temp file: name the upload instead
-            reason = str(exc).replace(f"{path} is not an image SimpleITK can read", "cannot be read").replace(path, "")
-            raise InputError(f"the uploaded {fmt} volume {reason.strip()}") from exc

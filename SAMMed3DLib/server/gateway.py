@@ -5,6 +5,7 @@ A session id names its worker (``w<index>-<random>``); new sessions go to the wo
 
 import asyncio
 import json
+import re
 from typing import Any, Dict, List, Optional
 
 import ray
@@ -24,9 +25,13 @@ from ..protocol import (
 )
 from .config import NAMESPACE, NORMAL_PRIORITY, SERVE_LOGGING, ServerConfig, token_matches, worker_name
 from .core import Failure
+from .loopback import keep_replica_on_loopback
 
-app = FastAPI(title="SAM-Med3D", version=__version__)
+app = FastAPI(title="SAM-Med3D", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+"""No /docs, /redoc or /openapi.json: they would describe the API to anyone, token or not (README: the API)."""
 STEPS = ("click", "undo", "redo", "reset", "discard", "focus")
+SESSION_ID = re.compile(r"w([0-9]{1,6})-[0-9a-f]{1,64}", re.ASCII)
+"""A session id as workers make them: the worker's index, then random hex."""
 
 
 class ApiError(Exception):
@@ -53,6 +58,8 @@ def _json_object(text: Any, where: str) -> Dict[str, Any]:
         value = json.loads(text)
     except ValueError as exc:
         raise ApiError(400, "bad_input", f"{where} is not JSON: {exc}") from exc
+    except RecursionError:  # thousands of nested brackets
+        raise ApiError(400, "bad_input", f"{where} is nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_input", f"{where} must be a JSON object")
     return value
@@ -71,6 +78,7 @@ class Gateway:
     """The ingress deployment: one replica, stateless apart from the worker handles."""
 
     def __init__(self, config: ServerConfig, workers: int) -> None:
+        keep_replica_on_loopback()
         self._config = config
         self._count = workers
         self._handles: Dict[int, Any] = {}
@@ -81,10 +89,14 @@ class Gateway:
         return {"version": __version__, "protocol": PROTOCOL}
 
     @app.get(API_PREFIX + "/health")
-    async def health(self) -> Dict[str, Any]:
+    async def health(self, request: Request) -> Dict[str, Any]:
+        """Status and versions for anyone; the workers (weights, devices, process ids, sessions) with the token."""
         infos = await asyncio.gather(*(self._info(i) for i in range(self._count)))
         ok = all(info.get("alive") for info in infos)
-        return {"status": "ok" if ok else "degraded", "version": __version__, "protocol": PROTOCOL, "workers": infos}
+        status = {"status": "ok" if ok else "degraded", "version": __version__, "protocol": PROTOCOL}
+        if not token_matches(self._config.token, request.headers.get("authorization")):
+            return status
+        return {**status, "workers": infos}
 
     # ------------------------------------------------------------------ authorised endpoints
     @app.get(API_PREFIX + "/models")
@@ -153,10 +165,11 @@ class Gateway:
         return _json_object(body, "the request body") if body else {}
 
     def _worker_of(self, sid: str) -> int:
-        head = sid.split("-", 1)[0]
-        if head[:1] == "w" and head[1:].isdigit() and int(head[1:]) < self._count:
-            return int(head[1:])
-        raise ApiError(404, "session_lost", f"session {sid} does not exist on this server")
+        """The worker index a session id names (``w<index>-...``, ASCII digits); 404 if none."""
+        found = SESSION_ID.fullmatch(sid)
+        if found and int(found.group(1)) < self._count:
+            return int(found.group(1))
+        raise ApiError(404, "session_lost", f"session {sid[:80]!r} does not exist on this server")
 
     def _handle(self, index: int) -> Any:
         if index not in self._handles:
@@ -174,7 +187,8 @@ class Gateway:
         except ray.exceptions.RayTaskError as exc:  # a failure that is not the client's: say what, not where
             lines = [line for line in str(exc).splitlines() if line.strip()]
             raise ApiError(500, "internal", f"the worker failed: {lines[-1] if lines else exc}") from None
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError) as exc:
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.TaskCancelledError,
+                ValueError) as exc:  # cancelled: the worker died (or the server stops) before the call ran
             self._handles.pop(index, None)
             raise ApiError(503, "worker_lost", f"worker {index} is unavailable ({type(exc).__name__}: {exc}); "
                                                "its sessions are lost, open a new one") from None

@@ -2,6 +2,7 @@
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Any, Callable, List, Optional
 
@@ -10,15 +11,21 @@ from ray import serve
 
 from ..errors import SAMMed3DError
 from .config import NAMESPACE, SERVE_LOGGING, ServerConfig, check_config
+from .loopback import keep_ray_on_loopback
+from .raytoken import secure_token_file
 from .worker import start_worker
 
 APP_NAME = "sammed3d"
+PORT_BUSY = "cannot listen on"
+"""How the message for an HTTP address that cannot be bound starts."""
 
 
 def connect(config: ServerConfig) -> None:
-    """Join ``config.address``, or start a private local Ray with few resources and no dashboard. (Ray's own
-    ports use the node's address whatever one asks, and are guarded by Ray's cluster token; the HTTP API
-    listens on ``config.host`` only.)"""
+    """Join ``config.address``, or start a private local Ray with few resources and no dashboard, on loopback
+    only (:mod:`.loopback`). First, Ray's cluster token file is made readable by its owner only."""
+    note = secure_token_file(create=not config.address)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     options = {"namespace": NAMESPACE, "log_to_driver": False, "include_dashboard": False}
     if config.address:
         try:
@@ -27,6 +34,7 @@ def connect(config: ServerConfig) -> None:
             raise SAMMed3DError(f"cannot join the Ray cluster at {config.address}: {exc} (is `ray start --head` "
                                 "running there, and does this machine have the cluster's token?)") from None
     else:  # every process at normal priority, Serve's proxy too (see NORMAL_PRIORITY)
+        keep_ray_on_loopback()
         ray.init(num_cpus=config.num_cpus, _system_config={"worker_niceness": 0}, **options)
 
 
@@ -43,7 +51,7 @@ def start_workers(config: ServerConfig) -> List[Any]:
     count, gpus = worker_plan(config)
     cpus = 0 if gpus else min(1.0, config.num_cpus / count)
     device = config.device if gpus or config.device != "auto" else "cpu"
-    return [start_worker(config, i, device, gpus, cpus) for i in range(count)]
+    return [start_worker(config, i, device, gpus, cpus, share=count) for i in range(count)]
 
 
 def wait_for_workers(handles: List[Any]) -> None:
@@ -66,11 +74,22 @@ def start(config: ServerConfig) -> List[Any]:
     check_config(config)
     connect(config)
     count, _ = worker_plan(config)
-    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=SERVE_LOGGING)
+    listen(config)
     serve.run(Gateway.bind(config, count), name=APP_NAME, route_prefix="/")
     handles = start_workers(config)
     wait_for_workers(handles)
     return handles
+
+
+def listen(config: ServerConfig) -> None:
+    """Start Serve's HTTP proxy on ``config.host``:``config.port``; SAMMed3DError in one line if it cannot."""
+    try:
+        serve.start(http_options={"host": config.host, "port": config.port}, logging_config=SERVE_LOGGING)
+    except ray.exceptions.RayTaskError as exc:
+        if "Failed to bind" not in str(exc):
+            raise
+        raise SAMMed3DError(f"{PORT_BUSY} {config.host}:{config.port}: another program uses the port, or the "
+                            "address is not one of this machine's; choose another --port or --host") from None
 
 
 def stop() -> None:

@@ -1,48 +1,54 @@
 """The Ray actor that holds the model and one :class:`~.core.WorkerCore` of sessions."""
 
+import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import ray
 
 from .config import NAMESPACE, NORMAL_PRIORITY, Limits, ServerConfig, worker_name
 from .core import Answer, WorkerCore
+from .engine import EngineThread
 
-ENGINE_THREADS = 1
-"""Threads that run the steps of a worker's sessions (one after the other). Ray runs each call of a threaded actor
-on whichever of its threads is free, so steps rotated over max_sessions + 2 threads, each with its own torch
-thread pool and allocator arena: the engine ran 20-50 % slower than on one thread (tiny network, 256x256x128,
-AMD EPYC, 2 cores), and a device runs one step at a time anyway."""
+
+def default_threads(share: int) -> int:
+    """torch CPU threads of one of ``share`` workers on this machine: its share of the cores this process may
+    use (Ray sets one thread per reserved CPU, which made a CPU server click slower than a local session)."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, share))
 
 
 class EngineWorker:
-    """Loads the network once on ``device`` and serves sessions, their steps on one engine thread; a daemon
-    thread frees idle sessions. ``answer`` "lesion": the masks are blobs in place of the network's logits
+    """Loads the network once on ``device`` and serves sessions, their steps on one engine thread (one step at
+    a time, refinements first: :mod:`.engine`; Ray runs each call of a threaded actor on whichever of its threads
+    is free, and steps rotating over many threads, each with its own torch thread pool and allocator arena, ran
+    20-50 % slower); a daemon thread frees idle sessions. ``threads``: torch CPU threads (None: its share of the
+    cores among ``share`` workers). ``answer`` "lesion": the masks are blobs in place of the network's logits
     (benchmarks only)."""
 
     def __init__(self, index: int, weights: str, device: str, limits: Limits, threads: Optional[int],
-                 answer: str = "network", precision: str = "fp32") -> None:
+                 answer: str = "network", precision: str = "fp32", share: int = 1) -> None:
         import torch
 
         from .. import InteractiveSession, load_model
 
-        if threads:  # CPU results depend on the thread count (reduction order): pin it when asked
-            torch.set_num_threads(threads)
+        # CPU results depend on the thread count (the order of float sums): the README says how to pin it.
+        # Set before the engine thread starts, which takes this count.
+        torch.set_num_threads(threads or default_threads(share))
         model = load_model(weights, device=device, precision=precision)
         network = model
         if answer == "lesion":
             from ..bench.lesion import LesionShaped
 
             network = LesionShaped(model)
-        engine = ThreadPoolExecutor(ENGINE_THREADS, thread_name_prefix="engine")
+        self._engine = EngineThread()
         self._core = WorkerCore(
             index,
             lambda image, **options: InteractiveSession(network, image, **options),
             limits,
-            {"weights": str(weights), "device": str(model.device), "precision": precision, "answer": answer},
-            run=lambda work: _on(engine, work),
+            {"weights": str(weights), "device": str(model.device), "precision": precision, "answer": answer,
+             "threads": torch.get_num_threads()},
+            run=self._engine.run,
         )
         threading.Thread(target=self._sweep_forever, daemon=True, name="idle-sweep").start()
 
@@ -68,12 +74,7 @@ class EngineWorker:
         return self._core.close(sid)
 
 
-def _on(engine: ThreadPoolExecutor, work: Callable[[], Answer]) -> Answer:
-    """``work``'s answer, run on the engine thread (the calling Ray thread waits)."""
-    return engine.submit(work).result()
-
-
-def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpus: float) -> Any:
+def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpus: float, share: int = 1) -> Any:
     """Worker ``index`` as a named actor: threaded (one thread per session, plus two for health and sweeps),
     restarted by Ray if its process dies (the sessions are then lost; clients replay them)."""
     actor = ray.remote(EngineWorker).options(
@@ -81,5 +82,5 @@ def start_worker(config: ServerConfig, index: int, device: str, gpus: float, cpu
         max_restarts=-1, num_gpus=gpus, num_cpus=cpus, runtime_env=NORMAL_PRIORITY,
     )
     return actor.remote(
-        index, config.weights, device, config.limits, config.threads, config.answer, config.precision
+        index, config.weights, device, config.limits, config.threads, config.answer, config.precision, share
     )

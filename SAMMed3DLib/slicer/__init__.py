@@ -6,6 +6,8 @@ the model store and the self-test scenario.
 - ``mrml``: volumes and segments ↔ SimpleITK; ``markups``: the point lists as a view of a session's clicks;
   ``placing``: place mode and the events observed while the module is shown; ``feedback``: messages, status;
 - ``models``: options, weights, networks, download progress; ``panel``: default nodes;
+- ``cases``: the worklist's desk (open a case into the scene, save its segmentation and clicks);
+  ``cases_section``: the module panel's Cases section over it;
   ``scenario``: the end-to-end checks shared by pytest and Slicer's self-test.
 
 This is the only folder that imports ``slicer``, ``vtk`` or MRML; nothing outside it imports it. It uses MRML

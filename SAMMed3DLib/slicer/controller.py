@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial, singledispatchmethod
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .. import regions
 from . import actions, feedback, markups, models, mrml, targets
@@ -36,7 +36,7 @@ from .feedback import DELETED_POINT, TORCH_NEEDED, Reporter
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
 from .placing import PlaceMode
 from .remote_models import closer, error_line, is_server, open_session
-from .targets import Inputs, SceneStep, Target, TargetKey, Targets, VolumeCache
+from .targets import Inputs, SceneStep, SegmentClicks, Target, TargetKey, Targets, VolumeCache
 
 __all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "DELETED_POINT", "POLL_INTERVAL_S", "POLL_WAIT_S",
            "TORCH_NEEDED", "Inputs", "ModuleOptions", "SegmentationController"]  # fmt: skip
@@ -253,6 +253,16 @@ class SegmentationController(Reporter):
         past a delay. Under Slicer's GIL the worker runs only inside :meth:`poll`, which collects a job as soon
         as it ends, so this is when the job started to within a poll."""
         return time.monotonic() - self._pending[0].started if self._pending else 0.0
+
+    def segment_clicks(self, segmentation) -> Dict[str, SegmentClicks]:
+        """Segment ID → the clicks that made it (:class:`.targets.SegmentClicks`) on the segmentation node."""
+        return self._targets.segment_clicks(segmentation.GetID())
+
+    def forget_nodes(self, *nodes) -> None:
+        """These volume or segmentation nodes leave the scene: their sessions, clicks and images go too."""
+        ids = {node.GetID() for node in nodes if node is not None}
+        self._close(self._targets.forget_nodes(ids))
+        self._volumes.forget(ids)
 
     def cleanup(self) -> None:
         self.exit()

@@ -4,6 +4,7 @@ the controller's message list (no MRML). Nothing here calls the controller."""
 from typing import Any, Callable, List, Optional, Tuple
 
 from ..errors import SAMMed3DError
+from ..wording import count
 
 TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
 DELETED_POINT = "A click's point cannot be deleted on its own; it was put back. Use Undo (Ctrl+Z) or Reset."
@@ -32,7 +33,7 @@ def click_status(result: Any, device_type: str) -> str:
 
 def travel_status(result: Any, undo: bool) -> str:
     """Status line after an undo (``undo``) or redo: e.g. ``undone (2 clicks)``."""
-    return f"{'undone' if undo else 'redone'} ({len(result.clicks)} clicks)"
+    return f"{'undone' if undo else 'redone'} ({count(len(result.clicks), 'click')})"
 
 
 class Reporter:

@@ -46,3 +46,15 @@ def add_segment(scene, params) -> str:
         params.segmentation = mrml.new_segmentation(scene, params.inputVolume)
     params.segmentId = mrml.add_empty_segment(params.segmentation)
     return params.segmentId
+
+
+def show_segment(selector, segmentation, segment_id: str) -> None:
+    """Show ``segmentation`` and its segment ``segment_id`` in a qMRMLSegmentSelectorWidget. Its signals are
+    blocked meanwhile: on a new node it announces its first segment, which would overwrite the saved choice."""
+    was_blocked = selector.blockSignals(True)
+    try:
+        selector.setCurrentNode(segmentation)
+        if segment_id:
+            selector.setCurrentSegmentID(segment_id)
+    finally:
+        selector.blockSignals(was_blocked)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
 from ..remote import RemoteError, RemoteSession, ServerConnection
+from ..wording import count
 
 SERVER = "server"
 """The device value (parameter node, device menu) that sends clicks to a server."""
@@ -82,7 +83,7 @@ class ServerStore:
             self._workers[url] = len(alive)
             devices = ", ".join(sorted({str(w.get("device")) for w in alive}))
             down = f"; {len(workers) - len(alive)} not answering (restarting?)" if len(alive) < len(workers) else ""
-            return f"Connected to {url}: SAM-Med3D server {version}, {len(alive)} workers ({devices}){down}."
+            return f"Connected to {url}: SAM-Med3D server {version}, {count(len(alive), 'worker')} ({devices}){down}."
 
         return run
 
@@ -94,7 +95,7 @@ class ServerStore:
         workers = self._workers.get(url)
         if workers is None:
             return f"running on the server {url} (press Test connection to check it)"
-        return f"running on the server {url} ({workers} workers)"
+        return f"running on the server {url} ({count(workers, 'worker')})"
 
     def clear(self) -> None:
         for connection in self._connections.values():

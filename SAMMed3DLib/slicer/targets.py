@@ -2,7 +2,9 @@
 are no longer in the session's history (:class:`Target`, cached in :class:`Targets`), and the volumes as engine
 images (:class:`VolumeCache`). The undo history itself is the session's: each step carries its
 :class:`SceneStep` (the edit it made to the segment) as the step's payload; undo, redo and reset write those
-edits back (:func:`write_travel`, :func:`write_reset`). Nothing here calls the controller.
+edits back (:func:`write_travel`, :func:`write_reset`). :class:`Targets` also remembers each segment's clicks after
+its session ends (:class:`SegmentClicks`: what the worklist saves as the case's prompts). Nothing here calls the
+controller.
 """
 
 import collections
@@ -15,6 +17,7 @@ from ..errors import InputError
 from . import mrml
 
 TargetKey = Tuple[Optional[str], Optional[str], str]  # (volume node ID, segmentation node ID, segment ID)
+Click = Tuple[Tuple[float, float, float], bool]  # (RAS point in mm, positive)
 MAX_CACHED_TARGETS = 4  # sessions kept for (volume, segment) pairs the user may come back to
 
 
@@ -39,6 +42,17 @@ class Inputs:
 
 def _node_id(node) -> Optional[str]:
     return node.GetID() if node is not None else None
+
+
+@dataclass(frozen=True)
+class SegmentClicks:
+    """The clicks that made a segment's content, oldest first, across its sessions: a session that continued from
+    the segment's content adds its clicks to those before it, one that replaced the content starts afresh.
+    ``from_mask``: the first of those sessions started from content no recorded click made (a segment loaded
+    from a file, or painted), so replaying the clicks from an empty mask gives something else."""
+
+    clicks: Tuple[Click, ...] = ()
+    from_mask: bool = False
 
 
 @dataclass
@@ -82,10 +96,23 @@ class Target:
     session: Any = None
     replaced: Optional[regions.Region] = None  # old content a fresh start clears with its first step
     settled: Optional[mrml.SegmentEdit] = None  # net edit of the steps that fell off the session's history
+    before: SegmentClicks = SegmentClicks()  # what made the segment's content when this session started
+    continued: bool = False  # the session started from that content (else it replaces it)
 
-    def clicks(self) -> Tuple[Tuple[Tuple[float, float, float], bool], ...]:
+    def clicks(self) -> Tuple[Click, ...]:
         """The session's clicks, oldest first: (RAS point in mm, positive); none before the first click."""
         return tuple(self.session.clicks) if self.session is not None else ()
+
+    def segment_clicks(self) -> SegmentClicks:
+        """What made the segment's content now: the clicks before this session, then this session's when it
+        continued from them, this session's alone when it replaced them; without clicks (none yet, all undone,
+        reset) the content is what it was before the session."""
+        clicks = self.clicks()
+        if not clicks:
+            return self.before
+        if self.continued:
+            return SegmentClicks(self.before.clicks + clicks, self.before.from_mask)
+        return SegmentClicks(clicks)
 
 
 def write_travel(target: Target, result: Any, undo: bool) -> None:
@@ -122,6 +149,7 @@ class Targets:
     def __init__(self) -> None:
         self._targets: collections.OrderedDict[TargetKey, Target] = collections.OrderedDict()
         self._continue: Set[TargetKey] = set()  # keys whose next session starts from the segment's content
+        self._ended: Dict[TargetKey, SegmentClicks] = {}  # the clicks of segments whose target was forgotten
 
     def get(self, key: TargetKey) -> Optional[Target]:
         return self._targets.get(key)
@@ -145,9 +173,27 @@ class Targets:
         return [target.session for target in self._targets.values() if target.session is not None]
 
     def drop(self, *keys: TargetKey) -> List[Any]:
-        """Forget these targets; returns their open sessions."""
+        """Forget these targets (their segments' clicks are remembered); returns their open sessions."""
         targets = [self._targets.pop(key, None) for key in keys]
+        for target in filter(None, targets):
+            self._ended[target.key] = target.segment_clicks()
         return [target.session for target in targets if target is not None and target.session is not None]
+
+    def segment_clicks(self, segmentation_id: str) -> Dict[str, SegmentClicks]:
+        """Segment ID → its :class:`SegmentClicks`, for the segments of the segmentation node ``segmentation_id``
+        that were clicked (the latest volume's when several were)."""
+        found = {key: clicks for key, clicks in self._ended.items() if key[1] == segmentation_id}
+        found.update({key: t.segment_clicks() for key, t in self._targets.items() if key[1] == segmentation_id})
+        return {key[2]: clicks for key, clicks in found.items() if clicks.clicks}
+
+    def forget_nodes(self, node_ids: Set[str]) -> List[Any]:
+        """Forget the targets and remembered clicks of these volume or segmentation nodes (removed from the
+        scene); returns the open sessions."""
+        keys = [key for key in self._targets if node_ids & set(key[:2])]
+        sessions = self.drop(*keys)
+        self._ended = {key: c for key, c in self._ended.items() if not node_ids & set(key[:2])}
+        self._continue = {key for key in self._continue if not node_ids & set(key[:2])}
+        return sessions
 
     def continue_all(self) -> List[Any]:
         """Forget every target; the next session of each starts from its segment as it is then (a new model,
@@ -169,8 +215,11 @@ class Targets:
         existing = mrml.voxels_region(voxels)
         continuing = key in self._continue
         self._continue.discard(key)
+        if existing is not None:  # what made it: the last record, else something no click did (a file, a brush)
+            target.before = self._ended.get(key) or SegmentClicks(from_mask=True)
         if existing is not None and (start_from_existing or continuing):
             target.initial_mask = mrml.voxels_to_sitk(voxels, image)
+            target.continued = True
         else:
             target.replaced = existing  # a fresh start replaces what the segment held
         self._targets[key] = target
@@ -186,6 +235,10 @@ class VolumeCache:
 
     def __init__(self) -> None:
         self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
+
+    def forget(self, volume_ids: Set[str]) -> None:
+        """Drop the cached images of these volume nodes (removed from the scene)."""
+        self._images = {k: v for k, v in self._images.items() if k[0] not in volume_ids}
 
     def get(self, volume, harden: bool, local: bool = True) -> Tuple[Any, mrml.VolumeGeometry, Any]:
         """(SimpleITK image, grid in world RAS, EmbeddingCache) of ``volume``; raises ``InputError`` for bad input.

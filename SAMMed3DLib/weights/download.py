@@ -211,7 +211,10 @@ def _copy_local(source: Path, part: Path, size: Optional[int], opts: DownloadOpt
         raise SourceError(f"cannot read {source}: {exc.strerror or exc}") from exc
     if size is None and total > opts.max_size:
         src.close()
-        raise SourceError(f"{source} has {total} bytes, more than the {opts.max_size} allowed (max_size, --max-size)")
+        raise SourceError(
+            f"{source} has {total} bytes, more than the {opts.max_size} allowed (max_size: the registry entry's or "
+            "--max-size)"
+        )
     meter = Meter(opts.progress)
     with src, open_part(part, append=False) as out:
         done = 0

@@ -225,7 +225,7 @@ class HttpTransfer:
         return f"more than the {self.limit} bytes allowed, {_UNKNOWN_SIZE_CAP}"
 
 
-_UNKNOWN_SIZE_CAP = "the most accepted for a file of unknown size (max_size, --max-size)"
+_UNKNOWN_SIZE_CAP = "the most accepted for a file of unknown size (max_size: the registry entry's or --max-size)"
 
 
 def _blocks(response: requests.Response) -> Iterator[bytes]:

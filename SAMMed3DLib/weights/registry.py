@@ -22,12 +22,14 @@ VERSION = 1
 """The registry format this code reads (the schema's ``version`` const)."""
 TOP_LEVEL = ("$schema", "version", "models")
 REQUIRED = ("id", "name", "description", "filename", "urls", "size", "sha256", "license", "citation")
-OPTIONAL = ("recommended", "homepage")
+OPTIONAL = ("recommended", "homepage", "max_size")
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One checkpoint of the registry. ``size`` in bytes; ``size``/``sha256`` are None where unknown."""
+    """One checkpoint of the registry. ``size`` in bytes; ``size``/``sha256`` are None where unknown.
+    ``max_size``: an upper bound of the file's size in bytes, applied to a download while ``size`` is unknown
+    (None: only the download's own ``max_size`` applies)."""
 
     id: str
     name: str
@@ -40,6 +42,7 @@ class ModelEntry:
     citation: str
     recommended: bool = False
     homepage: Optional[str] = None
+    max_size: Optional[int] = None
 
 
 Registry = Dict[str, ModelEntry]
@@ -119,6 +122,7 @@ def parse_entry(raw: Any, where: str) -> ModelEntry:
         citation=raw["citation"],
         recommended=bool(raw.get("recommended", False)),
         homepage=raw.get("homepage"),
+        max_size=raw.get("max_size"),
     )
 
 
@@ -147,6 +151,11 @@ def _check_fields(raw: Mapping, where: str) -> None:
     size = raw["size"]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise RegistryError(f"{where}: 'size' must be a positive number of bytes or null")
+    bound = raw.get("max_size")
+    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound <= 0):
+        raise RegistryError(f"{where}: 'max_size' must be a positive number of bytes")
+    if bound is not None and size is not None and size > bound:
+        raise RegistryError(f"{where}: 'size' ({size} bytes) is larger than 'max_size' ({bound} bytes)")
     sha = raw["sha256"]
     if sha is not None and (not isinstance(sha, str) or not SHA256_PATTERN.match(sha)):
         raise RegistryError(f"{where}: 'sha256' must be 64 lower-case hex digits or null")

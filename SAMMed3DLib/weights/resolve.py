@@ -7,7 +7,7 @@ A spec is a registry id, a local path, a ``file://`` URL (both used in place, ne
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -33,6 +33,7 @@ class Slot:
     urls: Tuple[str, ...] = ()
     sha256: Optional[str] = None
     size: Optional[int] = None  # bytes
+    max_size: Optional[int] = None  # bytes: the registry's bound while ``size`` is unknown
 
     @property
     def in_cache(self) -> bool:
@@ -80,7 +81,9 @@ def locate(spec: "os.PathLike[str] | str", options: Optional[DownloadOptions] = 
 
 def entry_slot(entry: ModelEntry, cache_dir: Optional[PathLike] = None, sha256: Optional[str] = None) -> Slot:
     """The :class:`Slot` of a registry entry in ``cache_dir`` (default :func:`~.cache.default_cache_dir`)."""
-    return Slot(cached_path(entry, cache_dir), entry.name, entry.urls, sha256 or entry.sha256, entry.size)
+    return Slot(
+        cached_path(entry, cache_dir), entry.name, entry.urls, sha256 or entry.sha256, entry.size, entry.max_size
+    )
 
 
 def cache_status(
@@ -145,6 +148,8 @@ def resolve_checkpoint(
     opts = with_settings(options, **settings)
     slot = locate(spec, opts, sha256=sha256)
     if slot.in_cache and download:
+        if slot.size is None and slot.max_size is not None and slot.max_size < opts.max_size:
+            opts = replace(opts, max_size=slot.max_size)  # the entry's bound, while the size is unknown
         name = slot.path.name
         return fetch(slot.urls, slot.path.parent, sha256=slot.sha256, size=slot.size, filename=name, options=opts)
     status = slot_status(slot, deep=True)

@@ -18,7 +18,7 @@ sys.exit(main(sys.argv[2:]))
 
 _STOPPED = """
 import json, os, sys
-from SAMMed3DLib.cli import outputs
+from SAMMed3DLib import staging as outputs
 from SAMMed3DLib.cli.images import write_text
 stop_at, files = sys.argv[1], json.loads(sys.argv[2])
 outputs.commit_step_hook = lambda step: os._exit(9) if step == stop_at else None

@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
 MAX_SESSIONS = 6  # per worker
 START_TIMEOUT = 150.0  # seconds
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @dataclass(frozen=True)
 class RunningServer:
     url: str
     process: subprocess.Popen
+    ray_token: Path
     token: str = TOKEN
 
 
@@ -35,14 +37,21 @@ class RunningServer:
 def running_server(checkpoint: Path, folder: Path, threads: int) -> Iterator[RunningServer]:
     """A server on ``checkpoint`` with its log and token file in ``folder``; stopped (SIGTERM) on exit.
     ``threads``: torch threads per worker: CPU results depend on it, so tests pass their own for bit-identical
-    masks."""
+    masks. Ray's cluster token is a file of the test's, as a careless umask leaves it (mode 0644): the server
+    must make it private."""
     token_file = folder / "token"
     token_file.write_text(TOKEN + "\n")
+    ray_token = folder / "ray_auth_token"
+    ray_token.write_text("0123456789abcdef" * 4)
+    ray_token.chmod(0o644)
     arguments = ["--weights", str(checkpoint), "--workers", "2", "--token-file", str(token_file),
                  "--max-upload-mb", "2", "--max-sessions", str(MAX_SESSIONS), "--threads", str(threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "RAY_AUTH_TOKEN_PATH": str(ray_token)}
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_AUTH_MODE", None)
     with serve_process(arguments, log=folder / "serve.log", timeout=START_TIMEOUT, env=env) as (url, process):
-        yield RunningServer(url, process)
+        yield RunningServer(url, process, ray_token)
 
 
 def wait_all_alive(url: str, timeout: float = START_TIMEOUT) -> None:
@@ -58,11 +67,11 @@ def wait_all_alive(url: str, timeout: float = START_TIMEOUT) -> None:
 
 def open_sessions(url: str) -> int:
     """Sessions the server's workers hold now."""
-    workers = requests.get(url + "/v1/health", timeout=10).json()["workers"]
+    workers = requests.get(url + "/v1/health", headers=AUTHORIZED, timeout=10).json()["workers"]
     return sum(int(w.get("sessions") or 0) for w in workers)
 
 
 def kill_worker(url: str, index: int) -> None:
     """SIGKILL worker ``index`` (its sessions are lost; the server starts a new one)."""
-    workers = requests.get(url + "/v1/health", timeout=10).json()["workers"]
+    workers = requests.get(url + "/v1/health", headers=AUTHORIZED, timeout=10).json()["workers"]
     os.kill(next(w["pid"] for w in workers if w["index"] == index), signal.SIGKILL)

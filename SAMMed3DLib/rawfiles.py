@@ -15,7 +15,7 @@ from typing import BinaryIO, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 CHUNK = 1 << 22
 """Bytes read at a time (4 MiB)."""
@@ -29,6 +29,8 @@ class NiftiLayout(NamedTuple):
     offset: int  # bytes from the start of the (decompressed) file to the first voxel
     data_bytes: int  # bytes of voxel data the header promises
     float_dtype: Optional[str]  # numpy dtype of float voxels ("<f4", ">f8", ...), None for other types
+    voxels: int = 0  # voxel count (product of the dimensions)
+    datatype: int = 0  # the header's datatype code
 
 
 def is_nifti(path: Path) -> bool:
@@ -45,7 +47,7 @@ def check_nifti_data(path: Path) -> None:
     """
     try:
         with _open(path) as stream:
-            layout = _layout(stream.read(540))
+            layout = nifti_layout(stream.read(540))
             if layout is None:
                 return
             stream.seek(layout.offset)
@@ -65,14 +67,17 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _layout(header: bytes) -> Optional[NiftiLayout]:
-    """The data layout from a NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header; None if it is neither."""
+def nifti_layout(header: bytes) -> Optional[NiftiLayout]:
+    """The data layout from a single-file NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header; None if it is neither
+    (or its data offset is not a finite number)."""
     for order in "<>":
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
             dims = struct.unpack(order + "8h", header[40:56])
             code, bitpix = struct.unpack(order + "2h", header[70:74])
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
-            return _make_layout(order, dims, code, bitpix, max(offset, 352))
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            if not np.isfinite(offset):
+                return None
+            return _make_layout(order, dims, code, bitpix, max(int(offset), 352))
         if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
             code, bitpix = struct.unpack(order + "2h", header[12:16])
             dims = struct.unpack(order + "8q", header[16:80])
@@ -87,7 +92,7 @@ def _make_layout(order: str, dims, code: int, bitpix: int, offset: int) -> Optio
         return None  # not a header we understand: ITK's reader decides
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : rank + 1]], dtype=object))
     kind = _FLOAT_TYPES.get(code)
-    return NiftiLayout(offset, voxels * bitpix // 8, order + kind if kind else None)
+    return NiftiLayout(offset, voxels * bitpix // 8, order + kind if kind else None, voxels, code)
 
 
 def _scan_data(stream: BinaryIO, layout: NiftiLayout, path: Path) -> int:
