@@ -18,9 +18,14 @@ costs more time than the bytes it saves on them). Nothing is ever pickled.
   body those flips (z-y-x, 1 = flipped, bit-packed): the client XORs them into its mask. ``seq`` counts the
   session's answers (1, 2, ...), so a client that missed one (a time-out) knows its mask is stale.
 
+- A hand edit (the ``adopt`` step) goes in the step's JSON: ``{"region": region, "painted": bits, "erased": bits}``,
+  each bits the region's z-y-x voxels bit-packed and base64-encoded.
+
 Regions are ``((x0, y0, z0), (sx, sy, sz))`` in SimpleITK index order; clicks are ``((R, A, S) mm, positive)``.
 """
 
+import base64
+import binascii
 import json
 import math
 import struct
@@ -32,7 +37,7 @@ import SimpleITK as sitk
 
 from .errors import InputError, SAMMed3DError
 
-PROTOCOL = 3
+PROTOCOL = 4
 """Bumped on any incompatible change of the endpoints or frames."""
 API_PREFIX = "/v1"
 PROTOCOL_HEADER = "X-SAMMed3D-Protocol"
@@ -272,3 +277,29 @@ def as_region(value: Any) -> Optional[Tuple[Tuple[int, int, int], Tuple[int, int
 def as_clicks(value: Any) -> Tuple[Tuple[Tuple[float, float, float], bool], ...]:
     """Clicks from their JSON form."""
     return tuple((tuple(float(v) for v in point), bool(positive)) for point, positive in value)
+
+
+def hand_edit_args(region: Any, painted: np.ndarray, erased: np.ndarray) -> Dict[str, Any]:
+    """The JSON arguments of an ``adopt`` step: a hand edit's region and its painted and erased voxels (z-y-x)."""
+    bits = {name: base64.b64encode(pack_bits(values)).decode("ascii") for name, values in
+            (("painted", painted), ("erased", erased))}  # fmt: skip
+    return {"region": [list(map(int, region[0])), list(map(int, region[1]))], **bits}
+
+
+def hand_edit(args: Mapping[str, Any]) -> Tuple[Any, np.ndarray, np.ndarray]:
+    """(region, painted, erased) of an ``adopt`` step's arguments (:func:`hand_edit_args`); ProtocolError if malformed
+    (the session checks that the region lies in its image)."""
+    try:
+        region = as_region(args.get("region"))
+    except (TypeError, ValueError):
+        region = None
+    if region is None or len(region[0]) != 3 or len(region[1]) != 3 or min(region[1]) < 1:
+        raise ProtocolError(f"an adopt step needs a non-empty 'region', got {args.get('region')!r}")
+    values = []
+    for name in ("painted", "erased"):
+        try:
+            data = base64.b64decode(str(args.get(name, "")), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"the adopt step's '{name}' is not base64") from exc
+        values.append(unpack_bits(data, tuple(region[1][::-1])).astype(bool))
+    return region, values[0], values[1]

@@ -2,7 +2,7 @@
 
 ``RemoteSession(ServerConnection(url, token), image)`` has the steps and results of the local
 :class:`~SAMMed3DLib.InteractiveSession` (``add_click``, ``undo``, ``redo``, ``reset``, ``discard_last_step``,
-``focus``; ``mask``, ``clicks``, ``can_undo``, ``can_redo``); its results are :class:`RemoteStepResult`, the
+``adopt``, ``focus``; ``mask``, ``clicks``, ``can_undo``, ``can_redo``); its results are :class:`RemoteStepResult`, the
 engine's StepResult fields plus ``replayed`` / ``message`` / ``flipped``. The volume is uploaded once; each step
 brings back only the voxels that flipped (their tight box, bit-packed). If the server loses the session (restart,
 dead worker, idle time-out, or an answer that never arrived), the next step
@@ -38,6 +38,7 @@ from .protocol import (
     as_clicks,
     as_region,
     geometry_of,
+    hand_edit_args,
     pack_bits,
     pack_frame,
     raw_volume,
@@ -47,6 +48,8 @@ from .protocol import (
 from .regions import write_region, zyx_slices
 from .wording import count
 
+PAYLOAD_STEPS = ("click", "reset", "adopt")
+"""Steps that carry the caller's payload (the server keeps a number standing for it)."""
 LOST = ("session_lost", "worker_lost")
 """Error codes after which the client re-opens the session and replays it."""
 RETRY_PAUSE = 0.5
@@ -188,12 +191,15 @@ class RemoteSession:
     """
 
     def __init__(self, server: ServerConnection, image: sitk.Image, *, initial_mask: Optional[sitk.Image] = None,
-                 auto_extend: bool = False, max_extend_steps: int = 6, history_limit: Optional[int] = None) -> None:
+                 auto_extend: bool = False, max_extend_steps: int = 6, history_limit: Optional[int] = None,
+                 clicks: Sequence[Tuple[Sequence[float], bool]] = ()) -> None:
         self._server = server
         self.auto_extend = bool(auto_extend)
         options: Dict[str, Any] = {"max_extend_steps": int(max_extend_steps)}
         if history_limit is not None:
             options["history_limit"] = int(history_limit)
+        if clicks:
+            options["clicks"] = [[[float(v) for v in point], bool(positive)] for point, positive in clicks]
         self._upload = _upload(image, initial_mask, options)
         self._ids = itertools.count(1)
         self._payloads: Dict[int, Any] = {}
@@ -251,6 +257,10 @@ class RemoteSession:
     def discard_last_step(self) -> RemoteStepResult:
         return self._step("discard", {})
 
+    def adopt(self, region: Any, painted: np.ndarray, erased: np.ndarray, *, payload: Any = None) -> RemoteStepResult:
+        """Take a hand edit as the session's current state (see the local session's ``adopt``)."""
+        return self._step("adopt", hand_edit_args(region, painted, erased), payload)
+
     def focus(self, points_ras: Sequence[Sequence[float]]) -> None:
         """Centre the next new ROI on these RAS points (see the local session's ``focus``)."""
         self._step("focus", {"points": [[float(v) for v in p] for p in points_ras]})
@@ -287,7 +297,7 @@ class RemoteSession:
 
     def _step(self, op: str, args: Dict[str, Any], payload: Any = None) -> RemoteStepResult:
         start = time.perf_counter()
-        if op in ("click", "reset"):
+        if op in PAYLOAD_STEPS:
             args = {**args, "payload": next(self._ids)}
         message = ""
         try:
@@ -296,7 +306,7 @@ class RemoteSession:
             message = self._recover(exc)
             header, bits = self._post(op, args)
         self._ops.append((op, args))
-        if op in ("click", "reset"):
+        if op in PAYLOAD_STEPS:
             self._payloads[args["payload"]] = payload
         result = self._apply(header, bits, start)
         return RemoteStepResult(**result, replayed=bool(message), message=message)

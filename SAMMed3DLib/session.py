@@ -12,7 +12,7 @@ Every step (click, undo, redo, reset) returns a :class:`StepResult`. Points are 
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +22,8 @@ import torch
 from .coordinates import lps_to_ras, ras_to_lps
 from .embeddings import EmbeddingCache, Network
 from .errors import InputError, NetworkOutputError, SessionBusyError
+from .extension import EXTEND_SHIFT, face_seeds, touching_faces
+from .handedits import HandEdits, checked, merge
 from .history import HISTORY_LIMIT, History
 from .inputs import check_image, check_point_inside, check_same_grid
 from .modeling import IMAGE_SIZE, LOW_RES_SIZE
@@ -47,10 +49,6 @@ Edit = Tuple[Region, np.ndarray]
 (Unpacked, boolean, for the moment between writing and packing within a step.)"""
 
 TIMING_KEYS = ("preprocess", "encode", "decode", "paste", "total")
-EXTEND_SHIFT = 96
-"""ROI voxels between neighbouring ROIs of an auto-extension (overlap 32 voxels = 48 mm)."""
-EXTEND_SLAB = 8
-"""Depth, in ROI voxels, of the band at a face from which extension seeds are taken."""
 
 __all__ = ["HISTORY_LIMIT", "EmbeddingCache", "InteractiveSession", "StepResult"]
 
@@ -75,12 +73,13 @@ class StepResult:
 
 @dataclass(frozen=True)
 class _State:
-    """What the next click continues from: the ROI, its prompts and last logits, all clicks."""
+    """What the next click continues from: the ROI, its prompts and last logits, all clicks, the hand edits."""
 
     roi: Optional[Roi] = None
     prompts: Tuple[Prompt, ...] = ()
     low_res: Optional[torch.Tensor] = None
     clicks: Tuple[Click, ...] = ()
+    held: Optional[HandEdits] = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,9 @@ class InteractiveSession:
     same grid to refine (non-zero = inside). ``auto_extend``: follow objects larger than the 192 mm ROI
     into neighbouring ROIs, at most ``max_extend_steps`` extra ROIs per click. ``embedding_cache``: an
     :class:`EmbeddingCache` shared with other sessions on the same image (default: a private one).
-    ``history_limit``: undo steps kept; older ones come back in :attr:`StepResult.dropped`.
+    ``history_limit``: undo steps kept; older ones come back in :attr:`StepResult.dropped`. ``clicks``: earlier
+    clicks ((RAS mm, positive)) to continue from, e.g. on new voxels of the same volume: the first click's new ROI
+    takes those inside it as prompts, with ``initial_mask`` as its mask prompt (a reset forgets them).
 
     One step at a time: a step called while another runs (from another thread) raises
     :class:`~SAMMed3DLib.errors.SessionBusyError` and changes nothing.
@@ -134,6 +135,7 @@ class InteractiveSession:
         max_extend_steps: int = 6,
         embedding_cache: Optional[EmbeddingCache] = None,
         history_limit: int = HISTORY_LIMIT,
+        clicks: Sequence[Click] = (),
     ) -> None:
         check_image(image)
         self._history: History[_Step] = History(history_limit)
@@ -146,7 +148,7 @@ class InteractiveSession:
         self._known = self._initial_region
         self.auto_extend = bool(auto_extend)
         self.max_extend_steps = int(max_extend_steps)
-        self._state = _State()
+        self._state = _State(clicks=_as_clicks(clicks))
         self._embeddings = embedding_cache if embedding_cache is not None else EmbeddingCache()
         self._focus: Optional[Roi] = None
         self._busy = threading.Lock()
@@ -223,7 +225,28 @@ class InteractiveSession:
             self._paste(roi, low_res, work, edits, union=False)
             if self.auto_extend:
                 self._extend(roi, upsample(low_res), work, edits)
-            step = _Step(tuple(edits), state, _State(roi, prompts, low_res, clicks), payload)
+            step = _Step(tuple(edits), state, _State(roi, prompts, low_res, clicks, state.held), payload)
+            return self._result(work, step.region, payload, self._commit(step))
+
+    def adopt(self, region: Region, painted: np.ndarray, erased: np.ndarray, *, payload: Any = None) -> StepResult:
+        """Take an edit made outside the session (a hand-painted correction) as its current state: within
+        ``region`` the ``painted`` voxels (bool, z-y-x) become inside and the ``erased`` ones outside, and stay so
+        for the rest of the session (later clicks keep them; undo and reset take them back). The next click's
+        previous mask is the edited mask. Undoable like a click; all or nothing."""
+        work = _Work()
+        with self._step() as edits:
+            region, painted, erased = checked(region, painted, erased, self._image.GetSize())
+            values = read_region(self._mask, region)
+            changed = (painted & (values == 0)) | (erased & (values != 0))
+            if changed.any():
+                values[changed] ^= 1
+                write_region(self._mask, region, values)
+                _record(edits, region, changed)
+                self._known = region_union(self._known, region)
+            state = self._state
+            low_res = None if state.roi is None else mask_to_prompt(self._mask, state.roi, self._device)
+            after = replace(state, low_res=low_res, held=merge(state.held, region, painted, erased))
+            step = _Step(tuple(edits), state, after, payload)
             return self._result(work, step.region, payload, self._commit(step))
 
     def undo(self) -> StepResult:
@@ -379,6 +402,8 @@ class InteractiveSession:
         start = time.perf_counter()
         known = self._known if self._known is not None else ((0, 0, 0), (0, 0, 0))  # the mask is empty
         region, changed = paste_logits(self._mask, roi, logits, union=union, known=known)
+        if region is not None and self._state.held is not None:  # the user's hand edits stay as they are
+            changed = self._state.held.hold(self._mask, region, changed)
         if region is not None:
             _record(edits, region, changed)
             self._known = region_union(self._known, region)
@@ -402,10 +427,10 @@ class InteractiveSession:
         visited = {roi}
         while queue and len(visited) - 1 < self.max_extend_steps:
             current, current_logits = queue.pop(0)
-            for axis, side in _touching_faces(current, current_logits):
+            for axis, side in touching_faces(current, current_logits):
                 if len(visited) - 1 >= self.max_extend_steps:
                     break
-                seeds = _face_seeds(current, current_logits, axis, side)
+                seeds = face_seeds(current, current_logits, axis, side)
                 centre = np.full(3, IMAGE_SIZE / 2)
                 centre[axis] += EXTEND_SHIFT if side else -EXTEND_SHIFT
                 neighbour = roi_for_points(self._grid, [current.grid.to_physical(centre)])
@@ -446,6 +471,14 @@ def _as_point(point: Sequence[float], label: str = "click") -> np.ndarray:
     return values
 
 
+def _as_clicks(clicks: Sequence[Click]) -> Tuple[Click, ...]:
+    """Earlier clicks ((RAS mm, positive)) as the session keeps them; InputError otherwise."""
+    try:
+        return tuple((tuple(map(float, _as_point(point))), bool(positive)) for point, positive in clicks)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"earlier clicks must be ((R, A, S) in mm, positive) pairs, got {clicks!r}") from exc
+
+
 def _voxel(roi: Roi, point_lps: np.ndarray) -> Tuple[int, int, int]:
     return tuple(int(v) for v in roi.voxel_of(point_lps))
 
@@ -468,30 +501,3 @@ def _binary_like(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
     binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
     binary.CopyInformation(image)
     return binary
-
-
-def _touching_faces(roi: Roi, logits: np.ndarray) -> List[Tuple[int, int]]:
-    """(axis, side) of ROI faces that the mask reaches, leaving out faces at the image boundary."""
-    faces = []
-    for axis in range(3):
-        for side, edge, open_ in (
-            (0, roi.valid_lo[axis], roi.valid_lo[axis] == 0),
-            (1, roi.valid_hi[axis] - 1, roi.valid_hi[axis] == IMAGE_SIZE),
-        ):
-            if open_ and bool((np.take(logits, edge, axis=axis) > 0).any()):
-                faces.append((axis, side))
-    return faces
-
-
-def _face_seeds(roi: Roi, logits: np.ndarray, axis: int, side: int, count: int = 3) -> List[np.ndarray]:
-    """Up to ``count`` LPS points of the mask in the band next to a face, nearest the band's centroid first."""
-    band = slice(IMAGE_SIZE - EXTEND_SLAB, IMAGE_SIZE) if side else slice(0, EXTEND_SLAB)
-    index = [slice(None)] * 3
-    index[axis] = band
-    voxels = np.argwhere(logits[tuple(index)] > 0)
-    if len(voxels) == 0:
-        return []
-    voxels[:, axis] += band.start
-    order = np.argsort(np.linalg.norm(voxels - voxels.mean(axis=0), axis=1), kind="stable")
-    picks = voxels[order[:: max(1, len(order) // count)][:count]]
-    return [roi.grid.to_physical(v.astype(float)) for v in picks]

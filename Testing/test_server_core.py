@@ -115,6 +115,52 @@ def test_unknown_session_options_and_steps_are_refused(tiny_model):
     assert isinstance(step, Failure) and step.status == 400 and "unknown step" in step.message
 
 
+@pytest.mark.parametrize("args, fragment", [
+    ({"region": "abc"}, "non-empty 'region'"),
+    ({"region": [[0, 0, 0], [0, 4, 4]]}, "non-empty 'region'"),
+    ({"region": [[0, 0, 0], [4, 4, 4]], "painted": "!!", "erased": ""}, "not base64"),
+    ({"region": [[0, 0, 0], [4, 4, 4]], "painted": "AAAA", "erased": "AAAA"}, "do not hold"),
+    ({"region": [[20, 20, 20], [8, 8, 8]], "painted": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+      "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+      "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", "erased": ""}, "do not hold"),
+])  # fmt: skip
+def test_a_malformed_hand_edit_is_refused_and_changes_nothing(tiny_model, args, fragment):
+    image, _ = sphere_phantom(size=(24, 24, 24))
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(tiny_model, im, **o), Limits(), {})
+    header, _ = unpack_frame(core.create(_upload(image, None, {"clicks": [[[1.0, 2.0, 3.0], True]]})))
+    assert header["clicks"] == [[[1.0, 2.0, 3.0], True]]  # earlier clicks continued (new voxels)
+    refused = core.step(header["session"], "adopt", args)
+    assert isinstance(refused, Failure) and refused.status == 400 and fragment in refused.message, refused
+    answer, _ = unpack_frame(core.step(header["session"], "undo", {}))
+    assert answer["can_undo"] is False and answer["flipped"] is None  # the refused edit left no step
+
+
+@pytest.mark.parametrize("clicks, fragment", [
+    ("abc", "must be a list"), ([[0.0, 0.0, 0.0]] * 10_001, "at most"), ([1.0], "earlier clicks"),
+    ([[[1, 2], True]], "three finite coordinates"),
+])  # fmt: skip
+def test_earlier_clicks_in_an_upload_are_checked(tiny_model, clicks, fragment):
+    image, _ = sphere_phantom(size=(24, 24, 24))
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(tiny_model, im, **o), Limits(), {})
+    refused = core.create(_upload(image, None, {"clicks": clicks}))
+    assert isinstance(refused, Failure) and refused.status == 400 and fragment in refused.message, refused
+    assert core.load() == 0
+
+
+def test_a_hand_edit_outside_the_image_is_refused_as_locally(tiny_model):
+    from SAMMed3DLib.protocol import hand_edit_args
+
+    image, _ = sphere_phantom(size=(24, 24, 24))
+    core = WorkerCore(0, lambda im, **o: InteractiveSession(tiny_model, im, **o), Limits(), {})
+    header, _ = unpack_frame(core.create(_upload(image, None, {})))
+    block = np.ones((4, 4, 4), bool)
+    refused = core.step(header["session"], "adopt", hand_edit_args(((22, 0, 0), (4, 4, 4)), block, ~block))
+    assert isinstance(refused, Failure) and refused.status == 400 and "outside the image" in refused.message
+    answer, bits = unpack_frame(core.step(header["session"], "adopt", hand_edit_args(((0, 0, 0), (4, 4, 4)),
+                                                                                     block, ~block)))  # fmt: skip
+    assert answer["can_undo"] and answer["flipped"] == [[0, 0, 0], [4, 4, 4]]
+
+
 @pytest.mark.parametrize("prop, value", [("origin", (5.0, 0.0, 0.0)), ("spacing", (2.0, 3.0, 3.0)),
                                           ("direction", (0, 1, 0, 1, 0, 0, 0, 0, -1))])
 def test_an_initial_mask_off_the_images_grid_is_refused_as_locally(tiny_model, prop, value):

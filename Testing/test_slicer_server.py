@@ -18,6 +18,7 @@ from support.slicer_scene import build_app_scene
 from test_slicer_module_script import ROOT, slicer_module  # noqa: F401 - the fixture
 
 from SAMMed3DLib.bench.server import free_port
+from SAMMed3DLib.slicer import freshness
 from SAMMed3DLib.slicer.controller import DEVICE_CHOICES, SegmentationController
 from SAMMed3DLib.slicer.remote_models import NO_URL
 from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, Scenario, segment_digest
@@ -220,3 +221,38 @@ def test_the_panel_offers_the_server_and_needs_no_pytorch_for_it(slicer_module):
         assert logic.uses_server and logic.device_note() == NO_URL and logic.torchReady()
     finally:
         logic.cleanup()
+
+
+def test_the_server_follows_the_scene_as_the_local_engine_does(ray_server, tiny_checkpoint, app):
+    """A hand edit between clicks (adopted on the server, held through the next click, undone), then new voxels
+    (a new server session that continues the clicks): the segment bit-identical to the local engine's."""
+    from test_slicer_shared_scene import BLOB, POSTERIOR, add_blob, ball, paint
+
+    expected = build_app_scene()
+    local = Scenario(expected.scene, checkpoint=tiny_checkpoint)
+    scenario = Scenario(app.scene)
+    use_server(scenario.controller, ray_server.url, TOKEN)
+    steps = [
+        lambda each: each.click(SPHERE_CENTER_RAS),
+        lambda each: paint(each, ball(each, BLOB, 5.0)),
+        lambda each: paint(each, ball(each, POSTERIOR, 5.0), value=False),
+        lambda each: each.click(NEGATIVE_RAS, positive=False),
+        lambda each: (each.controller.undo(), each.controller.wait()),
+        lambda each: add_blob(each, in_place=False),
+        lambda each: each.click(AGAIN_RAS),
+        lambda each: (each.controller.reset(), each.controller.wait()),
+    ]
+    try:
+        for number, step in enumerate(steps):
+            for each in (local, scenario):
+                step(each)
+                assert each.controller.last_error is None, (number, each.controller.last_error)
+            assert np.array_equal(scenario.target_voxels(), local.target_voxels()), f"step {number} differs"
+            assert scenario.controller.messages == local.controller.messages
+        assert any(text == freshness.HAND_EDIT for text, _ in local.controller.messages)
+        assert any(text == freshness.NEW_VOXELS for text, _ in local.controller.messages)
+        assert not scenario.target_voxels().any()  # Reset: the segment before the first click
+    finally:
+        scenario.controller.cleanup()
+        local.controller.cleanup()
+        expected.close()

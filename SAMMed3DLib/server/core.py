@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import InputError, SAMMed3DError
-from ..protocol import TooLargeError, box_region, pack_frame, take_flips, worth_compressing
+from ..protocol import TooLargeError, box_region, hand_edit, pack_frame, take_flips, worth_compressing
 from ..regions import read_region, zyx_slices
 from .config import Limits
 from .engine import REFINE, priority
@@ -115,7 +115,7 @@ class WorkerCore:
                            "history_limit": session.history_limit, **_state(session)})
 
     def step(self, sid: str, op: str, args: Dict[str, Any]) -> Answer:
-        """Run ``op`` (click, undo, redo, reset, discard, focus) on session ``sid``: the step's answer frame."""
+        """Run ``op`` (click, undo, redo, reset, discard, focus, adopt) on session ``sid``: the step's answer frame."""
         with self._guard:
             entry = self._sessions.get(sid)
         if entry is None:
@@ -153,6 +153,9 @@ def run_op(session: Any, op: str, args: Dict[str, Any]) -> Any:
     if op == "focus":
         session.focus(args.get("points"))
         return None
+    if op == "adopt":
+        region, painted, erased = hand_edit(args)
+        return session.adopt(region, painted, erased, payload=payload)
     raise InputError(f"unknown step {op!r}")
 
 

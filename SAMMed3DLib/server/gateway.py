@@ -29,7 +29,7 @@ from .loopback import keep_replica_on_loopback
 
 app = FastAPI(title="SAM-Med3D", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 """No /docs, /redoc or /openapi.json: they would describe the API to anyone, token or not (README: the API)."""
-STEPS = ("click", "undo", "redo", "reset", "discard", "focus")
+STEPS = ("click", "undo", "redo", "reset", "discard", "focus", "adopt")
 SESSION_ID = re.compile(r"w([0-9]{1,6})-[0-9a-f]{1,64}", re.ASCII)
 """A session id as workers make them: the worker's index, then random hex."""
 

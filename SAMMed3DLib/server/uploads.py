@@ -18,8 +18,10 @@ from ..errors import InputError
 from ..protocol import FILE_FORMATS, ProtocolError, TooLargeError, mask_from_packed, unpack_frame, volume_from_raw
 from .headers import IMAGE_IO, check_upload_header
 
-SESSION_OPTIONS = ("auto_extend", "max_extend_steps", "history_limit")
+SESSION_OPTIONS = ("auto_extend", "max_extend_steps", "history_limit", "clicks")
 """Session options a client may set (keyword arguments of InteractiveSession)."""
+MAX_CLICKS = 10_000
+"""Earlier clicks a session may start from (a session continued on new voxels brings its clicks)."""
 MAX_EXTEND_STEPS = 64
 """Most auto-extension steps a client may ask for per click (each may encode a new ROI)."""
 
@@ -63,6 +65,10 @@ def session_options(options: Any) -> Dict[str, Any]:
     limit = options.get("history_limit", 1)
     if not _is_int(limit) or limit < 1:
         raise InputError(f"the option history_limit must be a whole number of steps ≥ 1, got {limit!r}")
+    clicks = options.get("clicks", [])
+    if not isinstance(clicks, list) or len(clicks) > MAX_CLICKS:
+        raise InputError(f"the option clicks must be a list of at most {MAX_CLICKS} earlier clicks "
+                         "([[R, A, S], positive], ...)")  # each one is checked by the session
     return dict(options)
 
 

@@ -84,6 +84,17 @@ class Pending:
     started: float = field(default_factory=time.monotonic)
 
 
+def abandon(pending: Deque[Pending]) -> None:
+    """Nothing will collect this work: cancel the jobs that have not started (a download too) but the errands
+    (a server session to close), and forget all of it."""
+    for work in pending:
+        if isinstance(work.action, Download):
+            work.action.progress.cancel()
+        if not isinstance(work.action, Errand):
+            work.future.cancel()
+    pending.clear()
+
+
 def with_points(queued: Iterable[Action]) -> Deque[Action]:
     """The queued actions but the clicks whose control point is gone (the user deleted it before they ran)."""
 

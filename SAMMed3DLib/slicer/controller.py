@@ -6,9 +6,13 @@ It owns the model cache and one :class:`~SAMMed3DLib.InteractiveSession` per (vo
 history: the session's. Each session step carries the edit it made to the segment as its payload, so undo, redo
 and reset read the edits back from the session; steps that fall off the session's history hand their payloads
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
-(:mod:`.markups`): a new Defined point is a click, a click's point the user deletes is put back with a message.
+(:mod:`.markups`): a new Defined point is a click, a click's point the user deletes or moves is put back with a
+message.
 
-Model loading and inference run on one worker thread (a ``ThreadPoolExecutor``), one job at a time in order,
+The scene is the truth; a session is a cache of it, checked cheaply before each click, undo, redo and reset and
+before a click's result is written (:mod:`.freshness`, applied in :mod:`.checks`).
+
+Model loading and inference run on one daemon worker thread (:mod:`.worker`), one job at a time in order,
 so a session is never stepped from two threads; every MRML read/write happens on the main thread, in
 :meth:`~SegmentationController.poll` (Slicer calls it from a ``qt.QTimer``, tests through ``wait``), which hands
 each finished job's future to this class's handler for its action type. Actions are queued and run in order, so
@@ -24,19 +28,21 @@ the worker thread the session's own ``add_click`` (session.py) → ``poll`` → 
 import collections
 import concurrent.futures
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial, singledispatchmethod
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import regions
-from . import actions, feedback, markups, models, mrml, targets
+from ..errors import InputError
+from . import actions, feedback, freshness, markups, models, mrml, targets
 from .actions import Action, Click, ConnectionTest, Download, Errand, Finish, Pending, Redo, Reset, Show, Undo
-from .feedback import DELETED_POINT, TORCH_NEEDED, Reporter
+from .checks import SceneChecks, first_click
+from .feedback import DELETED_POINT, MOVED_POINT, TORCH_NEEDED, Reporter
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
 from .placing import PlaceMode
-from .remote_models import closer, error_line, is_server, open_session
-from .targets import Inputs, SceneStep, SegmentClicks, Target, TargetKey, Targets, VolumeCache
+from .remote_models import closer, error_line, is_server
+from .targets import Inputs, SegmentClicks, Target, TargetKey, Targets, VolumeCache
+from .worker import Worker
 
 __all__ = ["DEFAULT_MODEL", "DEVICE_CHOICES", "DEVICES", "DELETED_POINT", "POLL_INTERVAL_S", "POLL_WAIT_S",
            "TORCH_NEEDED", "Inputs", "ModuleOptions", "SegmentationController"]  # fmt: skip
@@ -50,19 +56,13 @@ worker gets the GIL for all but the main loop's own event handling between ticks
 the GIL in its event loop; waiting on a future releases it. SAMMed3DLib/bench/gil_loop.py: a stand-in loop)."""
 
 
-def first_click(load: Callable[[], Any], target: Target, click: Click, auto_extend: bool,
-                history_limit: Optional[int]) -> Any:  # fmt: skip
-    """Worker thread, a target's first click: the model (``load``), the target's new session, its first step."""
-    target.session = open_session(load(), target, auto_extend, history_limit)
-    return target.session.add_click(click.point, positive=click.positive, payload=SceneStep())
-
-
-class SegmentationController(Reporter):
+class SegmentationController(Reporter, SceneChecks):
     """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI
     (:class:`.feedback.Reporter`), ``on_place_mode()`` tells it that place mode started or ended."""
 
     def __init__(self, model_loader: Optional[Callable] = None) -> None:
         Reporter.__init__(self)
+        SceneChecks.__init__(self)
         self.options = ModuleOptions()
         self.inputs = Inputs()
         self.on_place_mode: Optional[Callable[[], None]] = None
@@ -78,7 +78,8 @@ class SegmentationController(Reporter):
         self._targets = Targets()
         self._actions: Deque[Action] = collections.deque()
         self._pending: Deque[Pending] = collections.deque()  # handed to the worker thread, not collected yet
-        self._worker: Optional[ThreadPoolExecutor] = None  # one thread: jobs run one at a time, in order
+        self._worker: Optional[Worker] = None  # one thread: jobs run one at a time, in order
+        self._click_points: Set[Tuple[Any, str]] = set()  # (point list, point ID) of points that show clicks
         self._showing = False  # the controller itself is changing the point lists: their events are ours
         self.last_step: Any = None  # the StepResult last written to the scene, without its mask (status, tests)
         self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
@@ -104,7 +105,8 @@ class SegmentationController(Reporter):
 
     def set_inputs(self, inputs: Inputs) -> None:
         """New panel selection. Changing volume or segment shows that pair's own clicks."""
-        switched = inputs.key != self.inputs.key
+        old = self.inputs
+        switched = inputs.key != old.key or (inputs.volume, inputs.segmentation) != (old.volume, old.segmentation)
         self.inputs = inputs
         self.place_mode.watch((inputs.positive, inputs.negative))
         self._observe()
@@ -114,6 +116,7 @@ class SegmentationController(Reporter):
     def enter(self, scene) -> None:
         """The module is shown: observe the point lists and place mode of ``scene``; the lists show the selected
         target's clicks (points placed in them meanwhile, from elsewhere, are not clicks)."""
+        self._watch.watch(scene)  # from now on, until cleanup: a scene closed while the module is hidden counts
         self.place_mode.enter(scene, (self.inputs.positive, self.inputs.negative))
         self._observe()
         self._show_points()
@@ -139,19 +142,21 @@ class SegmentationController(Reporter):
         """Turn new Defined points into queued clicks and put back clicks' points the user deleted (the point
         lists' events call it; Preview points are ignored). A target's first click asks ``dependencies_ready``
         first; a session in progress has them (a new model, device or server starts a new session)."""
-        if self._showing:
+        if self._showing or self._watch.busy:  # a closing or importing scene's points are no clicks
             return
-        lists = self._compared_lists()
+        lists, moved = markups.split_moved(self._compared_lists(), self._click_points)
         first = self._targets.with_session(self.inputs.key) is None
         if any(new for _, _, new, _ in lists) and first and not self.dependencies_ready():
             self._discard(lists, TORCH_NEEDED)
             return
-        self._actions.extend(actions.new_clicks(self.inputs, lists))  # their points are locked: never dragged
+        clicks = actions.new_clicks(self.inputs, lists)  # their points are locked: not dragged unless unlocked
+        self._click_points.update((c.inputs.positive if c.positive else c.inputs.negative, c.point_id) for c in clicks)
+        self._actions.extend(clicks)
         deleted = any(missing for *_, missing in lists)
         self._actions = actions.with_points(self._actions)  # a click whose point the user deleted is dropped
-        if deleted:
+        if deleted or moved:  # a moved point goes back where it was, a deleted one comes back
             self._show_points()
-            self._report(DELETED_POINT, True)
+            self._report(MOVED_POINT if moved else DELETED_POINT, True)
         self._start_next()
 
     def discard_new_points(self, reason: str) -> None:
@@ -265,8 +270,10 @@ class SegmentationController(Reporter):
         self._volumes.forget(ids)
 
     def cleanup(self) -> None:
+        """Module reload or application exit: returns at once, whatever the worker runs (see _stop_worker)."""
         self.exit()
-        self._close(self._targets.drop(*self._targets))  # their server sessions close on the worker before it stops
+        self._watch.watch(None)
+        self._close(self._targets.clear())  # their server sessions close on the worker before it stops
         self._stop_worker()
         self.models.clear()
 
@@ -278,6 +285,7 @@ class SegmentationController(Reporter):
 
     def _start_next(self) -> None:
         """Start queued actions in order while the worker has nothing (an action may hand it a job)."""
+        self._forget_stale()
         while not self._pending and self._actions:
             action = self._actions.popleft()
             try:
@@ -291,7 +299,7 @@ class SegmentationController(Reporter):
         """Hand ``job`` to the worker thread (started on first use); :meth:`_collect` hands its outcome to the
         handlers of ``action`` with ``target``."""
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SAMMed3D-worker")
+            self._worker = Worker("SAMMed3D-worker")
         self._pending.append(Pending(action, self._worker.submit(job), target))
 
     def _collect(self, wait_s: float) -> None:
@@ -316,16 +324,12 @@ class SegmentationController(Reporter):
             self._fail(work.action if isinstance(work.action, Action) else None, exc)
 
     def _stop_worker(self) -> None:
-        """Let the worker thread end after the job it runs and the server sessions to close; other jobs that
-        have not started are dropped, and a download is cancelled (nothing will collect them)."""
-        for work in self._pending:
-            if isinstance(work.action, Download):
-                work.action.progress.cancel()
-            if not isinstance(work.action, Errand):
-                work.future.cancel()
-        self._pending = collections.deque(work for work in self._pending if not work.future.cancelled())
+        """Let the worker thread end after the server sessions to close; jobs that have not started are
+        dropped, a download is cancelled, and the running job is abandoned: nothing collects any of them."""
+        actions.abandon(self._pending)
+        self._actions.clear()
         if self._worker is not None:
-            self._worker.shutdown(wait=False)  # Python's exit still waits for the job it runs
+            self._worker.stop()  # a daemon thread: quitting never waits for it
             self._worker = None
 
     # --- one handler per action (main thread): start it; finish or fail its job -----------------------------
@@ -344,12 +348,13 @@ class SegmentationController(Reporter):
         load, warning = self.models.job(self.options)
         if warning:
             self._report(warning, False)  # a warning: the click still runs, on the CPU
-        target, evicted = self._targets.prepare(inputs, image, geometry, embeddings, self.options.start_from_existing)
+        target, evicted = self._targets.prepare(inputs, image, geometry, embeddings, self.options.start_from_existing,
+                                                self._watch.closes)  # fmt: skip
         self._close(evicted)
         if target.session is None:
             job = partial(first_click, load, target, action, self.options.auto_extend, self.history_limit)
         else:
-            job = partial(target.session.add_click, action.point, positive=action.positive, payload=SceneStep())
+            job = self._click_job(target, action, image, embeddings, load)  # the scene checked (checks.py)
         self._submit(action, job, target)
 
     @_start.register(Undo)
@@ -358,14 +363,15 @@ class SegmentationController(Reporter):
         """Undo or redo one session step, when the session has one (its history is the only one)."""
         undo = isinstance(action, Undo)
         target = self._targets.with_session(action.inputs.key)
-        if target is not None and (target.session.can_undo if undo else target.session.can_redo):
-            self._submit(action, target.session.undo if undo else target.session.redo, target)
+        job = self._travel_job(target, undo) if target is not None else None  # a hand edit is adopted first
+        if job is not None:
+            self._submit(action, job, target)
 
     @_start.register
     def _start_reset(self, action: Reset) -> None:
         target = self._targets.with_session(action.inputs.key)
         if target is not None:
-            self._submit(action, partial(targets.rewind, target.session), target)
+            self._submit(action, self._travel_job(target, None), target)
 
     @_start.register
     def _start_finish(self, action: Finish) -> None:
@@ -384,8 +390,9 @@ class SegmentationController(Reporter):
 
     @_finish.register
     def _finish_click(self, action: Click, target: Target, result: Any) -> None:
-        """Write the click's mask into the segment; a write that fails takes the click back from the session."""
-        target.settled = targets.folded(target.settled, result.dropped)  # fell off the history whatever happens next
+        """Write the click's mask into the segment (if still current); a write that fails takes the click back."""
+        if not self._still_current(target, result):  # checks.py
+            return
         try:
             mrml.prepare_segmentation(target.segmentation, target.geometry)
             region = regions.union(result.changed, target.replaced)
@@ -397,21 +404,23 @@ class SegmentationController(Reporter):
             target.session.discard_last_step()
             raise
         target.replaced = None  # only now: a failed write leaves it for the next click
+        freshness.wrote(target, region)
         self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.click_status(result, self.models.device_type(self.options))
         self._show_points()
-        self._tell_replayed(result)
+        self._tell(target, result)
 
     @_finish.register(Undo)
     @_finish.register(Redo)
     def _finish_travel(self, action: Action, target: Target, result: Any) -> None:
         """The undone or redone step into the segment (:func:`.targets.write_travel`); status, points."""
         undo = isinstance(action, Undo)
-        targets.write_travel(target, result, undo)
+        target.settled = targets.folded(target.settled, result.dropped)  # an adopted hand edit may push one out
+        freshness.wrote(target, targets.write_travel(target, result, undo))
         self.last_step, self._last_error = targets.without_mask(result), None
         self.status = feedback.travel_status(result, undo)
         self._show_points()
-        self._tell_replayed(result)
+        self._tell(target, result)
 
     @_finish.register
     def _finish_reset(self, action: Reset, target: Target, rewound: Tuple[List[Any], str]) -> None:
@@ -422,8 +431,8 @@ class SegmentationController(Reporter):
         self._drop(target.key)
         self.status = "reset"
         self._show_points()
-        if replayed:
-            self._report(replayed, False)
+        for text in filter(None, (target.notice, replayed)):
+            self._report(text, False)
 
     @_finish.register
     def _finish_download(self, action: Download, target: None, path: str) -> None:
@@ -436,9 +445,11 @@ class SegmentationController(Reporter):
 
     @singledispatchmethod
     def _fail(self, action: Any, error: BaseException) -> None:
-        """Report one message and leave the scene as before: a failed click's point goes, queued clicks too."""
+        """Report one message and leave the scene as before: a failed click's point goes; so do the clicks queued
+        after it, unless the click itself was refused (bad input): each queued click is judged on its own."""
         if isinstance(action, Click):
-            self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
+            if not isinstance(error, InputError):
+                self._actions = collections.deque(a for a in self._actions if not isinstance(a, Click))
             target = self._targets.get(action.inputs.key)
             if target is not None and not target.clicks():
                 self._drop(target.key)  # a session that never produced a step is not worth keeping
@@ -494,6 +505,7 @@ class SegmentationController(Reporter):
         self._showing = True
         try:
             markups.show_lists(self.inputs.point_lists(), self._clicks(), self._waiting())
+            self._click_points = markups.point_ids(self.inputs.point_lists())
         finally:
             self._showing = False
 

@@ -8,6 +8,7 @@ from ..wording import count
 
 TORCH_NEEDED = "SAM-Med3D needs PyTorch: the point was removed. Place it again to be asked to install PyTorch."
 DELETED_POINT = "A click's point cannot be deleted on its own; it was put back. Use Undo (Ctrl+Z) or Reset."
+MOVED_POINT = "A click's point cannot be moved; it was put back where it was. Use Undo (Ctrl+Z) and click again."
 
 
 def error_text(error: BaseException) -> str:

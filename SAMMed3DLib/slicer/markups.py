@@ -132,3 +132,16 @@ def remove_new(compared: Sequence[Compared]) -> bool:
         for point_id, _ in new:
             remove_point(node, point_id)
     return any(new for _, _, new, _ in compared)
+
+
+def point_ids(lists: Iterable[Tuple[Any, bool]]) -> Set[Tuple[Any, str]]:
+    """(point list, control-point ID) of every Defined point in ``lists`` ((point list, positive) pairs)."""
+    return {(node, point_id) for node, _ in lists for point_id, _ in defined_points(node)}
+
+
+def split_moved(compared: Sequence[Compared], shown: Set[Tuple[Any, str]]) -> Tuple[List[Compared], bool]:
+    """:func:`compare_lists`'s result without the "new" points that are points of ``shown`` (the points that
+    showed clicks, :func:`point_ids`) moved elsewhere (unlocked and dragged), and whether there were any."""
+    kept = [(node, positive, [(i, p) for i, p in new if (node, i) not in shown], missing)
+            for node, positive, new, missing in compared]  # fmt: skip
+    return kept, sum(len(c[2]) for c in compared) != sum(len(c[2]) for c in kept)

@@ -170,6 +170,12 @@ def volume_cache_key(volume_node, harden: bool) -> Tuple:
     return volume_node.GetID(), volume_node.GetImageData().GetMTime(), volume_node.GetMTime(), harden, transform_time
 
 
+def image_stamp(volume_node) -> Tuple:
+    """Changes whenever the volume's image data is replaced or modified (its voxels or its grid)."""
+    image = volume_node.GetImageData() if volume_node is not None else None
+    return (image.__this__, image.GetMTime()) if image is not None else (None,)  # the C++ object, not the wrapper
+
+
 def node_name(node) -> str:
     return node.GetName() if node is not None else ""
 
@@ -202,6 +208,20 @@ def _is_empty(image) -> bool:
         return True
     x0, x1, y0, y1, z0, z1 = image.GetExtent()
     return x1 < x0 or y1 < y0 or z1 < z0
+
+
+def segment_stamp(segmentation_node, segment_id: str) -> Tuple:
+    """Changes whenever the segment's voxels may have changed: the labelmap they are stored in (object and
+    modification time, which counts up across all VTK objects and includes the voxel array's), the segment's label
+    value and layer."""
+    segmentation = segmentation_node.GetSegmentation()
+    segment = segmentation.GetSegment(segment_id) if segment_id else None
+    if segment is None:
+        return (None,)
+    layer = segment.GetRepresentation(_BINARY)
+    if layer is None:
+        return (None, segment.GetLabelValue())
+    return layer.__this__, layer.GetMTime(), segment.GetLabelValue(), segmentation.GetLayerIndex(segment_id)
 
 
 def read_segment(segmentation_node, segment_id: str, geometry: VolumeGeometry, region: Region) -> np.ndarray:
@@ -395,14 +415,15 @@ def apply_mask(
     protect_others: bool = True,
 ) -> Optional[SegmentEdit]:
     """Write ``mask`` into the segment within ``region`` only. With ``protect_others`` the voxels that belong
-    to any other segment are left out of the new mask, so every other segment is unchanged either way."""
+    to any other segment are not added (voxels the segment already shares with another, e.g. painted there by
+    hand, stay), so every other segment is unchanged either way."""
     region = regions.clip(region, geometry.dims) if region else None
     if region is None:
         return None
     after = mask_region(mask, region)
-    if protect_others:
-        after &= ~other_segments_mask(segmentation_node, segment_id, geometry, region)
     before = read_segment(segmentation_node, segment_id, geometry, region)
+    if protect_others:
+        after &= before | ~other_segments_mask(segmentation_node, segment_id, geometry, region)
     if not np.array_equal(before, after):
         write_segment(segmentation_node, segment_id, geometry, region, after)
     return SegmentEdit(region, before, after)

@@ -3,8 +3,9 @@
 While the module is entered, the controller observes (with its own methods) the events :meth:`PlaceMode.events`
 names: a Defined or removed point in one of our two lists, and what starts, ends or moves place mode (a
 right-click or double-click in a view leaves it, as Slicer's own ``qSlicerMarkupsPlaceWidget`` follows it).
-Leaving the module ends place mode in our lists and gives Slicer back the active place list it had, so that
-points placed later from Slicer's toolbar in another module are not clicks. MRML only; nothing here calls the
+Leaving the module ends place mode in our lists and gives Slicer back the active place list and the "place
+multiple" (persistence) setting it had, so that points placed later from Slicer's toolbar in another module are
+not clicks and are placed as the user set it. MRML only; nothing here calls the
 controller.
 """
 
@@ -12,7 +13,8 @@ from typing import Any, List, Optional, Tuple
 
 SELECTION_NODE = "vtkMRMLSelectionNodeSingleton"
 INTERACTION_NODE = "vtkMRMLInteractionNodeSingleton"
-POINT_EVENTS = ("PointPositionDefinedEvent", "PointRemovedEvent")
+POINT_EVENTS = ("PointPositionDefinedEvent", "PointRemovedEvent", "PointEndInteractionEvent")
+"""A point placed, removed, or let go after a drag (an unlocked click point moved in a view)."""
 
 
 class PlaceMode:
@@ -23,6 +25,7 @@ class PlaceMode:
         self.scene: Any = None
         self.lists: Tuple[Any, ...] = ()
         self._previous_place_node: Optional[str] = None
+        self._previous_persistence = 0
         self._saved = False
 
     @property
@@ -61,8 +64,11 @@ class PlaceMode:
             return
         self.stop()
         selection = self.scene.GetNodeByID(SELECTION_NODE)
+        interaction = self.scene.GetNodeByID(INTERACTION_NODE)
         if self._saved and selection is not None:
             selection.SetActivePlaceNodeID(self._previous_place_node)
+        if self._saved and interaction is not None:
+            interaction.SetPlaceModePersistence(self._previous_persistence)
         self.lists, self.scene = (), None
 
     def start(self, positive: bool) -> None:
@@ -72,11 +78,12 @@ class PlaceMode:
         if node is None:
             return
         selection = self.scene.GetNodeByID(SELECTION_NODE)
+        interaction = self.scene.GetNodeByID(INTERACTION_NODE)
         if not self._saved:
             self._previous_place_node, self._saved = selection.GetActivePlaceNodeID(), True
+            self._previous_persistence = interaction.GetPlaceModePersistence()
         selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
         selection.SetActivePlaceNodeID(node.GetID())
-        interaction = self.scene.GetNodeByID(INTERACTION_NODE)
         interaction.SetPlaceModePersistence(1)
         interaction.SetCurrentInteractionMode(interaction.Place)
 

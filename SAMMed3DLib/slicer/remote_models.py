@@ -103,16 +103,16 @@ class ServerStore:
         self._connections.clear()
 
 
-def open_session(model: Any, target: Any, auto_extend: bool, history_limit: Optional[int]) -> Any:
+def open_session(model: Any, target: Any, auto_extend: bool, history_limit: Optional[int], clicks=()) -> Any:
     """Worker thread: the target's new session, on the server when ``model`` is a ServerConnection, else the
-    local engine's (imported only then: it imports torch)."""
-    limit = {} if history_limit is None else {"history_limit": history_limit}
+    local engine's (imported only then: it imports torch). ``clicks``: earlier clicks it continues."""
+    options = {} if history_limit is None else {"history_limit": history_limit}
+    options.update(initial_mask=target.initial_mask, auto_extend=auto_extend, clicks=clicks)
     if isinstance(model, ServerConnection):
-        return RemoteSession(model, target.image, initial_mask=target.initial_mask, auto_extend=auto_extend, **limit)
+        return RemoteSession(model, target.image, **options)
     from .. import InteractiveSession
 
-    return InteractiveSession(model, target.image, initial_mask=target.initial_mask, auto_extend=auto_extend,
-                              embedding_cache=target.embeddings, **limit)  # fmt: skip
+    return InteractiveSession(model, target.image, embedding_cache=target.embeddings, **options)
 
 
 def closer(session: Any) -> Optional[Callable[[], None]]:

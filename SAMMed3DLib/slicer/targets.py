@@ -12,6 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
+import SimpleITK as sitk
+
 from .. import regions
 from ..errors import InputError
 from . import mrml
@@ -98,6 +101,12 @@ class Target:
     settled: Optional[mrml.SegmentEdit] = None  # net edit of the steps that fell off the session's history
     before: SegmentClicks = SegmentClicks()  # what made the segment's content when this session started
     continued: bool = False  # the session started from that content (else it replaces it)
+    volume: Any = None  # the volume node (the object: a reloaded scene reuses IDs)
+    closes: int = 0  # the scene's close count when the target was made (freshness.SceneWatch)
+    seen: Any = None  # the segment as the controller last wrote or read it (bool, z-y-x, whole grid)
+    stamp: Tuple = ()  # mrml.segment_stamp after that write or read
+    notice: str = ""  # a message to give once the running step is written
+    image_stamp: Tuple = ()  # mrml.image_stamp when the running click started
 
     def clicks(self) -> Tuple[Click, ...]:
         """The session's clicks, oldest first: (RAS point in mm, positive); none before the first click."""
@@ -115,14 +124,16 @@ class Target:
         return SegmentClicks(clicks)
 
 
-def write_travel(target: Target, result: Any, undo: bool) -> None:
+def write_travel(target: Target, result: Any, undo: bool) -> Optional[regions.Region]:
     """Main thread: write an undone (``undo``) or redone step's edit (``result``: its StepResult) out of or back
-    into the segment. If the write fails, the session goes back the other way (to match the scene) and the error
-    rises."""
+    into the segment; the region written (None: none). If the write fails, the session goes back the other way (to
+    match the scene) and the error rises."""
     step = result.payload
     try:
         if isinstance(step, SceneStep) and step.edit is not None:
             mrml.revert_edit(target.segmentation, target.segment_id, target.geometry, step.edit, undo=undo)
+            return step.edit.region
+        return None
     except Exception:
         (target.session.redo if undo else target.session.undo)()
         raise
@@ -201,17 +212,40 @@ class Targets:
         self._continue.update(self._targets)
         return self.drop(*self._targets)
 
+    def forget(self, *keys: TargetKey) -> List[Any]:
+        """Forget these targets and all that is remembered of their segments (their scene closed, or their nodes
+        left it or were replaced: a reloaded scene reuses node IDs). Returns their open sessions."""
+        sessions = self.drop(*keys)
+        for key in keys:
+            self._ended.pop(key, None)
+            self._continue.discard(key)
+        return sessions
+
+    def clear(self) -> List[Any]:
+        """Forget every target and all that is remembered of segments (the scene closed). Returns the open
+        sessions."""
+        sessions = self.forget(*self._targets)
+        self._ended.clear()
+        self._continue.clear()
+        return sessions
+
     def prepare(self, inputs: Inputs, image: Any, geometry: mrml.VolumeGeometry, embeddings: Any,
-                start_from_existing: bool) -> Tuple[Target, List[Any]]:  # fmt: skip
-        """The (cached) target of ``inputs`` on ``geometry``, and the open sessions of the targets it pushed out
-        of the cache; reads the segment once, writes nothing."""
+                start_from_existing: bool, closes: int = 0) -> Tuple[Target, List[Any]]:  # fmt: skip
+        """The (cached) target of ``inputs`` on ``geometry``, and the open sessions of the targets it replaced or
+        pushed out of the cache; reads the segment once, writes nothing. ``closes``: the scene's close count. Called
+        as a click starts: the target's ``image_stamp`` is the volume's then."""
         key = inputs.key
         target = self._targets.get(key)
         if target is not None and target.geometry == geometry:
             self._targets.move_to_end(key)
+            target.image_stamp = mrml.image_stamp(inputs.volume)  # the click is written only if it is still this
             return target, []
-        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings)
+        evicted = self.drop(key)  # a volume on a new grid: its old session cannot continue
+        target = Target(key, image, geometry, inputs.segmentation, inputs.segment_id, embeddings,
+                        volume=inputs.volume, closes=closes)  # fmt: skip
         voxels = mrml.whole_segment(inputs.segmentation, inputs.segment_id, geometry)
+        target.seen, target.stamp = voxels, mrml.segment_stamp(inputs.segmentation, inputs.segment_id)
+        target.image_stamp = mrml.image_stamp(inputs.volume)
         existing = mrml.voxels_region(voxels)
         continuing = key in self._continue
         self._continue.discard(key)
@@ -223,7 +257,6 @@ class Targets:
         else:
             target.replaced = existing  # a fresh start replaces what the segment held
         self._targets[key] = target
-        evicted: List[Any] = []
         while len(self._targets) > MAX_CACHED_TARGETS:
             evicted += self.drop(next(iter(self._targets)))
         return target, evicted
@@ -231,7 +264,9 @@ class Targets:
 
 class VolumeCache:
     """Volumes as engine images, checked and converted once per image content and transform, each with the
-    embedding cache its sessions share (segments of one volume never encode a ROI twice)."""
+    embedding cache its sessions share (segments of one volume never encode a ROI twice). A volume read again
+    (its node or image data was modified) whose grid and voxels are unchanged keeps its image object and
+    embeddings: a session's image is current exactly while it is the object this cache hands out."""
 
     def __init__(self) -> None:
         self._images: Dict[Tuple, Tuple[Any, mrml.VolumeGeometry, Any]] = {}
@@ -248,8 +283,10 @@ class VolumeCache:
         key = mrml.volume_cache_key(volume, harden)
         if key not in self._images:
             image, geometry = mrml.read_volume(volume, harden=harden)
+            older = [v for k, v in self._images.items() if k[0] == key[0]]
             self._images = {k: v for k, v in self._images.items() if k[0] != key[0]}  # one version per volume
-            self._images[key] = (image, geometry, None)
+            same = older and same_voxels(older[0], image, geometry)
+            self._images[key] = older[0] if same else (image, geometry, None)
         image, geometry, embeddings = self._images[key]
         if local and embeddings is None:
             from ..embeddings import EmbeddingCache  # torch loads only when the local engine is first used
@@ -266,6 +303,13 @@ class VolumeCache:
         if not mrml.has_segment(inputs.segmentation, inputs.segment_id):
             raise InputError("Select a segment (or add one with 'New segment') first.")
         return image, geometry, embeddings
+
+
+def same_voxels(cached: Tuple[Any, mrml.VolumeGeometry, Any], image: Any, geometry: mrml.VolumeGeometry) -> bool:
+    """The volume read again holds what the cached entry (image, grid, embeddings) holds."""
+    old = cached[0]
+    return (cached[1] == geometry and old.GetPixelID() == image.GetPixelID()
+            and np.array_equal(sitk.GetArrayViewFromImage(old), sitk.GetArrayViewFromImage(image)))  # fmt: skip
 
 
 def without_mask(result: Any) -> Any:
