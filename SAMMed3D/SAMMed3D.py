@@ -33,6 +33,7 @@ def _make_engine_importable() -> None:
 
 _make_engine_importable()
 
+from SAMMed3DLib.slicer import gui as slicer_gui  # noqa: E402
 from SAMMed3DLib.slicer import panel as slicer_panel  # noqa: E402
 from SAMMed3DLib.slicer.cases_section import HEARTBEAT_S, CasesSection  # noqa: E402
 from SAMMed3DLib.slicer.controller import (  # noqa: E402
@@ -118,13 +119,10 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SAMMed3DLogic()
-        self.logic.on_message = self._showMessage
-        self.logic.on_place_mode = self._updatePlaceButtons
-        self.logic.dependencies_ready = self._ensureDependencies
         self.timer = qt.QTimer()
         self.timer.setInterval(int(1000 * POLL_INTERVAL_S))
         self.timer.connect("timeout()", self._poll)
-        self.logic.on_work = self.timer.start
+        slicer_gui.connect(self.logic, self)  # the four calls the logic makes to its GUI (SAMMed3DLib/slicer/gui.py)
         self.ui.progressBar.setVisible(False)
         self.ui.deviceWarningLabel.setVisible(False)
         self._fillModels()
@@ -144,7 +142,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, f"{name}Button").connect("clicked()", getattr(self, name))
         self._makeShortcuts()
         self.cases = CasesSection(self.ui, slicer.mrmlScene, self.logic, lambda: self._parameterNode,
-                                  slicer.util.confirmYesNoDisplay, self._showMessage)  # fmt: skip
+                                  slicer.util.confirmYesNoDisplay, self.show_message)  # fmt: skip
         self.casesTimer = qt.QTimer()
         self.casesTimer.setInterval(int(1000 * HEARTBEAT_S))
         self.casesTimer.connect("timeout()", self.cases.heartbeat)
@@ -185,13 +183,13 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.enter(slicer.mrmlScene)
         for shortcut in self._shortcuts:
             shortcut.setEnabled(True)
-        self._updatePlaceButtons()
+        self.place_mode_changed()
 
     def exit(self) -> None:
         for shortcut in self._shortcuts:
             shortcut.setEnabled(False)
         self.logic.exit()
-        self._updatePlaceButtons()
+        self.place_mode_changed()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -274,7 +272,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._parameterNode.segmentId != segmentId:
             self._parameterNode.segmentId = segmentId or ""
 
-    def _ensureDependencies(self) -> bool:
+    def dependencies_ready(self) -> bool:
         """The small pip packages (then the model list can be read: refresh it) and PyTorch (asks first)."""
         if self.logic.ensurePackages():
             self._fillModels()
@@ -283,7 +281,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.logic.torchReady()
 
     def _onDownload(self) -> None:
-        if not self._ensureDependencies():
+        if not self.dependencies_ready():
             return
         progress = self.logic.download()
         dialog = qt.QProgressDialog("Downloading the model\u2026", "Cancel", 0, 100, slicer.util.mainWindow())
@@ -298,9 +296,12 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.start_placing(positive)
         elif self.logic.placing == positive:
             self.logic.stop_placing()
-        self._updatePlaceButtons()
+        self.place_mode_changed()
 
-    def _updatePlaceButtons(self) -> None:
+    def work_queued(self) -> None:
+        self.timer.start()
+
+    def place_mode_changed(self) -> None:
         """The +/− buttons show Slicer's place mode (a right-click in a view ends it), not their last click."""
         placing = self.logic.placing
         for button, positive in ((self.ui.positiveButton, True), (self.ui.negativeButton, False)):
@@ -363,7 +364,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.setStyleSheet("")
             self.ui.statusLabel.text = logic.status
 
-    def _showMessage(self, text: str, isError: bool) -> None:
+    def show_message(self, text: str, isError: bool) -> None:
         self._shownStatus = self.logic.status
         self.ui.statusLabel.setStyleSheet("color: #d03030;" if isError else "color: #c07000;")
         self.ui.statusLabel.text = text

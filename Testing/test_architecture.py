@@ -3,6 +3,8 @@
 - the engine (SAMMed3DLib/ outside slicer/, cli/, bench/, server/) imports none of those rooms;
 - only SAMMed3DLib/slicer/ imports slicer, vtk or MRML, and nothing in it imports Qt or the GUI helpers;
 - the Slicer side never imports the command line, the benchmarks or the server;
+- the browser station (SAMMed3DLib/web/) imports the engine and the Slicer room only, and only the command line
+  imports it (it is the one other room that may import slicer, vtk or trame);
 - SAMMed3D/SAMMed3D.py imports only the engine's public surface and SAMMed3DLib.slicer;
 - inside slicer/, only the self-test scenario (which drives the controller as a user does) imports the controller:
   the other files are below it (the click path: Testing/test_slicer_click_path.py).
@@ -16,8 +18,9 @@ from typing import Iterator, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "SAMMed3DLib"
-ROOMS = ("slicer", "cli", "bench", "server")
+ROOMS = ("slicer", "cli", "bench", "server", "web")
 SLICER_MODULES = {"slicer", "vtk", "vtkmodules", "mrml", "qt", "ctk"}
+WEB_MODULES = {"trame", "trame_slicer", "trame_server", "trame_client", "trame_vuetify", "trame_rca", "wslink"}
 GUI_MODULES = {"qt", "ctk", "slicer.util", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}
 
 
@@ -61,9 +64,25 @@ def test_the_engine_imports_no_room():
 
 def test_only_the_slicer_room_imports_slicer_or_vtk():
     for path in python_files():
-        if room_of(path) != "slicer":
+        if room_of(path) not in ("slicer", "web"):
             external = {name.split(".")[0] for name, room in imports(path) if room == "external"}
             assert not external & SLICER_MODULES, f"{path.relative_to(ROOT)} imports {external & SLICER_MODULES}"
+
+
+def test_only_the_web_room_imports_trame():
+    for path in python_files():
+        if room_of(path) != "web":
+            external = {name.split(".")[0] for name, room in imports(path) if room == "external"}
+            assert not external & WEB_MODULES, f"{path.relative_to(ROOT)} imports {external & WEB_MODULES}"
+
+
+def test_the_web_room_reaches_only_the_engine_and_the_slicer_room_and_only_the_command_line_reaches_it():
+    for path in python_files():
+        rooms = {room for _, room in imports(path)} - {"engine", "external"}
+        if room_of(path) == "web":
+            assert rooms <= {"web", "slicer"}, f"{path.relative_to(ROOT)} imports {rooms}"
+        elif room_of(path) != "cli":
+            assert "web" not in rooms, f"{path.relative_to(ROOT)} imports the web room"
 
 
 def test_the_slicer_room_uses_no_gui_and_no_other_room():

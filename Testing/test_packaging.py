@@ -30,8 +30,8 @@ def cmake_sets(path: Path) -> Dict[str, List[str]]:
     return {k: [v.replace("${MODULE_NAME}", module) for v in items] for k, items in sets.items()}
 
 
-NOT_SHIPPED = ("cli", "bench", "server")
-"""Rooms of SAMMed3DLib that Slicer never runs: the command line, the benchmarks, the server."""
+NOT_SHIPPED = ("cli", "bench", "server", "web")
+"""Rooms of SAMMed3DLib that Slicer never runs: the command line, the benchmarks, the server, the browser station."""
 
 
 def shipped_python_files() -> List[str]:

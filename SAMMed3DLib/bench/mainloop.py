@@ -60,19 +60,26 @@ def interleaved(sides: Dict[str, Callable[[int], float]], repeats: int) -> Dict[
 # --- the network and the file to download -----------------------------------------------------------------
 
 
-def tiny_model(folder: Path):
+def tiny_checkpoint(folder: Path) -> Path:
     """The tiny random-weight network (real architecture, narrow layers; zero-initialised parameters given
-    seeded values), saved and loaded through the public ``load_model`` path as Slicer loads a checkpoint."""
+    seeded values) as a checkpoint file in ``folder``."""
     import torch
 
-    from ..model import load_model
     from ..modeling import TINY_CONFIG, build_sam_med3d
     from .network import randomize_zero_initialised_
 
     torch.manual_seed(0)
     path = Path(folder) / "tiny_sam_med3d.pth"
     torch.save({"model_state_dict": randomize_zero_initialised_(build_sam_med3d(TINY_CONFIG)).state_dict()}, path)
-    return load_model(path, device="cpu")
+    return path
+
+
+def tiny_model(folder: Path):
+    """The tiny network of :func:`tiny_checkpoint`, loaded through the public ``load_model`` path as Slicer loads a
+    checkpoint."""
+    from ..model import load_model
+
+    return load_model(tiny_checkpoint(folder), device="cpu")
 
 
 def checkpoint_bytes(megabytes: int) -> bytes:

@@ -26,6 +26,8 @@ COMMANDS = {
     "serve": "serve the engine over HTTP on Ray Serve (one worker per GPU)",
     "bench-server": "benchmark clicks through a server against local ones, and latency under concurrency",
     "segment-dataset": "segment every image of a folder from recorded markups prompts, locally or on a server",
+    "bench-web": "benchmark a click in the browser station's page against the engine's own click time",
+    "web": "the browser station: label volumes in a web page, one scene per browser session",
 }
 """Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
 
