@@ -134,6 +134,7 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self._onDeviceChosen)
         self.ui.addSegmentButton.connect("clicked()", lambda: self.logic.addSegment(self._parameterNode))
         self.ui.downloadButton.connect("clicked()", self._onDownload)
+        self.ui.unloadModelButton.connect("clicked()", lambda: self._run(self.logic.unload_model))
         self._loadServerSettings()
         self.ui.testConnectionButton.connect("clicked()", self.logic.test_connection)  # edits end on focus-out
         self.ui.positiveButton.connect("toggled(bool)", lambda on: self._placePoints(True, on))
@@ -352,9 +353,8 @@ class SAMMed3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         logic = self.logic
         ready = self._parameterNode is not None and self._parameterNode.inputVolume is not None
         self.ui.positiveButton.enabled = self.ui.negativeButton.enabled = ready
-        self.ui.undoButton.enabled = logic.can_undo
-        self.ui.redoButton.enabled = logic.can_redo
-        self.ui.resetButton.enabled = self.ui.finishButton.enabled = logic.can_undo
+        self.ui.undoButton.enabled = self.ui.resetButton.enabled = self.ui.finishButton.enabled = logic.can_undo
+        self.ui.redoButton.enabled, self.ui.unloadModelButton.enabled = logic.can_redo, logic.model_loaded
         note = logic.device_note()
         self.ui.serverBox.setVisible(logic.uses_server)
         self.ui.deviceWarningLabel.setVisible("CPU" in note or logic.uses_server)

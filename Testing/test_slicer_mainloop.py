@@ -1,8 +1,9 @@
 """The module's worker under a main loop that holds the GIL as Slicer's does (SAMMed3DLib/bench/gil_loop.py).
 
-Issue 9's speed targets (first click and download through the module within 1.2x of the same work run directly)
-are measured by ``python -m SAMMed3DLib bench-mainloop``, which prints the ratios; timed assertions here flaked on
-a loaded machine, so these tests check what the benchmark measures (correct masks and files, no errors) and the
+The speed targets (first click and download through the module within 1.2x of the same work run directly; the
+first click a user makes a few seconds after selecting a volume within 1.15x of the engine's own) are measured by
+``python -m SAMMed3DLib bench-mainloop``, which prints the ratios; timed assertions here flaked on a loaded
+machine, so these tests check what the benchmark measures (correct masks and files, no errors) and the
 starvation design by COUNTING: steps the worker completes while the loop holds the GIL, and per poll.
 """
 
@@ -24,12 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_benchmark_runs_correct_clicks_and_downloads(tmp_path, capsys):
     """One quick run of ``bench-mainloop``: every figure present, every click a non-empty mask written without
-    error, every download a complete verified file; no assertion on the ratios (the benchmark reports them)."""
+    error, every download a complete verified file; the user's path in fresh processes, on this checkout and as a
+    baseline; no assertion on the ratios (the benchmark reports them)."""
     out = tmp_path / "figures.json"
-    assert main(["bench-mainloop", "--repeats", "1", "--megabytes", "2", "--steps", "20", "--json", str(out)]) == 0
+    options = ["--repeats", "1", "--megabytes", "2", "--steps", "20", "--user-wait", "0.5", "--baseline", str(ROOT),
+               "--threads", "1"]  # fmt: skip
+    assert main(["bench-mainloop", *options, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text(encoding="utf-8"))
-    assert report["cpu"] and len(report["load_before"]) == 3 and report["repeats"] == 1
+    assert report["cpu"] and len(report["load_before"]) == 3 and report["repeats"] == 1 and report["threads"] == 1
     for part in ("first_click", "download"):
         figures = report[part]
         assert len(figures["direct_s"]) == len(figures["module_s"]) == 1, figures
@@ -44,7 +48,15 @@ def test_the_benchmark_runs_correct_clicks_and_downloads(tmp_path, capsys):
     assert download["received_bytes"] == [download["bytes"]] * 2, "a download was incomplete"
     assert all(text.startswith("Model ready") for text in download["messages"]), download["messages"]
     assert report["starvation"]["no_wait"]["steps"] == report["starvation"]["wait"]["steps"] == 20
-    for needle in ("CPU:", "first click", "download (2 MiB", "starvation (20", "target <= 1.2"):
+    user = report["user_path"]
+    assert user["errors"] == [] and user["wait_s"] == 0.5 and len(user["engine_s"]) == 1
+    for side in ("module_wait", "module_no_wait", "baseline_no_wait"):
+        (run,) = user[f"{side}_runs"]
+        assert run["voxels"] > 0 and run["select_s"] >= 0 and user[f"{side}_s"] == [run["click_s"]], run
+        assert user[f"{side}_ratio"] == pytest.approx(run["click_s"] / user["engine_best_s"])
+    assert user["module_no_wait_runs"][0]["status_at_click"] == "loading model\u2026"  # the click waits for the load
+    for needle in ("CPU:", "torch threads: 1", "first click", "download (2 MiB", "starvation (20", "target <= 1.2",
+                   "target <= 1.15", "first click as a user meets it", "after a 0.5 s wait", "checkout / baseline"):
         assert needle in printed, printed
 
 
@@ -59,6 +71,10 @@ def test_without_the_slicer_wheel_the_benchmark_says_so_in_one_line():
 
 def test_bad_benchmark_options_are_refused_before_the_run(tmp_path, capsys):
     assert main(["bench-mainloop", "--repeats", "0"]) == 2
+    assert main(["bench-mainloop", "--user-wait", "-1"]) == 2
+    assert main(["bench-mainloop", "--threads", "0"]) == 2
+    assert main(["bench-mainloop", "--baseline", str(tmp_path)]) == 2
+    assert f"error: --baseline {tmp_path}: not a checkout holding SAMMed3DLib/" in capsys.readouterr().err
     missing = tmp_path / "no" / "figures.json"
     assert main(["bench-mainloop", "--json", str(missing)]) == 2
     assert f"error: --json {missing}: the folder {missing.parent} does not exist" in capsys.readouterr().err

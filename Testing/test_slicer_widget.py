@@ -141,10 +141,29 @@ def test_a_new_segmentation_keeps_the_saved_segment(module):
     widget._parameterNode = p
     widget.ui = SimpleNamespace(segmentSelector=SegmentSelector(widget._onSegmentChanged))
     for name in ("deviceSelector", "modelSelector", "positiveButton", "negativeButton", "undoButton", "redoButton",
-                 "resetButton", "finishButton", "deviceWarningLabel", "statusLabel", "serverBox"):  # fmt: skip
+                 "resetButton", "finishButton", "deviceWarningLabel", "statusLabel", "serverBox",
+                 "unloadModelButton"):  # fmt: skip
         setattr(widget.ui, name, Anything())
     widget._onParameterNodeModified()
     assert p.segmentId == second and widget.ui.segmentSelector.segment == second
+    widget.logic.cleanup()
+
+
+def test_unload_model_is_a_panel_button_enabled_while_a_model_is_loaded(module):
+    module, _ = module
+    ui_file = ROOT / "SAMMed3D" / "Resources" / "UI" / "SAMMed3D.ui"
+    assert 'name="unloadModelButton"' in ui_file.read_text(encoding="utf-8")
+    widget = _widget(module)
+    names = ("deviceSelector", "positiveButton", "negativeButton", "undoButton", "redoButton", "resetButton",
+             "finishButton", "deviceWarningLabel", "statusLabel", "serverBox", "unloadModelButton")  # fmt: skip
+    widget.ui = SimpleNamespace(**{name: Anything() for name in names})
+    states = []
+    for change in (lambda: None, lambda: widget.logic.set_model("loaded", object()), widget.logic.unload_model):
+        change()
+        widget._updateState()
+        states.append(widget.ui.unloadModelButton.enabled)
+    assert states == [False, True, False]
+    assert widget.ui.statusLabel.text == "model unloaded"
     widget.logic.cleanup()
 
 

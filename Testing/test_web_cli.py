@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "SAMMed3DLib", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    # UTF-8 whatever the locale: an earlier test's Slicer libraries may have switched this process's to C.
+    return subprocess.run([sys.executable, "-m", "SAMMed3DLib", *args], cwd=ROOT, capture_output=True,
+                          encoding="utf-8", timeout=timeout)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def test_web_prints_its_address_and_wants_its_token(tmp_path):
     token_file.write_text("s3cret-token-0123456789\n")
     process = subprocess.Popen([sys.executable, "-m", "SAMMed3DLib", "web", "--port", "0", "--access-token-file",
                                 str(token_file)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)  # fmt: skip
+                               encoding="utf-8")  # fmt: skip
     try:
         line = process.stdout.readline()
         assert line.startswith("SAM-Med3D browser station at http://127.0.0.1:"), line

@@ -54,6 +54,16 @@ class Show(Action):
 
 
 @dataclass(frozen=True)
+class Preload(Action):
+    """Load the network of ``options`` (:class:`~.models.ModuleOptions`) ahead of the first click, quietly: a
+    failure is a reason in the status line, never a message box (the click reports it as usual). ``warm``: then
+    run it once on a blank crop, unless a click is already waiting (:meth:`.models.ModelStore.warm_job`)."""
+
+    options: Any
+    warm: bool = False
+
+
+@dataclass(frozen=True)
 class Download:
     """Background work: the Download button's fetch of the selected model; ``progress`` shows and cancels it."""
 

@@ -22,7 +22,8 @@ Calls go down only: nothing below calls back into this file (no callbacks are ha
 4 files: the point list's event → the Logic (SAMMed3D.py, this class) ``process_points`` → ``_start_click`` → on
 the worker thread the session's own ``add_click`` (session.py) → ``poll`` → ``_finish_click`` →
 :func:`.mrml.apply_mask` (mrml.py). A target's first click also asks the GUI's ``dependencies_ready`` and runs
-:func:`first_click` on the worker: the model (models.py), the session (remote_models.py), the same ``add_click``.
+:func:`first_click` on the worker: the model (models.py), the session (remote_models.py), the same ``add_click``;
+the model is usually loaded by then, on the same worker, ahead of the click (loading.py: the model side).
 """
 
 import collections
@@ -34,13 +35,14 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import regions
 from ..errors import InputError
-from . import actions, feedback, freshness, markups, models, mrml, targets
-from .actions import Action, Click, ConnectionTest, Download, Errand, Finish, Pending, Redo, Reset, Show, Undo
+from . import actions, feedback, freshness, markups, mrml, targets
+from .actions import Action, Click, ConnectionTest, Download, Errand, Finish, Pending, Preload, Redo, Reset, Show, Undo
 from .checks import SceneChecks, first_click
 from .feedback import DELETED_POINT, MOVED_POINT, TORCH_NEEDED, Reporter
+from .loading import ModelLoading
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
 from .placing import PlaceMode
-from .remote_models import closer, error_line, is_server
+from .remote_models import closer, error_line
 from .targets import Inputs, SegmentClicks, Target, TargetKey, Targets, VolumeCache
 from .worker import Worker
 
@@ -56,13 +58,14 @@ worker gets the GIL for all but the main loop's own event handling between ticks
 the GIL in its event loop; waiting on a future releases it. SAMMed3DLib/bench/gil_loop.py: a stand-in loop)."""
 
 
-class SegmentationController(Reporter, SceneChecks):
+class SegmentationController(Reporter, SceneChecks, ModelLoading):
     """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI
     (:class:`.feedback.Reporter`), ``on_place_mode()`` tells it that place mode started or ended."""
 
     def __init__(self, model_loader: Optional[Callable] = None) -> None:
         Reporter.__init__(self)
         SceneChecks.__init__(self)
+        ModelLoading.__init__(self)
         self.options = ModuleOptions()
         self.inputs = Inputs()
         self.on_place_mode: Optional[Callable[[], None]] = None
@@ -97,6 +100,7 @@ class SegmentationController(Reporter, SceneChecks):
         if any(getattr(old, f) != getattr(self.options, f) for f in where) and len(self._targets):
             self._close(self._targets.continue_all())
             self._queue(Show)
+        self._model_choice_changed(old)
 
     def set_model(self, name: str, model: Any, device_type: str = "cpu") -> None:
         """Use an already-built model under ``name`` (tests, or a model another module loaded)."""
@@ -112,6 +116,7 @@ class SegmentationController(Reporter, SceneChecks):
         self._observe()
         if switched:
             self._queue(Show)
+            self._preload()
 
     def enter(self, scene) -> None:
         """The module is shown: observe the point lists and place mode of ``scene``; the lists show the selected
@@ -120,6 +125,7 @@ class SegmentationController(Reporter, SceneChecks):
         self.place_mode.enter(scene, (self.inputs.positive, self.inputs.negative))
         self._observe()
         self._show_points()
+        self._preload()
 
     def exit(self) -> None:
         """The module is left: no observers, no place mode in our lists, Slicer's active place list restored."""
@@ -226,32 +232,12 @@ class SegmentationController(Reporter, SceneChecks):
             self._collect(0.0)
             self._start_next()
 
-    def download(self, progress: Optional[Progress] = None) -> Progress:
-        """Fetch the selected registry model into the cache on the worker; cancel with ``progress.cancel()``."""
-        progress = progress or Progress()
-        self.download_progress = progress
-        self.run_errand(partial(models.download_checkpoint, self.options, progress), Download(progress))
-        return progress
-
-    @property
-    def uses_server(self) -> bool:
-        """The Server device is chosen: clicks run on a SAM-Med3D server, PyTorch is not needed here."""
-        return is_server(self.options)
-
-    def test_connection(self) -> None:
-        """Ask the server of the options for its version and workers (on the worker); one line in the panel."""
-        self.run_errand(self.models.servers.test_job(self.options), ConnectionTest(self.options.server_url.strip()))
-
     def run_errand(self, job: Callable[[], Any], errand: Any = None) -> None:
         """Run ``job`` on the worker thread after the work before it; its outcome goes to the handlers of
         ``errand`` (default :class:`.actions.Errand`: nobody needs it, e.g. a benchmark warming the thread)."""
         self._submit(Errand() if errand is None else errand, job)
         if self.on_work is not None:
             self.on_work()
-
-    def device_note(self) -> str:
-        """What the panel shows about the device (see :func:`.models.device_note`), or about the server."""
-        return self.models.note(self.options)
 
     def running_for(self) -> float:
         """Seconds the oldest uncollected job has been able to run (0 when idle): the GUI shows progress only
@@ -384,6 +370,10 @@ class SegmentationController(Reporter, SceneChecks):
     def _start_show(self, action: Show) -> None:
         self._show_points()
 
+    @_start.register
+    def _start_preload(self, action: Preload) -> None:
+        self._submit(action, self._preload_job(action))
+
     @singledispatchmethod
     def _finish(self, action: Any, target: Optional[Target], result: Any) -> None:
         """An errand's job ended: nothing to do."""
@@ -438,10 +428,15 @@ class SegmentationController(Reporter, SceneChecks):
     def _finish_download(self, action: Download, target: None, path: str) -> None:
         self._report(f"Model ready: {path}", False)
         self.download_progress = None
+        self._retry_preload()
 
     @_finish.register
     def _finish_test(self, action: ConnectionTest, target: None, line: str) -> None:
         self._report(line, False)
+
+    @_finish.register
+    def _finish_preload(self, action: Preload, target: None, seconds: Optional[float]) -> None:
+        self._preloaded(action, seconds)
 
     @singledispatchmethod
     def _fail(self, action: Any, error: BaseException) -> None:
@@ -464,6 +459,11 @@ class SegmentationController(Reporter, SceneChecks):
     @_fail.register
     def _fail_test(self, action: ConnectionTest, error: BaseException) -> None:
         self._report(error_line(error, action.url), True)
+
+    @_fail.register
+    def _fail_preload(self, action: Preload, error: BaseException) -> None:
+        """Quietly: the reason goes to the status line (:mod:`.loading`); the click reports it as usual."""
+        self._preloaded(action, error)
 
     @_fail.register
     def _fail_errand(self, action: Errand, error: BaseException) -> None:

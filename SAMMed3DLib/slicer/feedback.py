@@ -21,6 +21,20 @@ def download_error_text(error: BaseException) -> str:
     return str(error) if isinstance(error, SAMMed3DError) else repr(error)
 
 
+LOADING_MODEL = "loading model\u2026"
+MODEL_UNLOADED = "model unloaded"
+
+
+def model_ready_status(seconds: float, device_type: str) -> str:
+    """Status line once the network is loaded ahead of the first click: e.g. ``model ready · CPU · loaded in 2.1 s``."""
+    return f"model ready · {device_type.upper()} · loaded in {seconds:.1f} s"
+
+
+def model_not_loaded_status(reason: str) -> str:
+    """Status line when the network could not be loaded ahead of the first click (the click says it again)."""
+    return f"model not loaded: {reason}"
+
+
 def click_status(result: Any, device_type: str) -> str:
     """Status line after a click: e.g. ``encoded 0.9 s · refined 60 ms · CPU``. ``result``: the engine's
     StepResult (``timings`` in seconds); ``device_type``: 'cpu' / 'cuda' / 'mps' / 'server'."""

@@ -2,13 +2,19 @@
 
 A click never reaches the network: a registry model must already be in the cache (the panel's Download
 button fetches it, with progress and cancel: :class:`Progress`), and a cached file that fails verification is
-reported, not fetched again. torch loads only inside :meth:`ModelStore.job`'s loader and :func:`device_note`.
+reported, not fetched again. torch loads only on the worker (:meth:`ModelStore.job`'s and
+:meth:`ModelStore.preload_job`'s loaders) and in :func:`device_note`, which the panel asks only once torch is
+imported (:meth:`ModelStore.note`): the main thread never waits for ``import torch``.
 """
 
+import gc
+import importlib.util
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..device import DEVICES as ENGINE_DEVICES
 from ..errors import InputError
@@ -137,6 +143,25 @@ def download_checkpoint(options: ModuleOptions, progress: Optional[Progress]) ->
 
 
 NO_TORCH_NOTE = "PyTorch is not installed yet (it is installed on first use)."
+NO_TORCH_YET = "PyTorch is not installed yet: the first click offers to install it."
+
+
+def torch_imported() -> bool:
+    """Whether ``import torch`` has completed in this process (a module still being imported by another thread
+    is in ``sys.modules`` already; asking it for devices would wait for that import)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and not getattr(getattr(torch, "__spec__", None), "_initializing", False)
+
+
+def torch_installed() -> bool:
+    return torch_imported() or importlib.util.find_spec("torch") is not None
+
+
+def _note_for(requested: str, actual: str) -> str:
+    """The device note for a model that runs on ``actual`` ('cuda' / 'mps' / 'cpu') though ``requested``."""
+    if requested not in ("auto", "cpu") and actual == "cpu":
+        return f"{DEVICES.get(requested, requested)} is not available here; running on the CPU (much slower)."
+    return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {DEVICES[actual]}"
 
 
 def device_note(requested: str) -> str:
@@ -148,54 +173,138 @@ def device_note(requested: str) -> str:
         actual = resolve_device(requested).type
     except ImportError:  # torch itself is missing
         return NO_TORCH_NOTE
-    if requested not in ("auto", "cpu") and actual == "cpu":
-        return f"{DEVICES.get(requested, requested)} is not available here; running on the CPU (much slower)."
-    return "running on the CPU (much slower than a GPU)" if actual == "cpu" else f"running on {DEVICES[actual]}"
+    return _note_for(requested, actual)
+
+
+def free_device_memory() -> None:
+    """Worker thread, after a CUDA model was released: hand its cached blocks back to the driver, so that the
+    memory shows as free to other programs (PyTorch keeps freed blocks for reuse otherwise)."""
+    import torch
+
+    gc.collect()  # a reference cycle may still hold a tensor
+    torch.cuda.empty_cache()
 
 
 ModelKey = Tuple[str, str, str]  # (model, device, precision)
 
 
-def _key(options: ModuleOptions) -> ModelKey:
+def model_key(options: ModuleOptions) -> ModelKey:
     return options.model, options.device, options.precision
 
 
 class ModelStore:
-    """Networks by (model, device, precision), loaded once on the worker; ``loader(path, device=...,
+    """The one network in use, by (model, device, precision), loaded on the worker; ``loader(path, device=...,
     precision=...)`` builds one. With the Server device, the "network" is a server connection
-    (:mod:`.remote_models`)."""
+    (:mod:`.remote_models`).
+
+    The store keeps one network: the one for the options the main thread asked for last (a click's
+    :meth:`job`, :meth:`preload_job`, :meth:`keep_only`, :meth:`put`). Loading another, or :meth:`keep_only`,
+    drops the one before, and a load that finishes after the main thread moved on is not kept: its memory goes
+    as soon as nothing else holds it (the controller's sessions and embedding caches are its to drop)."""
 
     def __init__(self, loader: Optional[Callable] = None) -> None:
         self._loader = loader
         self._models: Dict[ModelKey, Tuple[Any, str]] = {}
+        self._wanted: Optional[ModelKey] = None  # the key the main thread asked for last; None: none
+        self._lock = threading.Lock()  # the worker's check-and-keep against the main thread's keep_only
         self.servers = ServerStore()
 
     def put(self, options: ModuleOptions, model: Any, device_type: str = "cpu") -> None:
         """Use an already-built model for the options' (model, device, precision)."""
-        self._models[_key(options)] = (model, device_type)
+        with self._lock:
+            self._wanted = model_key(options)
+            self._models = {self._wanted: (model, device_type)}
 
     def device_type(self, options: ModuleOptions) -> str:
         """'cpu' / 'cuda' / 'mps' the loaded model runs on ('cpu' before it is loaded), or 'server'."""
         if is_server(options):
             return SERVER
-        return self._models.get(_key(options), (None, "cpu"))[1]
+        return self._models.get(model_key(options), (None, "cpu"))[1]
+
+    def loaded(self, options: ModuleOptions) -> bool:
+        """Whether the network of ``options`` is loaded (never for the Server device)."""
+        return not is_server(options) and model_key(options) in self._models
 
     def note(self, options: ModuleOptions) -> str:
-        """What the panel shows about the options' device (:func:`device_note`), or about their server."""
-        return self.servers.note(options) if is_server(options) else device_note(options.device)
+        """What the panel shows about the options' device (:func:`device_note`), or about their server. Before
+        torch is imported (the worker imports it when it loads the model) only what is known without it: ""
+        (torch installed) or :data:`NO_TORCH_NOTE`, so the panel never waits for the import."""
+        if is_server(options):
+            return self.servers.note(options)
+        loaded = self._models.get(model_key(options))
+        if loaded is not None:
+            return _note_for(options.device, loaded[1])
+        if not torch_imported():
+            return "" if torch_installed() else NO_TORCH_NOTE
+        return device_note(options.device)
 
     def clear(self) -> None:
-        self._models.clear()
+        with self._lock:
+            self._models.clear()
         self.servers.clear()
+
+    def keep_only(self, options: Optional[ModuleOptions]) -> List[str]:
+        """Main thread: drop every network but the one of ``options`` (None, or the Server device: all of them);
+        a load of another still under way will not be kept. The device types of the networks dropped."""
+        wanted = None if options is None or is_server(options) else model_key(options)
+        with self._lock:
+            self._wanted = wanted
+            dropped = [device for key, (_, device) in self._models.items() if key != wanted]
+            self._models = {key: value for key, value in self._models.items() if key == wanted}
+        return dropped
+
+    def preload_problem(self, options: ModuleOptions) -> Optional[str]:
+        """Main thread, cheap: why the network of ``options`` cannot be loaded ahead of a click (no PyTorch yet,
+        no model chosen, weights not downloaded or visibly damaged), or None. Asks nothing and installs nothing."""
+        if not torch_installed():
+            return NO_TORCH_YET
+        try:
+            if not options.model:
+                raise InputError("Choose a model (or a local checkpoint) first.")
+            check_weights_present(options)
+        except Exception as exc:  # noqa: BLE001 - a reason for the status line; the click reports it again
+            return str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        return None
+
+    def preload_job(self, options: ModuleOptions) -> Callable[[], Optional[float]]:
+        """Main thread: a function for the worker that loads the network of ``options`` ahead of the first click
+        (asked for with :meth:`keep_only`) and returns the seconds it took; None when there was nothing to do
+        (loaded meanwhile, or the main thread asked for another network since)."""
+        key = model_key(options)
+
+        def preload() -> Optional[float]:
+            if key != self._wanted or key in self._models:
+                return None
+            start = time.perf_counter()
+            self._load(key, options)
+            return time.perf_counter() - start
+
+        return preload
+
+    def warm_job(self, options: ModuleOptions) -> Callable[[], None]:
+        """Main thread: a function for the worker that runs the loaded network of ``options`` once on a blank crop
+        (:func:`~SAMMed3DLib.model.warm_up`), so that the first click does not pay the first run's set-up (on a
+        CPU: thread pools, kernels chosen for these shapes, the first large allocations)."""
+        key = model_key(options)
+
+        def warm() -> None:
+            from ..model import warm_up
+
+            loaded = self._models.get(key)
+            if loaded is not None and key == self._wanted:
+                warm_up(loaded[0])
+
+        return warm
 
     def job(self, options: ModuleOptions) -> Tuple[Callable[[], Any], Optional[str]]:
         """Main thread: a function for the worker returning the (cached) model, and a device warning (or None).
         Raises ``InputError`` when there is no model or its weights are not downloaded (or no server URL)."""
         if is_server(options):
             return self.servers.job(options), None  # the server has its own weights; no torch here
-        key = _key(options)
+        key = model_key(options)
         if not options.model:
             raise InputError("Choose a model (or a local checkpoint) first.")
+        self._wanted = key
         if key in self._models:
             model = self._models[key][0]
             return (lambda: model), None
@@ -204,12 +313,15 @@ class ModelStore:
         return (lambda: self._load(key, options)), (note if "not available" in note else None)
 
     def _load(self, key: ModelKey, options: ModuleOptions) -> Any:
-        """Worker thread: verified local weights → network on the resolved device in the chosen precision
-        (cached for later clicks; a precision this device lacks is one InputError)."""
+        """Worker thread: verified local weights → network on the resolved device in the chosen precision; kept
+        for later clicks, in place of the one before, unless the main thread asked for another meanwhile (a
+        precision this device lacks is one InputError)."""
         from ..device import resolve_device
         from ..model import load_model
 
         device = resolve_device(options.device)
         model = (self._loader or load_model)(local_checkpoint(options), device=device, precision=options.precision)
-        self._models[key] = (model, device.type)
+        with self._lock:
+            if key == self._wanted:
+                self._models = {key: (model, device.type)}
         return model

@@ -295,6 +295,10 @@ class VolumeCache:
             self._images[key] = (image, geometry, embeddings)
         return image, geometry, embeddings
 
+    def drop_embeddings(self) -> None:
+        """Forget every embedding cache (each holds the network that filled it): after the network is released."""
+        self._images = {key: (image, geometry, None) for key, (image, geometry, _) in self._images.items()}
+
     def checked(self, inputs: Inputs, harden: bool, local: bool = True) -> Tuple[Any, mrml.VolumeGeometry, Any]:
         """:meth:`get` for the volume of ``inputs``, after checking that its segmentation fits the volume's grid
         and has the segment; raises ``InputError`` for bad input (nothing in the scene changes)."""
