@@ -31,6 +31,12 @@ COMMANDS = {
 }
 """Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
 
+NO_TORCH = (
+    "this command runs the network on this machine and needs PyTorch, which this installation lacks: "
+    "pip install 'SAMMed3DLib[torch]' (the dataset commands can run on a team server instead: --server URL)"
+)
+"""The one line for a command that needs torch in an installation without it (the base install is the client)."""
+
 
 def _command_module(name: str):
     return importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
@@ -97,3 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # every parser builds without torch; a command's run imports it
+        if exc.name != "torch":
+            raise
+        print(f"error: {NO_TORCH}", file=sys.stderr)
+        return 2
