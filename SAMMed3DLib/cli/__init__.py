@@ -7,6 +7,7 @@ May import the engine and the benchmarks; nothing else imports it. Never imports
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -93,7 +94,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser(selected).parse_args(argv)
     try:
         with sigterm_as_interrupt():
-            return int(_command_module(args.command).run(args) or 0)
+            status = int(_command_module(args.command).run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return status
+    except BrokenPipeError:  # the reader went away (``models | head``): quiet, as other tools are
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except SAMMed3DError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
