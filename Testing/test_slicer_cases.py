@@ -280,6 +280,22 @@ def test_a_failed_save_loses_nothing(station, folder, app):
     assert station.desk.save(done=True).state == DONE and not station.desk.modified
 
 
+def test_a_colour_on_a_rounding_edge_saves(station, folder):
+    """Slicer gives a new segment a random colour and its writer keeps 6 significant digits: a component such as
+    0.2312499 (kept as 0.23125) must not fail the save's read-back check, whatever precision that check uses."""
+    station.desk.open("b")
+    station.select()
+    segmentation = station.desk.open_case.segmentation
+    segment_id = station.desk.open_case.segment_id
+    edge = (0.2312499, 0.12344999, 0.6107)
+    segmentation.GetSegmentation().GetSegment(segment_id).SetColor(*edge)
+    station.click((-60.0, -60.0, 60.0))
+    assert station.desk.save().clicks == 1
+    saved = read_segmentation(station.scene, folder / "b.seg.nrrd", "saved")
+    kept = saved.GetSegmentation().GetSegment(segment_id).GetColor()
+    assert np.allclose(kept, edge, atol=1e-6) and kept != edge  # the file holds the colour to 6 digits
+
+
 def test_a_damaged_segmentation_is_one_message_and_the_case_stays_closed(station, folder, app):
     (folder / "b.seg.nrrd").write_bytes(b"NRRD0004\ntype: unsigned char\n\ngarbage")
     before = scene_fingerprint(app.scene)

@@ -340,14 +340,21 @@ def write_segmentation(segmentation, geometry: mrml.VolumeGeometry, path: Path) 
 
 
 def describe(segmentation, geometry: mrml.VolumeGeometry) -> List[Tuple]:
-    """(ID, name, rounded colour, voxel bytes) of every segment on ``geometry``: what a saved file must keep."""
+    """(ID, name, colour as written, voxel bytes) of every segment on ``geometry``: what a saved file must keep."""
     described = []
     for segment_id in segmentation.GetSegmentation().GetSegmentIDs():
         segment = segmentation.GetSegmentation().GetSegment(segment_id)
         voxels = mrml.whole_segment(segmentation, segment_id, geometry)
-        colour = tuple(round(c, 4) for c in segment.GetColor())
+        colour = tuple(colour_as_written(c) for c in segment.GetColor())
         described.append((segment_id, segment.GetName(), colour, np.packbits(voxels).tobytes()))
     return described
+
+
+def colour_as_written(component: float) -> float:
+    """A colour component (0-1) as a ``.seg.nrrd`` keeps it: Slicer's writer prints 6 significant digits. Comparing
+    at any other precision (4 decimals, say) fails whenever a component sits on that precision's rounding edge,
+    as the random colours Slicer gives new segments sometimes do."""
+    return float(f"{component:.6g}")
 
 
 def write_prompts(prompts: List[SegmentPrompts], path: Path) -> None:

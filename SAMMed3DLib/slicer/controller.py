@@ -6,8 +6,8 @@ It owns the model cache and one :class:`~SAMMed3DLib.InteractiveSession` per (vo
 history: the session's. Each session step carries the edit it made to the segment as its payload, so undo, redo
 and reset read the edits back from the session; steps that fall off the session's history hand their payloads
 back and are folded into one edit that reset still reverts. The point lists are a view of the session's clicks
-(:mod:`.markups`): a new Defined point is a click, a click's point the user deletes or moves is put back with a
-message.
+(:mod:`.point_lists`, :mod:`.markups`): a new Defined point is a click, a click's point the user deletes or moves
+is put back with a message.
 
 The scene is the truth; a session is a cache of it, checked cheaply before each click, undo, redo and reset and
 before a click's result is written (:mod:`.freshness`, applied in :mod:`.checks`).
@@ -31,7 +31,7 @@ import concurrent.futures
 import time
 from dataclasses import replace
 from functools import partial, singledispatchmethod
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .. import regions
 from ..errors import InputError
@@ -41,7 +41,7 @@ from .checks import SceneChecks, first_click
 from .feedback import DELETED_POINT, MOVED_POINT, TORCH_NEEDED, Reporter
 from .loading import ModelLoading
 from .models import DEFAULT_MODEL, DEVICE_CHOICES, DEVICES, ModelStore, ModuleOptions, Progress
-from .placing import PlaceMode
+from .point_lists import PointLists
 from .remote_models import closer, error_line
 from .targets import Inputs, SegmentClicks, Target, TargetKey, Targets, VolumeCache
 from .worker import Worker
@@ -58,7 +58,7 @@ worker gets the GIL for all but the main loop's own event handling between ticks
 the GIL in its event loop; waiting on a future releases it. SAMMed3DLib/bench/gil_loop.py: a stand-in loop)."""
 
 
-class SegmentationController(Reporter, SceneChecks, ModelLoading):
+class SegmentationController(Reporter, SceneChecks, ModelLoading, PointLists):
     """Main-thread orchestrator; see the module docstring. ``on_message(text, is_error)`` reports to the GUI
     (:class:`.feedback.Reporter`), ``on_place_mode()`` tells it that place mode started or ended."""
 
@@ -66,6 +66,7 @@ class SegmentationController(Reporter, SceneChecks, ModelLoading):
         Reporter.__init__(self)
         SceneChecks.__init__(self)
         ModelLoading.__init__(self)
+        PointLists.__init__(self)
         self.options = ModuleOptions()
         self.inputs = Inputs()
         self.on_place_mode: Optional[Callable[[], None]] = None
@@ -74,16 +75,11 @@ class SegmentationController(Reporter, SceneChecks, ModelLoading):
         self.download_progress: Optional[Progress] = None
         self.models = ModelStore(model_loader)
         self.history_limit: Optional[int] = None  # undo steps per session; None: the engine's default
-        self.place_mode = PlaceMode()
-        self._observations: List[Tuple[Any, int]] = []  # (node, observer tag) of place_mode.events()
-        self._observed: List[Tuple[Any, int, bool]] = []
         self._volumes = VolumeCache()
         self._targets = Targets()
         self._actions: Deque[Action] = collections.deque()
         self._pending: Deque[Pending] = collections.deque()  # handed to the worker thread, not collected yet
         self._worker: Optional[Worker] = None  # one thread: jobs run one at a time, in order
-        self._click_points: Set[Tuple[Any, str]] = set()  # (point list, point ID) of points that show clicks
-        self._showing = False  # the controller itself is changing the point lists: their events are ours
         self.last_step: Any = None  # the StepResult last written to the scene, without its mask (status, tests)
         self.dependencies_ready: Callable[[], bool] = lambda: True  # the GUI installs PyTorch (asks) here
 
@@ -132,18 +128,6 @@ class SegmentationController(Reporter, SceneChecks, ModelLoading):
         self.place_mode.exit()
         self._observe()
 
-    def start_placing(self, positive: bool) -> None:
-        """Place mode into the positive (green) or negative (red) list: every click in a view is a prompt."""
-        self.place_mode.start(positive)
-
-    def stop_placing(self) -> None:
-        self.place_mode.stop()
-
-    @property
-    def placing(self) -> Optional[bool]:
-        """True / False while placing positive / negative clicks, None otherwise."""
-        return self.place_mode.placing()
-
     def process_points(self) -> None:
         """Turn new Defined points into queued clicks and put back clicks' points the user deleted (the point
         lists' events call it; Preview points are ignored). A target's first click asks ``dependencies_ready``
@@ -164,24 +148,6 @@ class SegmentationController(Reporter, SceneChecks, ModelLoading):
             self._show_points()
             self._report(MOVED_POINT if moved else DELETED_POINT, True)
         self._start_next()
-
-    def discard_new_points(self, reason: str) -> None:
-        """Remove new Defined points without running them and report ``reason`` once (e.g. the user declined to
-        install PyTorch)."""
-        self._discard(self._compared_lists(), reason)
-
-    def _discard(self, lists: List[markups.Compared], reason: str) -> None:
-        self._showing = True
-        try:
-            removed = markups.remove_new(lists)
-        finally:
-            self._showing = False
-        if removed:
-            self._report(reason, True)
-
-    def _compared_lists(self) -> List[markups.Compared]:
-        """Each point list compared once with the selected target's clicks and waiting clicks."""
-        return markups.compare_lists(self.inputs.point_lists(), self._clicks(), self._waiting())
 
     def undo(self) -> None:
         self._queue(Undo)
@@ -479,19 +445,7 @@ class SegmentationController(Reporter, SceneChecks, ModelLoading):
         for close in filter(None, map(closer, sessions)):
             self._submit(Errand(), close)
 
-    # --- the point lists and place mode (main thread) -------------------------------------------------------
-
-    def _observe(self) -> None:
-        """Observe what place mode names (nothing while the module is hidden), with this controller's own
-        handlers: a point list's event lands in :meth:`process_points`, place mode's in the GUI's hook."""
-        events = self.place_mode.events()
-        if events == self._observed:
-            return
-        for node, tag in self._observations:
-            node.RemoveObserver(tag)
-        handlers = {True: self._points_changed, False: self._place_mode_changed}
-        self._observations = [(node, node.AddObserver(event, handlers[points])) for node, event, points in events]
-        self._observed = events
+    # --- the point lists' and place mode's events (main thread; the lists themselves: point_lists.py) --------
 
     def _points_changed(self, caller: Any, event: str) -> None:
         self.process_points()
@@ -499,22 +453,3 @@ class SegmentationController(Reporter, SceneChecks, ModelLoading):
     def _place_mode_changed(self, caller: Any, event: str) -> None:
         if self.on_place_mode is not None:
             self.on_place_mode()
-
-    def _show_points(self) -> None:
-        """Make the point lists show the selected target's clicks and the clicks still waiting to run."""
-        self._showing = True
-        try:
-            markups.show_lists(self.inputs.point_lists(), self._clicks(), self._waiting())
-            self._click_points = markups.point_ids(self.inputs.point_lists())
-        finally:
-            self._showing = False
-
-    def _clicks(self) -> Tuple[Tuple[markups.Point, bool], ...]:
-        """The selected target's clicks: (world RAS mm, positive), oldest first."""
-        target = self._targets.get(self.inputs.key)
-        return target.clicks() if target is not None else ()
-
-    def _waiting(self) -> List[Tuple[str, bool]]:
-        """(point ID, positive) of the selected target's clicks handed to the worker or queued, oldest first."""
-        queued = [*(work.action for work in self._pending), *self._actions]
-        return [(a.point_id, a.positive) for a in queued if isinstance(a, Click) and a.inputs.key == self.inputs.key]
