@@ -288,7 +288,7 @@ def write_segment(segmentation_node, segment_id: str, geometry: VolumeGeometry, 
 def _whole_layer_with(segment, geometry: VolumeGeometry, region: Region, mask) -> Optional[Tuple[Any, Tuple]]:
     """The segment's own labelmap layer with ``region`` set to ``mask`` (z, y, x), as a new image on
     ``geometry``'s grid covering the layer and the region, and its extent; None where the layer is on another
-    grid or its label value does not fit the image's bytes (then the segment is written in place)."""
+    grid or its label value does not fit the image's bytes (then Slicer's merge writes the region)."""
     label = segment.GetLabelValue()
     layer = segment.GetRepresentation(_BINARY)
     if not 0 < label < 256:
@@ -304,13 +304,12 @@ def _whole_layer_with(segment, geometry: VolumeGeometry, region: Region, mask) -
     image = geometry.oriented_image(covering)
     voxels = _voxels(image)
     if not empty:
-        voxels[z0 - lo[2] : z1 + 1 - lo[2], y0 - lo[1] : y1 + 1 - lo[1], x0 - lo[0] : x1 + 1 - lo[0]] = (
-            _voxels(layer) == label
-        ) * np.uint8(label)
+        kept = voxels[z0 - lo[2] : z1 + 1 - lo[2], y0 - lo[1] : y1 + 1 - lo[1], x0 - lo[0] : x1 + 1 - lo[0]]
+        np.multiply(_voxels(layer) == label, np.uint8(label), out=kept)
     r = np.subtract(region[0], lo)
     size = region[1]
     inside = voxels[r[2] : r[2] + size[2], r[1] : r[1] + size[1], r[0] : r[0] + size[0]]
-    inside[:] = np.asarray(mask, dtype=bool) * np.uint8(label)
+    np.multiply(np.asarray(mask, dtype=bool), np.uint8(label), out=inside)
     return image, region_to_extent(covering)
 
 
