@@ -4,17 +4,34 @@ import os
 from typing import Mapping, Union
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .checkpoint import extract_state_dict, load_weights_strict, read_checkpoint
 from .device import resolve_device, resolve_precision
 from .modeling import SAMMed3D, SAMMed3DConfig, build_sam_med3d
 
 
+class _SkipRandomInit(TorchFunctionMode):
+    """Inside ``torch.device("meta")``: the layers' random initialisation becomes a no-op and random tensors
+    become empty ones. The strict load replaces every value anyway, and torch runs random fills of meta tensors
+    through its Python reference kernels, whose first use imports torch._dynamo and sympy (1.1 s of a model's
+    first load on a CPU, before the user's first click)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # the initialisers fill their tensor in place
+        if func in (torch.randn, torch.rand):
+            kwargs.pop("generator", None)
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
 def _network_for(state: Mapping[str, torch.Tensor]) -> SAMMed3D:
     """A network of the architecture the weights describe. For a foreign file that describes none,
     the official one, so that the strict load lists exactly which keys and shapes differ."""
     # Built on the meta device: no time is spent initialising weights the file replaces.
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipRandomInit():
         try:
             return build_sam_med3d(SAMMed3DConfig.from_state_dict(state))
         except (KeyError, IndexError, ZeroDivisionError, AttributeError, ValueError, RuntimeError):
@@ -57,12 +74,17 @@ def load_model(
     return model
 
 
-def warm_up(model: SAMMed3D) -> None:
+def warm_up(model: SAMMed3D, encoder: bool = True) -> None:
     """Run the network once on a blank crop and one click, so that a GPU's one-time set-up (context, kernel
     selection, workspace allocation: about half a second on an H100) is paid when the model loads rather
-    than on the user's first click."""
+    than on the user's first click. ``encoder=False`` runs only the prompt encoder and the decoder, on a
+    blank embedding (a few ms)."""
     with torch.inference_mode():
-        embedding = model.encode(torch.zeros(1, 1, 128, 128, 128))
+        if encoder:
+            embedding = model.encode(torch.zeros(1, 1, 128, 128, 128))
+        else:
+            shape = (1, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
+            embedding = torch.zeros(shape, device=model.device)
         model.decode(embedding, torch.full((1, 1, 3), 64.0), torch.ones(1, 1, dtype=torch.long), None)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)

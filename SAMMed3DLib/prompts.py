@@ -88,21 +88,28 @@ def _markup(segment: SegmentPrompts) -> dict:
     }
 
 
+def markups_document(path: Path, kind: str) -> Tuple[Any, List[Any]]:
+    """(the parsed JSON, its ``markups`` list) of a Slicer ``.mrk.json`` file; InputError naming ``path`` (as a
+    ``kind``, e.g. "prompts file") if it cannot be read, is nested too deeply or has no ``markups`` list."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not a readable {kind} ({exc})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path} is not a {kind}: its JSON is nested too deeply") from exc
+    markups = document.get("markups") if isinstance(document, dict) else None
+    if not isinstance(markups, list):
+        raise InputError(f"{path} is not a Slicer markups file: it has no 'markups' list")
+    return document, markups
+
+
 def read_prompts(path: "os.PathLike[str] | str") -> List[SegmentPrompts]:
     """The segments' clicks of a ``.prompts.mrk.json`` file (RAS mm); InputError naming the file if it is not one.
 
     Points that are not placed (``positionStatus`` other than "defined") are skipped; a click without a
     ``description`` of "positive" or "negative" is refused (its sign would be a guess)."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not a readable prompts file ({exc})") from exc
-    except RecursionError as exc:
-        raise InputError(f"{path} is not a prompts file: its JSON is nested too deeply") from exc
-    markups = document.get("markups") if isinstance(document, dict) else None
-    if not isinstance(markups, list):
-        raise InputError(f"{path} is not a Slicer markups file: it has no 'markups' list")
+    document, markups = markups_document(path, "prompts file")
     extras = _extras(document, len(markups), path)
     return [_segment(markup, extra, path) for markup, extra in zip(markups, extras)]
 

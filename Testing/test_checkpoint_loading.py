@@ -154,3 +154,23 @@ def test_non_finite_weights_are_refused(tmp_path, reference_pair, bad):
         load_model(path)
     assert "image_encoder.blocks.0.attn.qkv.weight" in str(info.value)
     assert "mask_decoder.iou_token.weight" in str(info.value)
+
+
+def test_loading_builds_the_network_without_torchs_compiler_stack(tiny_checkpoint):
+    """The network is built on the meta device with its random initialisation skipped: torch's Python kernels for
+    random fills of meta tensors import torch._dynamo and sympy (over a second of the module's first load on a
+    CPU, before the user's first click). The weights are still exactly the file's (the tests above)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; from SAMMed3DLib import load_model\n"
+        f"model = load_model({str(tiny_checkpoint)!r})\n"
+        "assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])\n"
+        "print(sorted({'torch._dynamo', 'sympy'} & set(sys.modules)))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout

@@ -1,4 +1,4 @@
-"""Input files that are not what they claim are refused, never silently read (issue 13, class 2: files).
+"""Input files that are not what they claim are refused, never silently read (files).
 
 Truncated files, NaN/Inf voxels ITK's NIfTI reader turns into 0, geometry an output format cannot hold.
 """
@@ -62,7 +62,7 @@ def test_nifti2_truncated_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
 def test_header_promising_terabytes_is_refused_before_itk_allocates(tmp_path, name):
-    """Found beyond the issue's list: a 4000³ float32 header (256 GB) over 1 kB of data never reaches ITK."""
+    """Also: a 4000³ float32 header (256 GB) over 1 kB of data never reaches ITK."""
     import nibabel
 
     path = tmp_path / name

@@ -97,7 +97,7 @@ def test_float_label_map_with_whole_values_is_accepted():
 
 
 def test_intensity_image_as_label_map_is_refused():
-    """Found beyond the issue's list: the image given as its own label map evaluated thousands of "labels"."""
+    """Also: the image given as its own label map evaluated thousands of "labels"."""
     image = make_image(np.arange(4096).reshape(16, 16, 16))
     with pytest.raises(InputError, match=r"has 4095 different values; a label map has at most 1000 \(is it an image"):
         I.check_label_map(image, image, "the label map")

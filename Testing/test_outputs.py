@@ -1,4 +1,4 @@
-"""Outputs lose nothing: full disks, killed commits, outputs naming inputs, read-only files (issue 13, class 1).
+"""Outputs lose nothing: full disks, killed commits, outputs naming inputs, read-only files.
 
 Real failures only: a tmpfs that fills up, a file-size limit, a child process that dies between the
 commit's steps, real hard and symbolic links.

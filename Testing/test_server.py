@@ -37,7 +37,7 @@ from SAMMed3DLib.remote import RemoteError, RemoteInputError, RemoteSession, Ser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENT_CLIENTS, CONCURRENT_CLICKS = 8, 20
-"""Issue 12: 8 clients clicking 20 times each at once, each checked bit for bit."""
+"""8 clients clicking 20 times each at once, each checked bit for bit."""
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_a_killed_worker_is_recovered_by_replay(server, connection, tiny_model, 
 
 
 def test_concurrent_clients_each_get_their_own_masks(connection, tiny_model, phantom):
-    """8 clients x 20 clicks at once (issue 12), every mask checked against a local session of the same clicks."""
+    """8 clients x 20 clicks at once, every mask checked against a local session of the same clicks."""
     image, centre = phantom
     plans = [clicks_around(centre, CONCURRENT_CLICKS, seed=10 + c) for c in range(CONCURRENT_CLIENTS)]
     expected = [expected_masks(tiny_model, image, plan) for plan in plans]

@@ -1,4 +1,4 @@
-"""The path of a click (issue 10): a refinement click goes from the point list's event through controller.py to
+"""The path of a click: a refinement click goes from the point list's event through controller.py to
 the session (session.py) and back to the segment write (mrml.py), and nothing below the controller calls back
 up into it: the worker thread runs the session's own ``add_click``, the point lists' events land in the
 controller's own method, and no helper holds one of the controller's methods.

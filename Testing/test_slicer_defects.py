@@ -1,4 +1,4 @@
-"""Audit defects of issue 9 on real MRML (slicer-core), each with a test that failed on the old code."""
+"""Defects found in an audit, on real MRML (slicer-core), each with a test that failed on the old code."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The Slicer module with the Server device (issue 12 items 4 and 6), against a real server.
+"""The Slicer module with the Server device, against a real server.
 
 The server is the run's shared one (``ray_server``: Ray on 127.0.0.1, two CPU workers, the tiny checkpoint,
 Testing/support/serve.py). The headless scenario runs through it in a subprocess where torch is blocked; the

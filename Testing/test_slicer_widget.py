@@ -1,4 +1,4 @@
-"""SAMMed3D.py's Widget and self-test where Qt matters (issue 9 defects 4, 6, 7, 9), headless.
+"""SAMMed3D.py's Widget and self-test where Qt matters, headless.
 
 There is no Qt here: ``qt`` is replaced by a few recording stand-ins that model exactly the Qt behaviour the
 defects are about (a shortcut's parent and context, deletion; a segment selector that announces its first segment

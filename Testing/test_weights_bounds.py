@@ -107,7 +107,7 @@ def run_cli(capsys, *argv: str):
 
 
 def test_cli_trickle_with_timeout_2_stops(srv, tmp_path, capsys):
-    """The issue's case: one byte every 0.5 s outlived ``--timeout 2``."""
+    """One byte every 0.5 s outlived ``--timeout 2``."""
     url = srv.add("/m.pth", DATA, trickle=0.5)
     code, err, seconds = run_cli(capsys, "--url", url, "--timeout", "2", "--retries", "0", "--cache-dir", str(tmp_path))
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "too slow" in err[0], err

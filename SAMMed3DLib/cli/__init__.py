@@ -7,6 +7,7 @@ May import the engine and the benchmarks; nothing else imports it. Never imports
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,12 @@ COMMANDS = {
     "web": "the browser station: label volumes in a web page, one scene per browser session",
 }
 """Command name → one-line help; the module is ``cli/<name with _ for ->.py``."""
+
+NO_TORCH = (
+    "this command runs the network on this machine and needs PyTorch, which this installation lacks: "
+    "pip install 'SAMMed3DLib[torch]' (the dataset commands can run on a team server instead: --server URL)"
+)
+"""The one line for a command that needs torch in an installation without it (the base install is the client)."""
 
 
 def _command_module(name: str):
@@ -87,7 +94,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser(selected).parse_args(argv)
     try:
         with sigterm_as_interrupt():
-            return int(_command_module(args.command).run(args) or 0)
+            status = int(_command_module(args.command).run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return status
+    except BrokenPipeError:  # the reader went away (``models | head``): quiet, as other tools are
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except SAMMed3DError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -97,3 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # every parser builds without torch; a command's run imports it
+        if exc.name != "torch":
+            raise
+        print(f"error: {NO_TORCH}", file=sys.stderr)
+        return 2

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..wording import count
 
 TARGET_MS = 20
-"""Issue 12's target for the overhead per refinement click on loopback."""
+"""The target for the overhead per refinement click on loopback."""
 ANSWER_CHOICES = ("network", "lesion", "both")
 ANSWER_TITLES = {
     "network": "the network's answer (random test weights: a ragged mask, a refinement flips ~15 % of its box)",
@@ -123,7 +123,7 @@ def summary(local_times, timings, empty: float, identical: bool, load) -> Dict[s
         "identical_masks": identical,
         "concurrency": load,
     }
-    # two measures of one overhead: issue 12's difference of medians also holds the engine's noise between two
+    # two measures of one overhead: the difference of medians also holds the engine's noise between two
     # processes on a shared machine; the round trip minus the worker's engine time of the same click does not
     figures["overhead_ms"] = figures["remote_refine_ms"] - figures["local_refine_ms"]
     figures["overhead_per_click_ms"] = median_ms("transfer")

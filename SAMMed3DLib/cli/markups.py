@@ -1,6 +1,5 @@
 """Points from 3D Slicer markups files (``.mrk.json``) and from ``R,A,S`` text, as RAS millimetres."""
 
-import json
 import math
 import os
 import re
@@ -9,7 +8,7 @@ from typing import List, Tuple
 
 from ..coordinates import lps_to_ras
 from ..errors import InputError
-from ..prompts import control_point_position
+from ..prompts import control_point_position, markups_document
 
 Point = Tuple[float, float, float]
 
@@ -29,15 +28,7 @@ def read_markups(path: "os.PathLike[str] | str") -> List[Point]:
     another coordinate system or an unreadable file → InputError.
     """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not a readable markups JSON file ({exc})") from exc
-    except RecursionError as exc:
-        raise InputError(f"{path} is not a Slicer markups file: its JSON is nested too deeply") from exc
-    markups = document.get("markups") if isinstance(document, dict) else None
-    if not isinstance(markups, list):
-        raise InputError(f"{path} is not a Slicer markups file: it has no 'markups' list")
+    document, markups = markups_document(path, "Slicer markups file")
     points, skipped = [], 0
     for markup in markups:
         placed, unplaced = _markup_points(markup, path)

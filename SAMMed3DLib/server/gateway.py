@@ -182,7 +182,7 @@ class Gateway:
         try:
             ref = getattr(self._handle(index), method).remote(*args)
             return await asyncio.wait_for(ref, timeout)  # awaited on this loop: no thread-pool future hop
-        except asyncio.TimeoutError:
+        except TimeoutError:  # asyncio.TimeoutError is this class since Python 3.11
             raise ApiError(504, "timeout", f"the worker did not answer within {timeout:g} s") from None
         except ray.exceptions.RayTaskError as exc:  # a failure that is not the client's: say what, not where
             lines = [line for line in str(exc).splitlines() if line.strip()]

@@ -102,7 +102,7 @@ class Launcher:
         for station in stations:
             try:
                 await asyncio.wait_for(station.process.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 station.process.kill()
         if self._client is not None:
             await self._client.close()
@@ -195,7 +195,7 @@ class Launcher:
         station = Station(process, port)
         try:
             await asyncio.wait_for(self._wait_ready(station), STATION_START_S)
-        except (asyncio.TimeoutError, RuntimeError) as exc:
+        except (TimeoutError, RuntimeError) as exc:
             if station.alive:
                 process.kill()
             tail = " | ".join(station.log[-3:])
