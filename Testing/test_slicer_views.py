@@ -236,3 +236,19 @@ def test_a_second_segment_next_to_a_finished_one(module):
     for centre, segment_id in ((left, first), (right, second)):
         colour = segment_colour(segmentation, segment_id)
         assert tinted(ring(view, centre, 12.0, 20.0), colour).mean() > 0.9, f"segment {segment_id} not drawn"
+
+
+def test_a_write_that_only_clears_voxels_is_drawn(module):
+    """A segment write whose mask only removes voxels (a negative click inside the segment) is shown at once:
+    the slice view is told about the cleared voxels, not only about the added ones."""
+    scenario, view = module
+    geometry, segmentation, segment_id = scenario.geometry, scenario.segmentation, scenario.target
+    colour = segment_colour(segmentation, segment_id)
+    centre = np.round(np.linalg.solve(geometry.ijk_to_ras, [*SPHERE_CENTER_RAS, 1.0])[:3]).astype(int)
+    region = (tuple(int(c) - 10 for c in centre), (20, 20, 20))
+    block = np.ones((20, 20, 20), dtype=bool)
+    mrml.write_segment(segmentation, segment_id, geometry, region, block)
+    assert tinted(ring(view, SPHERE_CENTER_RAS, 0.0, 4.0), colour).mean() > 0.9
+    mrml.write_segment(segmentation, segment_id, geometry, region, np.zeros_like(block))
+    assert not scenario.target_voxels().any()
+    assert not tinted(ring(view, SPHERE_CENTER_RAS, 0.0, 4.0), colour).any(), "the cleared voxels are still drawn"

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..slicer import cases, gui, panel
 from ..slicer.controller import Inputs, SegmentationController
 from ..slicer.feedback import error_text
-from . import segments, volumes
+from . import segments, trace, volumes
 from .config import StationConfig
 
 IMAGE_QUALITY = 85
@@ -83,6 +83,7 @@ class Station:
 
     def __init__(self, server, config: StationConfig, model: Any = None) -> None:
         self.server, self.state, self.config = server, server.state, config
+        tracing = trace.install()
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, server, target_fps=config.target_fps,
                                blur_fps=config.blur_fps)
@@ -91,6 +92,9 @@ class Station:
         self.layout.set_layout(LAYOUT)
         for view in self.slicer.view_manager.get_views():
             tune_view(view, IMAGE_QUALITY)
+            trace.name_view(view, view.get_singleton_tag())
+        if tracing:
+            asynchronous.create_task(trace.watch_loop())
         self.selection = Selection()
         self.controller = SegmentationController()
         gui.connect(self.controller, self)
@@ -147,6 +151,7 @@ class Station:
             self.state.placing = {True: 1, False: -1, None: 0}[c.placing]
             self.state.can_undo, self.state.can_redo = c.can_undo, c.can_redo
             self.state.clicks = len(getattr(c.last_step, "clicks", None) or ()) if c.can_undo else 0
+            trace.event("state-clicks", self.state.clicks)
             self.state.segments = segments.rows(self.selection.segmentation)
             self.state.segment_id = self.selection.segmentId
             progress = c.download_progress
