@@ -74,17 +74,12 @@ def load_model(
     return model
 
 
-def warm_up(model: SAMMed3D, encoder: bool = True) -> None:
+def warm_up(model: SAMMed3D) -> None:
     """Run the network once on a blank crop and one click, so that a GPU's one-time set-up (context, kernel
     selection, workspace allocation: about half a second on an H100) is paid when the model loads rather
-    than on the user's first click. ``encoder=False`` runs only the prompt encoder and the decoder, on a
-    blank embedding (a few ms)."""
+    than on the user's first click."""
     with torch.inference_mode():
-        if encoder:
-            embedding = model.encode(torch.zeros(1, 1, 128, 128, 128))
-        else:
-            shape = (1, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
-            embedding = torch.zeros(shape, device=model.device)
+        embedding = model.encode(torch.zeros(1, 1, 128, 128, 128))
         model.decode(embedding, torch.full((1, 1, 3), 64.0), torch.ones(1, 1, dtype=torch.long), None)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)

@@ -79,11 +79,11 @@ def click(module) -> None:
 
 @pytest.fixture
 def warm_ups(monkeypatch):
-    """(network, with its image encoder) of each warm-up run (after the load, unless a click waits)."""
+    """The networks the warm-up ran (the network runs once on a blank crop after its load, unless a click waits)."""
     from SAMMed3DLib import model as engine_model
 
     runs: List[Any] = []
-    monkeypatch.setattr(engine_model, "warm_up", lambda network, encoder=True: runs.append((network, encoder)))
+    monkeypatch.setattr(engine_model, "warm_up", lambda network: runs.append(network))
     return runs
 
 
@@ -93,8 +93,7 @@ def test_selecting_a_volume_starts_loading_the_model(module, warm_ups):
     select(module)
     assert controller.busy and controller.status == LOADING_MODEL
     controller.wait()
-    # On a CPU without the image encoder: a click made during a warm-up encode would wait for all of it.
-    assert loader.calls == 1 and controller.model_loaded and warm_ups == [(loader.built[0](), False)]
+    assert loader.calls == 1 and controller.model_loaded and warm_ups == [loader.built[0]()]
     assert controller.status.startswith("model ready · CPU · loaded in "), controller.status
     assert controller.messages == []  # the status line only: nothing to dismiss
     controller.enter(controller.inputs.volume.GetScene())  # entering again loads nothing more

@@ -282,11 +282,9 @@ class ModelStore:
         return preload
 
     def warm_job(self, options: ModuleOptions) -> Callable[[], None]:
-        """Main thread: a function for the worker that runs the loaded network of ``options`` once
-        (:func:`~SAMMed3DLib.model.warm_up`), so that the first click does not pay the first run's set-up: thread
-        pools, kernels chosen for these shapes, the first allocations. On a CPU without the image encoder: its
-        first run costs only ~5-8 % more than later ones (0.94 s against 0.86-0.90 s for ViT-B, AMD EPYC), while a
-        click made during a warm-up encode would wait for the whole of it. (A GPU's load already ran it all.)"""
+        """Main thread: a function for the worker that runs the loaded network of ``options`` once on a blank crop
+        (:func:`~SAMMed3DLib.model.warm_up`), so that the first click does not pay the first run's set-up (on a
+        CPU: thread pools, kernels chosen for these shapes, the first large allocations)."""
         key = model_key(options)
 
         def warm() -> None:
@@ -294,7 +292,7 @@ class ModelStore:
 
             loaded = self._models.get(key)
             if loaded is not None and key == self._wanted:
-                warm_up(loaded[0], encoder=loaded[0].device.type != "cpu")
+                warm_up(loaded[0])
 
         return warm
 
