@@ -16,6 +16,7 @@ The page's share is click → image minus the engine's time.
 """
 
 import re
+import select
 import statistics
 import subprocess
 import sys
@@ -67,26 +68,44 @@ PROBE = """
 
 
 @contextmanager
-def running_station(weights: str, timeout: float = 300.0) -> Iterator[str]:
-    """``python -m SAMMed3DLib web`` on a free loopback port; yields the address it prints."""
-    command = [sys.executable, "-m", "SAMMed3DLib", "web", "--weights", weights, "--device", "cpu", "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def station_process(command: List[str], env: Optional[Dict[str, str]] = None,
+                    timeout: float = 300.0) -> Iterator[str]:  # fmt: skip
+    """``command`` (the ``web`` command, or a test's launcher that prints the same ready line) in a subprocess;
+    yields the address its ready line names; ends the process afterwards."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        deadline, seen = time.monotonic() + timeout, []
-        for line in process.stdout:
-            seen.append(line.rstrip())
-            if line.startswith(READY):
-                yield line.split(READY, 1)[1].split()[0]
-                return
-            if time.monotonic() > deadline:
-                break
-        raise RuntimeError("the station did not start: " + " | ".join(seen[-5:]))
+        yield _ready_address(process, timeout)
     finally:
         process.terminate()
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _ready_address(process: subprocess.Popen, timeout: float) -> str:
+    """The address of ``process``'s ready line; RuntimeError with its last lines if it exits or ``timeout`` s
+    pass first (a silent process is noticed too: its output is waited for one second at a time)."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if not ready:
+            if process.poll() is not None:
+                break
+            continue
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line.rstrip())
+        if line.startswith(READY):
+            return line.split(READY, 1)[1].split()[0]
+    raise RuntimeError("the station did not start: " + " | ".join(seen[-5:]))
+
+
+def running_station(weights: str, timeout: float = 300.0):
+    """``python -m SAMMed3DLib web`` on a free loopback port; a context yielding the address it prints."""
+    command = [sys.executable, "-m", "SAMMed3DLib", "web", "--weights", weights, "--device", "cpu", "--port", "0"]
+    return station_process(command, timeout=timeout)
 
 
 def _click(page, offset) -> None:

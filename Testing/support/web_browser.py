@@ -6,8 +6,6 @@ for the load event. Slicer places a point where its preview is, so a click moves
 
 import os
 import re
-import select
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -16,9 +14,10 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from SAMMed3DLib.bench.web import station_process
+
 CHROMIUM = "/usr/bin/chromium"
 STATION = Path(__file__).resolve().parent / "web_station.py"
-READY = "SAM-Med3D browser station at"
 VIEWPORT = {"width": 1280, "height": 860}
 
 
@@ -33,37 +32,11 @@ def chromium_missing() -> Optional[str]:
     return None
 
 
-@contextmanager
-def running_station(*args: str, timeout: float = 120.0) -> Iterator[str]:
-    """The launcher of Testing/support/web_station.py with ``args``; yields its address; stops it afterwards."""
+def running_station(*args: str, timeout: float = 120.0):
+    """The launcher of Testing/support/web_station.py with ``args``: a context yielding its address, stopping it
+    afterwards."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", VTK_DEFAULT_OPENGL_WINDOW="vtkEGLRenderWindow")
-    process = subprocess.Popen([sys.executable, str(STATION), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
-    try:
-        yield _ready_url(process, timeout)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _ready_url(process: subprocess.Popen, timeout: float) -> str:
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if not ready:
-            if process.poll() is not None:
-                break
-            continue
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line.rstrip())
-        if line.startswith(READY):
-            return line.split(READY, 1)[1].strip()
-    raise RuntimeError("the station did not start: " + " | ".join(seen[-5:]))
+    return station_process([sys.executable, str(STATION), *args], env=env, timeout=timeout)
 
 
 @contextmanager

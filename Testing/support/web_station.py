@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path[:0] = [str(HERE.parents[1]), str(HERE.parents[2])]  # Testing/ (support.*) and the repository
 
-READY = "SAM-Med3D browser station at"
+from SAMMed3DLib.bench.web import READY  # noqa: E402  (the ready line the web command prints)
 
 
 def station(config_json: str, port: int) -> None:
