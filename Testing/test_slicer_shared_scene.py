@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
 from support.slicer_scene import build_app_scene
-from support.views import SliceView, defined_points
+from support.views import SliceView, defined_points, module_in_red_view
 
 from SAMMed3DLib.slicer import freshness, mrml
 from SAMMed3DLib.slicer.controller import Inputs
@@ -52,13 +52,7 @@ class BlockingModel(PhantomModel):
 
 @pytest.fixture
 def module(app):
-    scenario = Scenario(app.scene, model=BlockingModel())  # the controller is entered (the module is shown)
-    view = SliceView(app, "Red")
-    view.show_volume(scenario.volume)
-    view.jump_to(SPHERE_CENTER_RAS)
-    yield scenario, view
-    view.close()
-    scenario.controller.cleanup()
+    yield from module_in_red_view(app, BlockingModel())  # the controller is entered (the module is shown)
 
 
 def place(scenario, view, ras, positive: bool = True) -> None:

@@ -10,14 +10,13 @@ Keyboard shortcuts are Qt's, taken before the view sees the key: a test calls wh
 import numpy as np
 import pytest
 from support.mainloop import under_main_loop  # noqa: F401 - the fixture, used by pytestmark
-from support.views import SliceView, defined_points, place_mode, preview_points, tinted
+from support.views import defined_points, module_in_red_view, place_mode, preview_points, tinted
 
 from SAMMed3DLib.slicer import mrml
 from SAMMed3DLib.slicer.controller import DELETED_POINT
 from SAMMed3DLib.slicer.scenario import (
     SPHERE_CENTER_RAS,
     PhantomModel,
-    Scenario,
     add_volume,
     oblique_ijk_to_ras,
     sphere_volume,
@@ -32,13 +31,7 @@ POSTERIOR = np.add(SPHERE_CENTER_RAS, (0.0, -12.0, 0.0))
 
 @pytest.fixture
 def module(app):
-    scenario = Scenario(app.scene, model=PhantomModel())  # the controller is entered (the module is shown)
-    view = SliceView(app, "Red")
-    view.show_volume(scenario.volume)
-    view.jump_to(SPHERE_CENTER_RAS)
-    yield scenario, view
-    view.close()
-    scenario.controller.cleanup()
+    yield from module_in_red_view(app, PhantomModel())  # the controller is entered (the module is shown)
 
 
 def click(scenario, view, ras, positive: bool = True) -> None:

@@ -352,3 +352,17 @@ def place_mode(app, markups_node: Optional[object]) -> None:
     selection.SetActivePlaceNodeID(markups_node.GetID())
     interaction.SetPlaceModePersistence(1)
     interaction.SetCurrentInteractionMode(interaction.Place)
+
+
+def module_in_red_view(app, model):
+    """The module's scenario (controller entered) with ``model`` and the axial view on its phantom's centre:
+    yields (scenario, view) and closes both afterwards (a fixture's body)."""
+    from SAMMed3DLib.slicer.scenario import SPHERE_CENTER_RAS, Scenario
+
+    scenario = Scenario(app.scene, model=model)
+    view = SliceView(app, "Red")
+    view.show_volume(scenario.volume)
+    view.jump_to(SPHERE_CENTER_RAS)
+    yield scenario, view
+    view.close()
+    scenario.controller.cleanup()
